@@ -1,0 +1,192 @@
+# Copyright 2026 The mnist-diffusion authors. Licensed under the Apache License, Version 2.0.
+"""`MNISTDDPMPipeline`: generate handwritten digits of the classes you ask for.
+
+This file imports only torch, numpy and diffusers, so it can be copied verbatim into a Hub repo and loaded with
+`trust_remote_code=True` by someone who does not have `mnist_diffusion` installed.
+"""
+
+import inspect
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+
+def check_labels(labels, num_classes: int) -> list[int]:
+    """
+    Turn `labels` (an int, a list/tuple of ints, or a 1-d integer tensor/array) into a list of ints, or raise a
+    `ValueError` that names the bad value and the allowed range.
+    """
+    allowed = f"an int, a list of ints or a 1-d integer tensor with values in 0–{num_classes - 1}"
+    if torch.is_tensor(labels) or isinstance(labels, np.ndarray):
+        if labels.ndim != 1:
+            raise ValueError(f"`labels` must be {allowed}; got a {labels.ndim}-d {type(labels).__name__}: {labels!r}.")
+        if labels.dtype in (torch.bool, np.bool_) or not (
+            (torch.is_tensor(labels) and not labels.is_floating_point() and not labels.is_complex())
+            or (isinstance(labels, np.ndarray) and np.issubdtype(labels.dtype, np.integer))
+        ):
+            raise ValueError(f"`labels` must be {allowed}; got dtype {labels.dtype}: {labels!r}.")
+        labels = labels.tolist()
+    elif isinstance(labels, (int, np.integer)) and not isinstance(labels, (bool, np.bool_)):
+        labels = [int(labels)]
+    elif isinstance(labels, (list, tuple)):
+        labels = list(labels)
+    else:
+        raise ValueError(f"`labels` must be {allowed}; got {labels!r}.")
+
+    if not labels:
+        raise ValueError(f"`labels` must be {allowed}; got an empty {type(labels).__name__}.")
+    for label in labels:
+        if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
+            raise ValueError(f"`labels` must be {allowed}; got {label!r} ({type(label).__name__}) in {labels!r}.")
+        if not 0 <= label < num_classes:
+            raise ValueError(f"`labels` must be {allowed}; got {label} in {labels!r}.")
+    return [int(label) for label in labels]
+
+
+class MNISTDDPMPipeline(DiffusionPipeline):
+    """
+    Class-conditional DDPM for handwritten digits: start from pure noise x_T ~ N(0, I) and denoise it step by step
+    with `unet` and `scheduler`, steering every step toward the requested digit with classifier-free guidance.
+
+    Args:
+        unet ([`ClassConditionedUNet`]): the noise predictor ε_θ(x_t, t, y).
+        scheduler ([`SchedulerMixin`]): an [`MNISTDDPMScheduler`], or any diffusers scheduler made from its config,
+            e.g. `DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`.
+        default_guidance_scale (`float`, defaults to 1.0): guidance scale used when a call gives none; saved in
+            `model_index.json`, so a trained model can ship the value its evaluation chose.
+        default_num_inference_steps (`int`, *optional*): steps used when a call gives none; the scheduler's full
+            `num_train_timesteps` (1000 for the DDPM of the paper) when not set.
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(
+        self,
+        unet,
+        scheduler,
+        default_guidance_scale: float = 1.0,
+        default_num_inference_steps: int | None = None,
+    ):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_to_config(
+            default_guidance_scale=default_guidance_scale, default_num_inference_steps=default_num_inference_steps
+        )
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        labels: int | Sequence[int] | torch.Tensor,
+        num_images_per_label: int = 1,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+    ) -> ImagePipelineOutput | tuple:
+        """
+        Generate digits.
+
+        Args:
+            labels (`int`, `list[int]` or `torch.Tensor`): the digits to draw, 0–9; one image per entry, in order.
+            num_images_per_label (`int`, defaults to 1): images per entry of `labels` (each label's images are
+                adjacent in the output).
+            num_inference_steps (`int`, *optional*): denoising steps; defaults to the pipeline's
+                `default_num_inference_steps`, or else the full `num_train_timesteps` DDPM chain.
+            guidance_scale (`float`, *optional*): classifier-free guidance weight w in
+                ε = ε_uncond + w · (ε_cond − ε_uncond); 1 disables guidance (and its extra model pass), 0 ignores
+                the label. Defaults to the pipeline's `default_guidance_scale`.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): makes generation deterministic;
+                a list gives one generator per image.
+            output_type (`str`, defaults to `"pil"`): `"pil"` (28×28 `PIL.Image` in mode "L"), `"np"` (float array
+                of shape `(batch, 28, 28, 1)` in [0, 1]) or `"pt"` (tensor of shape `(batch, 1, 28, 28)` in [0, 1]).
+            return_dict (`bool`, defaults to `True`): return an [`ImagePipelineOutput`] instead of a tuple.
+            callback_on_step_end (`Callable`, *optional*): called as `callback_on_step_end(self, i, t, kwargs)`
+                after each step, with `kwargs` holding the tensors named in `callback_on_step_end_tensor_inputs`;
+                it may return a dict that replaces them.
+            callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["latents"]`): tensors passed to the
+                callback.
+
+        Returns:
+            [`ImagePipelineOutput`] or `tuple`: the generated images.
+
+        Example:
+
+        ```py
+        >>> from mnist_diffusion import MNISTDDPMPipeline
+
+        >>> pipe = MNISTDDPMPipeline.from_pretrained("pretrained/mnist-ddpm")
+        >>> image = pipe(labels=[7]).images[0]
+        >>> image.save("seven.png")
+        ```
+        """
+        num_classes = self.unet.config.num_classes
+        labels = check_labels(labels, num_classes)
+        if isinstance(num_images_per_label, bool) or not isinstance(num_images_per_label, int) or num_images_per_label < 1:
+            raise ValueError(f"`num_images_per_label` must be a positive integer, got {num_images_per_label!r}.")
+        if num_inference_steps is None:
+            num_inference_steps = self.config.default_num_inference_steps or self.scheduler.config.num_train_timesteps
+        if guidance_scale is None:
+            guidance_scale = self.config.default_guidance_scale
+        if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool) or guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be a number ≥ 0, got {guidance_scale!r}.")
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
+        unknown_inputs = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown_inputs:
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` may only name {self._callback_tensor_inputs}, "
+                f"got {sorted(unknown_inputs)}."
+            )
+
+        device = self._execution_device
+        batch_size = len(labels) * num_images_per_label
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators for {batch_size} images; pass one, or one per image.")
+        class_labels = torch.tensor(labels, device=device).repeat_interleave(num_images_per_label)
+        do_guidance = guidance_scale != 1
+        if do_guidance:
+            # The conditional and the unconditional pass run as one batch: [labels; null labels].
+            class_labels = torch.cat([class_labels, torch.full_like(class_labels, self.unet.null_class_label)])
+
+        config = self.unet.config
+        shape = (batch_size, config.in_channels, config.sample_size, config.sample_size)
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        latents = latents * self.scheduler.init_noise_sigma
+        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+
+        timesteps = self.scheduler.timesteps
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                model_input = torch.cat([latents, latents]) if do_guidance else latents
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                noise_pred = self.unet(model_input, t, class_labels).sample
+                if do_guidance:
+                    noise_cond, noise_uncond = noise_pred.chunk(2)
+                    noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+                latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
+
+                if callback_on_step_end is not None:
+                    step_tensors = {"latents": latents}
+                    callback_kwargs = {name: step_tensors[name] for name in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                    latents = callback_outputs.get("latents", latents)
+                progress_bar.update()
+
+        images = (latents.float() / 2 + 0.5).clamp(0, 1)
+        if output_type != "pt":
+            images = images.cpu().permute(0, 2, 3, 1).numpy()
+            if output_type == "pil":
+                images = self.numpy_to_pil(images)
+
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)

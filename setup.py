@@ -1,0 +1,34 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="mnist-diffusion",
+    version="0.1.0",
+    description="A class-conditional DDPM on MNIST for Hugging Face diffusers: from-scratch scheduler, UNet, pipeline.",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    author="The mnist-diffusion authors",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mnist_diffusion", "mnist_diffusion.*"]),
+    # Install the CPU build first (`pip install torch==2.13.0`) on machines without a GPU: an unpinned torch
+    # requirement with no torch present pulls several GB of CUDA packages.
+    install_requires=[
+        "torch>=2.13,<2.14",
+        "diffusers>=0.42,<0.43",
+        "huggingface_hub>=2,<3",
+        "safetensors>=0.4",
+        "numpy>=1.26",
+        "pillow>=10",
+    ],
+    extras_require={
+        "train": ["accelerate>=1.10,<2", "tensorboard>=2.15", "tqdm>=4.66"],
+        "dev": ["accelerate>=1.10,<2", "tensorboard>=2.15", "tqdm>=4.66", "pytest>=8"],
+    },
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

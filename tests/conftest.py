@@ -1,0 +1,28 @@
+import pytest
+import torch
+
+from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
+
+TINY_UNET = dict(block_out_channels=(8, 16, 16), layers_per_block=1, attention_head_dim=8, norm_num_groups=4)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    # Keeps unit tests of tiny models cheap and predictable on a shared 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny_unet():
+    torch.manual_seed(0)
+    return ClassConditionedUNet(**TINY_UNET).eval()
+
+
+@pytest.fixture
+def tiny_pipe(tiny_unet):
+    pipe = MNISTDDPMPipeline(unet=tiny_unet, scheduler=MNISTDDPMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

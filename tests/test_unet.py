@@ -1,0 +1,109 @@
+import pytest
+import torch
+
+from mnist_diffusion import ClassConditionedUNet
+
+from .conftest import TINY_UNET
+
+
+def inputs(batch=3):
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(batch, 1, 28, 28, generator=generator), torch.arange(batch) % 11
+
+
+@pytest.mark.parametrize("timestep", [17, 17.0, torch.tensor(17), torch.tensor([17]), torch.tensor([17, 17, 17])])
+def test_output_shape_and_timestep_forms(tiny_unet, timestep):
+    sample, labels = inputs()
+    out = tiny_unet(sample, timestep, labels)
+    assert out.sample.shape == sample.shape
+    torch.testing.assert_close(out.sample, tiny_unet(sample, torch.tensor([17, 17, 17]), labels).sample)
+    assert tiny_unet(sample, timestep, labels, return_dict=False)[0].shape == sample.shape
+
+
+def test_conditioning_changes_the_prediction(tiny_unet):
+    sample, _ = inputs(2)
+    same = torch.tensor([3, 3])
+    base = tiny_unet(sample, 500, same).sample
+    assert not torch.allclose(base, tiny_unet(sample, 500, torch.tensor([3, 10])).sample)
+    assert not torch.allclose(base, tiny_unet(sample, 20, same).sample)
+    # Per-sample conditioning: changing one label leaves the other image's prediction untouched.
+    torch.testing.assert_close(base[0], tiny_unet(sample, 500, torch.tensor([3, 7])).sample[0])
+
+
+def test_architecture_follows_config():
+    unet = ClassConditionedUNet(**TINY_UNET)
+    assert unet.class_embedding.num_embeddings == 11 and unet.null_class_label == 10
+    assert [len(stage.blocks) for stage in unet.down_stages] == [1, 1, 1]
+    assert [len(stage.blocks) for stage in unet.up_stages] == [2, 2, 2]
+    assert unet.mid_blocks[0].attention is not None
+    with_attention = [b.attention is not None for s in unet.down_stages for b in s.blocks]
+    assert with_attention == [False, False, True]  # attention_resolutions=(7,): only the 7×7 level
+    wider = ClassConditionedUNet(**{**TINY_UNET, "layers_per_block": 2, "attention_resolutions": (14, 7)})
+    assert sum(p.numel() for p in wider.parameters()) > sum(p.numel() for p in unet.parameters())
+    assert [b.attention is not None for s in wider.down_stages for b in s.blocks] == [False, False, True, True, True, True]
+
+
+@pytest.mark.parametrize(
+    "shape,match", [((2, 28, 28), "must have shape"), ((2, 3, 28, 28), "must have shape"), ((2, 1, 27, 27), "divisible by 4")]
+)
+def test_wrong_sample_shape_is_a_clear_error(tiny_unet, shape, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_unet(torch.zeros(shape), 1, torch.zeros(shape[0], dtype=torch.long))
+
+
+@pytest.mark.parametrize(
+    "labels,match",
+    [
+        (torch.tensor([0, 11]), r"\[0, 10\].*\[11\]"),
+        (torch.tensor([-1, 0]), r"\[-1\]"),
+        (torch.tensor([0.0, 1.0]), "integer tensor"),
+        (torch.tensor([[0, 1]]), "1-d integer tensor"),
+        (torch.tensor([0, 1, 2]), "one label per sample"),
+    ],
+)
+def test_bad_labels_are_a_clear_error(tiny_unet, labels, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_unet(torch.zeros(2, 1, 28, 28), 1, labels)
+
+
+def test_save_load_round_trip_is_exact(tiny_unet, tmp_path):
+    tiny_unet.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
+    loaded = ClassConditionedUNet.from_pretrained(tmp_path).eval()
+    sample, labels = inputs()
+    assert torch.equal(loaded(sample, 100, labels).sample, tiny_unet(sample, 100, labels).sample)
+
+
+def test_bf16_autocast_and_channels_last_agree_with_fp32(tiny_unet):
+    sample, labels = inputs()
+    reference = tiny_unet(sample, 300, labels).sample
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low_precision = tiny_unet(sample, 300, labels).sample
+    assert low_precision.dtype == torch.bfloat16
+    assert (low_precision.float() - reference).abs().max() < 0.05 * reference.abs().max()
+    channels_last = tiny_unet.to(memory_format=torch.channels_last)
+    out = channels_last(sample.to(memory_format=torch.channels_last), 300, labels).sample
+    torch.testing.assert_close(out, reference, atol=1e-5, rtol=1e-4)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_unet):
+    sample, labels = inputs()
+    tiny_unet.train()
+
+    def gradients():
+        tiny_unet.zero_grad()
+        tiny_unet(sample, torch.tensor([1, 500, 999]), labels).sample.square().mean().backward()
+        return [p.grad.clone() for p in tiny_unet.parameters()]
+
+    plain = gradients()
+    tiny_unet.enable_gradient_checkpointing()
+    assert tiny_unet.is_gradient_checkpointing
+    checkpointed = gradients()
+    for a, b in zip(plain, checkpointed):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_torch_compile_matches_eager(tiny_unet):
+    sample, labels = inputs()
+    compiled = torch.compile(tiny_unet)
+    torch.testing.assert_close(compiled(sample, 250, labels).sample, tiny_unet(sample, 250, labels).sample, atol=1e-4, rtol=1e-4)
