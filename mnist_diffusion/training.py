@@ -45,6 +45,7 @@ LR_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "const
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="train.py",
         description="Train a class-conditional DDPM on MNIST (run with `accelerate launch` for several processes).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
