@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,12 +63,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     try:
         with gzip.open(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         raise MNISTDataError(f"{path} is not a readable gzip file ({error}).") from error
     if len(raw) < 8 or raw[:2] != b"\x00\x00" or raw[2] != 0x08 or raw[3] not in (1, 3):
         raise MNISTDataError(f"{path} does not start with an IDX header of uint8 data (magic 0x0801 or 0x0803).")
     ndim = raw[3]
     header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise MNISTDataError(f"{path}: the IDX header is cut short ({len(raw)} bytes, needs {header}).")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     if len(raw) - header != int(np.prod(shape)):
         raise MNISTDataError(
@@ -101,7 +104,7 @@ def download_file(url: str, destination: Path, expected_md5: str, timeout: float
         if actual != expected_md5:
             raise MNISTDataError(f"Downloaded {url} has md5 {actual}, expected {expected_md5}; not saved.")
         os.replace(temporary, destination)
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         raise MNISTDataError(f"Could not download {url} to {destination}: {error}.") from error
     finally:
         if os.path.exists(temporary):
@@ -126,7 +129,7 @@ def ensure_mnist(data_dir: str | os.PathLike, split: str = "train", download: bo
     if split not in MNIST_FILES:
         raise ValueError(f"`split` must be 'train' or 'test', got {split!r}.")
     data_dir = Path(data_dir)
-    mirror = mirror or os.environ.get("MNIST_MIRROR", DEFAULT_MIRROR)
+    mirror = mirror or os.environ.get("MNIST_MIRROR") or DEFAULT_MIRROR
     paths = []
     for spec in MNIST_FILES[split]:
         path = data_dir / spec.name
