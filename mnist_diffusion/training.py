@@ -49,7 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a class-conditional DDPM on MNIST (run with `accelerate launch` for several processes).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add = parser.add_argument
     data = parser.add_argument_group("data and output")
     data.add_argument("--data_dir", default="data/mnist",
                       help="Folder with the four MNIST IDX .gz files; missing files are downloaded there when online.")
@@ -58,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataloader_num_workers", type=int, default=0,
                       help="Worker processes for data loading (the data set is in memory: 0 is usually fastest).")
     model = parser.add_argument_group("model and noise schedule")
-    model.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 128],
+    model.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 96],
                        help="UNet width at 28, 14 and 7 pixels.")
     model.add_argument("--layers_per_block", type=int, default=1, help="Residual blocks per resolution.")
     model.add_argument("--attention_resolutions", type=int, nargs="*", default=[7],

@@ -9,7 +9,6 @@ import os
 import socket
 import struct
 import threading
-import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
