@@ -1,0 +1,646 @@
+# Copyright 2026 The mnist-diffusion authors. Licensed under the Apache License, Version 2.0.
+"""
+Side-by-side CPU benchmark of mnist-diffusion against "the peer": diffusers' own class-conditional `UNet2DModel`
+(same widths, parameter count within ±10%) driven by diffusers' `DDPMScheduler` in the plain DDPM loop, with the
+same classifier-free guidance as `MNISTDDPMPipeline`. Run it from the repository root on an otherwise idle machine:
+
+    python benchmarks/benchmark.py
+
+It measures training throughput (and the FLOP/s it reaches against a measured matmul peak), generation latency and
+throughput, and peak memory, and writes `benchmarks/RESULTS.md` and `benchmarks/results.json`. Ours and the peer are
+measured alternately within each repeat, so that drift of the machine's speed affects both alike; the ratios are
+the result, the absolute numbers only context. `--quick` is a smoke test that finishes well within a minute and
+writes to a temporary folder.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import multiprocessing
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import diffusers
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers.utils.pil_utils import numpy_to_pil
+from diffusers.utils.torch_utils import randn_tensor
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
+
+START = time.perf_counter()
+BENCHMARKS_DIR = Path(__file__).resolve().parent
+SIDES = ("ours", "peer")
+MEMORY_KINDS = tuple(f"{kind}-{side}" for kind in ("train", "generate") for side in SIDES)
+SEED = 0
+NUM_TRAIN_TIMESTEPS = 1000
+NULL_LABEL = 10
+GUIDANCE_SCALE = 2.0
+TRAIN_BATCH_SIZE = 128
+GENERATION_LABELS = list(range(10))
+IMAGES_PER_LABEL = 10  # batch 100
+MATMUL_SIZE = 2048
+
+# diffusers' UNet2DModel with the widths of our default ClassConditionedUNet, class-conditioned with 10 digits + the
+# null label.
+PEER_UNET_CONFIG = dict(
+    sample_size=28,
+    in_channels=1,
+    out_channels=1,
+    block_out_channels=(32, 64, 96),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    norm_num_groups=8,
+    num_class_embeds=11,
+    attention_head_dim=32,
+)
+
+
+# FlopCounterMode has no formula for the CPU flash-attention kernel that the peer's attention runs on; it does the
+# same matmuls as the other scaled-dot-product-attention kernels, so it gets their formulas.
+def cpu_flash_attention_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def cpu_flash_attention_backward_flop(
+    grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
+) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+CPU_SDPA_FLOP_FORMULAS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash_attention_flop,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: cpu_flash_attention_backward_flop,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much work each measurement does."""
+
+    repeats: int
+    warmup_rounds: int  # rounds of every measurement run and discarded before the timed repeats
+    train_steps: int  # timed training steps per repeat
+    matmul_count: int  # timed matmuls per repeat and dtype
+    batch1_steps: int  # timed steps of the 1000-step chain at batch 1 (all of them unless --quick)
+    steps_for_batch100: int  # timed steps of the 1000-step chain at batch 100, extrapolated to 1000
+    strided_steps: int
+    dpm_solver_steps: int
+    memory_steps: int  # training or generation steps run by each memory measurement
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Settings":
+        if args.quick:
+            return cls(
+                repeats=1,
+                warmup_rounds=0,
+                train_steps=2,
+                matmul_count=1,
+                batch1_steps=5,
+                steps_for_batch100=2,
+                strided_steps=5,
+                dpm_solver_steps=5,
+                memory_steps=1,
+            )
+        return cls(
+            repeats=args.repeats,
+            warmup_rounds=1,
+            train_steps=10,
+            matmul_count=5,
+            batch1_steps=NUM_TRAIN_TIMESTEPS,
+            steps_for_batch100=args.steps_for_batch100,
+            strided_steps=100,
+            dpm_solver_steps=20,
+            memory_steps=3,
+        )
+
+
+def build_unet(side: str) -> torch.nn.Module:
+    torch.manual_seed(SEED)
+    return ClassConditionedUNet() if side == "ours" else UNet2DModel(**PEER_UNET_CONFIG)
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+class PeerPipeline:
+    """
+    The plain DDPM sampling loop around diffusers' `UNet2DModel` and `DDPMScheduler`, with `MNISTDDPMPipeline`'s
+    classifier-free guidance (conditional and unconditional passes as one batch, null label 10) and the arguments
+    of its call that the benchmark uses.
+    """
+
+    def __init__(self, unet: UNet2DModel, scheduler: DDPMScheduler):
+        self.unet = unet
+        self.scheduler = scheduler
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        labels: list[int],
+        num_images_per_label: int = 1,
+        guidance_scale: float = GUIDANCE_SCALE,
+        generator: torch.Generator | None = None,
+        callback_on_step_end: Callable | None = None,
+    ) -> list:
+        class_labels = torch.tensor(labels).repeat_interleave(num_images_per_label)
+        class_labels = torch.cat([class_labels, torch.full_like(class_labels, NULL_LABEL)])
+        config = self.unet.config
+        latents = randn_tensor(
+            (len(labels) * num_images_per_label, config.in_channels, config.sample_size, config.sample_size),
+            generator=generator,
+        )
+        self.scheduler.set_timesteps(NUM_TRAIN_TIMESTEPS)
+        for i, t in enumerate(self.scheduler.timesteps):
+            noise_pred = self.unet(torch.cat([latents, latents]), t, class_labels=class_labels).sample
+            noise_cond, noise_uncond = noise_pred.chunk(2)
+            noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+            latents = self.scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
+            if callback_on_step_end is not None:
+                callback_on_step_end(self, i, t, {"latents": latents})
+        return numpy_to_pil((latents / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy())
+
+
+def build_pipeline(side: str) -> MNISTDDPMPipeline | PeerPipeline:
+    unet = build_unet(side).eval()
+    if side == "peer":
+        return PeerPipeline(unet, DDPMScheduler())
+    pipe = MNISTDDPMPipeline(unet, MNISTDDPMScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class _EnoughSteps(Exception):
+    """Raised by the step callback of `time_generation` to end a generation once its timed steps are done."""
+
+
+def time_generation(pipe: MNISTDDPMPipeline | PeerPipeline, num_steps: int, labels: list[int], **kwargs) -> float:
+    """Seconds from calling `pipe` to the end of its `num_steps`-th step, or of the whole call if that is its last."""
+
+    def stop_after_num_steps(pipe, step_index, timestep, callback_kwargs):
+        if step_index + 1 == num_steps and num_steps < len(pipe.scheduler.timesteps):
+            raise _EnoughSteps
+        return callback_kwargs
+
+    start = time.perf_counter()
+    with contextlib.suppress(_EnoughSteps):
+        pipe(
+            labels=labels,
+            guidance_scale=GUIDANCE_SCALE,
+            generator=torch.Generator().manual_seed(SEED),
+            callback_on_step_end=stop_after_num_steps,
+            **kwargs,
+        )
+    return time.perf_counter() - start
+
+
+class TrainingStep:
+    """
+    One step of the DDPM objective ‖ε − ε_θ(x_t, t, y)‖² on a fixed random batch (NCHW, the default memory format),
+    under bf16 autocast, followed by an AdamW update.
+    """
+
+    def __init__(self, unet: torch.nn.Module, batch_size: int = TRAIN_BATCH_SIZE):
+        generator = torch.Generator().manual_seed(SEED)
+        shape = (batch_size, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+        self.unet = unet.train()
+        self.batch_size = batch_size
+        self.noisy_samples = torch.randn(shape, generator=generator)
+        self.noise = torch.randn(shape, generator=generator)
+        self.timesteps = torch.randint(0, NUM_TRAIN_TIMESTEPS, (batch_size,), generator=generator)
+        self.class_labels = torch.randint(0, NULL_LABEL + 1, (batch_size,), generator=generator)
+        self.optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+
+    def forward_backward(self) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            prediction = self.unet(self.noisy_samples, self.timesteps, class_labels=self.class_labels).sample
+        F.mse_loss(prediction.float(), self.noise).backward()
+
+    def __call__(self) -> None:
+        self.forward_backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def flops_per_image(self) -> float:
+        """FLOPs of the forward and backward pass per image, as counted by `FlopCounterMode` (matmuls, convolutions
+        and attention; not elementwise operations or normalisations)."""
+        with FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOP_FORMULAS) as counter:
+            self.forward_backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        return counter.get_total_flops() / self.batch_size
+
+
+def make_matmul(dtype: torch.dtype) -> Callable[[], torch.Tensor]:
+    generator = torch.Generator().manual_seed(SEED)
+    a, b = (torch.randn(MATMUL_SIZE, MATMUL_SIZE, generator=generator, dtype=dtype) for _ in range(2))
+    return lambda: a @ b
+
+
+def time_calls(function: Callable[[], object], count: int) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        function()
+    return time.perf_counter() - start
+
+
+@dataclass
+class Timing:
+    """A piece of work timed once per repeat, and how its seconds turn into the number reported."""
+
+    measure: Callable[[], float]
+    unit: str
+    value_from_seconds: Callable[[float], float] = lambda seconds: seconds
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def values(self) -> list[float]:
+        return [self.value_from_seconds(seconds) for seconds in self.seconds]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def to_json(self) -> dict:
+        return {"unit": self.unit, "seconds": self.seconds, "values": self.values, "median": self.median}
+
+
+def images_per_second(num_images: int) -> Callable[[float], float]:
+    return lambda seconds: num_images / seconds
+
+
+def build_timings(settings: Settings) -> tuple[dict[str, Timing], dict[str, float]]:
+    """Every timed measurement, in the order of one repeat (ours, then the peer, for each), and FLOPs per image."""
+    timings, flops_per_image = {}, {}
+
+    for side in SIDES:
+        training_step = TrainingStep(build_unet(side))
+        flops_per_image[side] = training_step.flops_per_image()
+        timings[f"train_{side}"] = Timing(
+            lambda step=training_step: time_calls(step, settings.train_steps),
+            "images/s",
+            images_per_second(TRAIN_BATCH_SIZE * settings.train_steps),
+        )
+    matmul_flops = 2 * MATMUL_SIZE**3 * settings.matmul_count
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        timings[f"matmul_{name}"] = Timing(
+            lambda matmul=make_matmul(dtype): time_calls(matmul, settings.matmul_count),
+            "GFLOP/s",
+            lambda seconds: matmul_flops / seconds / 1e9,
+        )
+
+    pipes = {side: build_pipeline(side) for side in SIDES}
+    for side, pipe in pipes.items():
+        timings[f"batch1_{side}"] = Timing(
+            lambda pipe=pipe: time_generation(pipe, settings.batch1_steps, labels=[7]), "s"
+        )
+    batch100 = len(GENERATION_LABELS) * IMAGES_PER_LABEL
+    for side, pipe in pipes.items():
+        timings[f"batch100_{side}"] = Timing(
+            lambda pipe=pipe: time_generation(
+                pipe, settings.steps_for_batch100, labels=GENERATION_LABELS, num_images_per_label=IMAGES_PER_LABEL
+            ),
+            "images/s (extrapolated to 1000 steps)",
+            lambda seconds: batch100 / (seconds / settings.steps_for_batch100 * NUM_TRAIN_TIMESTEPS),
+        )
+
+    ours = pipes["ours"]
+    dpm_solver = MNISTDDPMPipeline(ours.unet, DPMSolverMultistepScheduler.from_config(ours.scheduler.config))
+    dpm_solver.set_progress_bar_config(disable=True)
+    for name, pipe, num_steps in (
+        ("strided_ours", ours, settings.strided_steps),
+        ("dpm_solver_ours", dpm_solver, settings.dpm_solver_steps),
+    ):
+        timings[name] = Timing(
+            lambda pipe=pipe, num_steps=num_steps: time_generation(
+                pipe, num_steps, labels=[7], num_inference_steps=num_steps
+            ),
+            "s",
+        )
+    return timings, flops_per_image
+
+
+def log(message: str) -> None:
+    print(f"[{time.perf_counter() - START:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def run_interleaved(timings: dict[str, Timing], settings: Settings) -> None:
+    """Run every measurement once per round, in the same order each round; keep the rounds after the warm-up."""
+    for round_index in range(settings.warmup_rounds + settings.repeats):
+        is_warmup = round_index < settings.warmup_rounds
+        log(f"{'warm-up' if is_warmup else 'repeat'} {round_index + 1}/{settings.warmup_rounds + settings.repeats}")
+        for timing in timings.values():
+            seconds = timing.measure()
+            if not is_warmup:
+                timing.seconds.append(seconds)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def measure_memory(kind: str, settings: Settings) -> dict[str, float]:
+    """Run one memory workload in this (fresh) process; return its peak RSS before and after the workload."""
+    workload, side = kind.split("-")
+    if workload == "train":
+        training_step = TrainingStep(build_unet(side))
+        before = peak_rss_mib()
+        time_calls(training_step, settings.memory_steps)
+    else:
+        pipe = build_pipeline(side)
+        before = peak_rss_mib()
+        time_generation(
+            pipe, settings.memory_steps, labels=GENERATION_LABELS, num_images_per_label=IMAGES_PER_LABEL
+        )
+    return {"before_mib": before, "peak_mib": peak_rss_mib()}
+
+
+def measure_memory_in_fresh_processes(settings: Settings) -> dict[str, dict[str, float]]:
+    """
+    Run each memory workload in a process of its own, since peak RSS never goes down within a process.
+
+    The processes are forked from a forkserver that has done nothing but imports, so each starts from the footprint
+    of the imports. (A process started by fork + exec from this one, as by `subprocess` or multiprocessing's spawn,
+    would not: on Linux its `ru_maxrss` starts at the peak of this process.)
+    """
+    context = multiprocessing.get_context("forkserver")
+    # The imports that take seconds, done once in the server rather than in every process. (Preloading "__main__"
+    # would cover them all, but the forkserver of Python 3.11 ignores it.)
+    context.set_forkserver_preload(["mnist_diffusion", "diffusers.models.unets.unet_2d"])
+    with context.Pool(processes=1, maxtasksperchild=1) as pool:
+        return {kind: pool.apply(measure_memory, (kind, settings)) for kind in MEMORY_KINDS}
+
+
+def check_parameter_counts(parameters: dict[str, int]) -> None:
+    relative_difference = parameters["peer"] / parameters["ours"] - 1
+    if abs(relative_difference) > 0.10:
+        raise AssertionError(
+            f"The peer has {parameters['peer']:,} parameters, {relative_difference:+.1%} from our "
+            f"{parameters['ours']:,}: not a like-for-like comparison (allowed: ±10%)."
+        )
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    return {
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "benchmarks/benchmark.py", *sys.argv[1:]]),
+    }
+
+
+def summarize(timings: dict[str, Timing], flops_per_image: dict[str, float], memory: dict) -> dict:
+    """Achieved FLOP/s, ratios (ours/peer, but peer/ours for latencies, so >1 means ours is faster) and targets."""
+    median = {name: timing.median for name, timing in timings.items()}
+    achieved_gflops = {side: median[f"train_{side}"] * flops_per_image[side] / 1e9 for side in SIDES}
+    peak_fraction = {side: achieved_gflops[side] / median["matmul_bf16"] for side in SIDES}
+    ratios = {
+        "train_images_per_s": median["train_ours"] / median["train_peer"],
+        "flops_per_image": flops_per_image["ours"] / flops_per_image["peer"],
+        "achieved_gflops": achieved_gflops["ours"] / achieved_gflops["peer"],
+        "batch1_speedup": median["batch1_peer"] / median["batch1_ours"],
+        "batch100_images_per_s": median["batch100_ours"] / median["batch100_peer"],
+        "strided_speedup_vs_peer_ddpm": median["batch1_peer"] / median["strided_ours"],
+        "dpm_solver_speedup_vs_peer_ddpm": median["batch1_peer"] / median["dpm_solver_ours"],
+        **{f"memory_{kind}": memory[f"{kind}-ours"]["peak_mib"] / memory[f"{kind}-peer"]["peak_mib"]
+           for kind in ("train", "generate")},
+    }
+    targets = [
+        ("training images/s, ours / peer", ratios["train_images_per_s"], 1.3, "×"),
+        ("our training GFLOP/s / measured bf16 matmul peak", peak_fraction["ours"], 0.5, "%"),
+        ("generation images/s at batch 1, ours / peer", ratios["batch1_speedup"], 2.0, "×"),
+        ("generation images/s at batch 100, ours / peer", ratios["batch100_images_per_s"], 2.0, "×"),
+    ]
+    return {
+        "achieved_gflops": achieved_gflops,
+        "bf16_peak_fraction": peak_fraction,
+        "ratios": ratios,
+        "targets": [
+            {"target": name, "value": value, "required": required, "unit": unit, "met": value >= required}
+            for name, value, required, unit in targets
+        ],
+    }
+
+
+def format_number(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if value >= 1 else f"{value:.3f}"
+
+
+def format_ratio(value: float, unit: str = "×") -> str:
+    return f"{value:.0%}" if unit == "%" else f"{value:.2f}×"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(results: dict, settings: Settings) -> str:
+    machine, summary, memory = results["machine"], results["summary"], results["memory"]
+    median = {name: timing["median"] for name, timing in results["timings"].items()}
+    ratios, flops, parameters = summary["ratios"], results["flops_per_image"], results["parameters"]
+    mflops = {side: f"{flops[side] / 1e6:,.1f}" for side in SIDES}
+    batch1_label = (
+        f"{NUM_TRAIN_TIMESTEPS} DDPM steps"
+        if settings.batch1_steps == NUM_TRAIN_TIMESTEPS
+        else f"first {settings.batch1_steps} of {NUM_TRAIN_TIMESTEPS} DDPM steps"
+    )
+
+    sections = [
+        "# Benchmark: mnist-diffusion vs diffusers' `UNet2DModel` + `DDPMScheduler`",
+        "Produced by `benchmarks/benchmark.py`. **The ratios are the result; absolute times are only context**: they "
+        "depend on the machine and on whatever else ran on it. Ours and the peer were measured alternately within "
+        f"each repeat; every number is the median over {settings.repeats} repeat(s).",
+        "The peer is diffusers' `UNet2DModel` configured class-conditional with our default widths "
+        "(`block_out_channels=(32, 64, 96)`, attention at 7×7, `num_class_embeds=11`) and diffusers' "
+        "`DDPMScheduler` (1000 steps, linear betas) in the plain DDPM loop, with the same classifier-free guidance "
+        f"as `MNISTDDPMPipeline` (one batch of 2B, null label {NULL_LABEL}, guidance scale {GUIDANCE_SCALE}). "
+        "Random weights: speed does not depend on them.",
+        "## Machine",
+        markdown_table(
+            ["", ""],
+            [
+                ["CPU", f"{machine['cpu']} ({machine['cpu_capability']})"],
+                ["logical cores", str(machine["logical_cores"])],
+                ["torch threads", str(machine["torch_threads"])],
+                ["python / torch / diffusers", f"{machine['python']} / {machine['torch']} / {machine['diffusers']}"],
+                ["date (UTC)", machine["date"]],
+                ["repeats", str(settings.repeats)],
+                ["command", f"`{machine['command']}`"],
+            ],
+        ),
+        "## Targets",
+        markdown_table(
+            ["target", "measured", "required", "status"],
+            [
+                [t["target"], format_ratio(t["value"], t["unit"]), "≥ " + format_ratio(t["required"], t["unit"]),
+                 "met" if t["met"] else "not met"]
+                for t in summary["targets"]
+            ],
+        ),
+        "## 1. Training",
+        f"Forward, backward and AdamW step on a batch of {TRAIN_BATCH_SIZE} random 28×28 inputs, "
+        "`torch.autocast(\"cpu\", dtype=torch.bfloat16)`, NCHW, MSE between prediction and noise; "
+        f"{settings.train_steps} timed steps per repeat. FLOPs per image are counted once per model with "
+        "`torch.utils.flop_counter.FlopCounterMode` over the forward and backward pass (matmuls, convolutions, "
+        "attention).",
+        markdown_table(
+            ["", "ours", "peer", "ours/peer"],
+            [
+                ["parameters", f"{parameters['ours']:,}", f"{parameters['peer']:,}",
+                 format_ratio(parameters["ours"] / parameters["peer"])],
+                ["training images/s", format_number(median["train_ours"]), format_number(median["train_peer"]),
+                 format_ratio(ratios["train_images_per_s"])],
+                ["MFLOPs per image (forward + backward)", mflops["ours"], mflops["peer"],
+                 format_ratio(ratios["flops_per_image"])],
+                ["achieved GFLOP/s", *(format_number(summary["achieved_gflops"][side]) for side in SIDES),
+                 format_ratio(ratios["achieved_gflops"])],
+                ["fraction of the bf16 matmul peak",
+                 *(format_ratio(summary["bf16_peak_fraction"][side], "%") for side in SIDES), ""],
+            ],
+        ),
+        f"Machine peak, measured in the same run: {MATMUL_SIZE}×{MATMUL_SIZE} @ {MATMUL_SIZE}×{MATMUL_SIZE} "
+        f"matmul, {settings.matmul_count} per repeat.",
+        markdown_table(
+            ["matmul", "GFLOP/s"],
+            [["bf16", format_number(median["matmul_bf16"])], ["fp32", format_number(median["matmul_fp32"])]],
+        ),
+        "## 2. Generation",
+        f"fp32, guidance scale {GUIDANCE_SCALE} (the UNet runs on twice the batch). Batch 100 is "
+        f"`labels=list(range(10)), num_images_per_label=10`: the first {settings.steps_for_batch100} steps of the "
+        f"{NUM_TRAIN_TIMESTEPS}-step schedule are timed (including the call's set-up) and extrapolated to "
+        f"{NUM_TRAIN_TIMESTEPS} steps, since the cost of a DDPM step does not depend on t.",
+        markdown_table(
+            ["", "ours", "peer", "speed-up (>1: ours faster)"],
+            [
+                [f"batch-1 latency, {batch1_label} (s)", format_number(median["batch1_ours"]),
+                 format_number(median["batch1_peer"]), format_ratio(ratios["batch1_speedup"])],
+                [f"batch-100 images/s, {NUM_TRAIN_TIMESTEPS} steps (extrapolated)",
+                 format_number(median["batch100_ours"]), format_number(median["batch100_peer"]),
+                 format_ratio(ratios["batch100_images_per_s"])],
+            ],
+        ),
+        "Our pipeline with fewer steps, batch 1, against the peer's DDPM row above:",
+        markdown_table(
+            ["our pipeline, batch 1", "latency (s)", "speed-up over the peer's DDPM"],
+            [
+                [f"DDPM, {batch1_label}", format_number(median["batch1_ours"]),
+                 format_ratio(ratios["batch1_speedup"])],
+                [f"DDPM, {settings.strided_steps} strided steps (`num_inference_steps={settings.strided_steps}`)",
+                 format_number(median["strided_ours"]), format_ratio(ratios["strided_speedup_vs_peer_ddpm"])],
+                [f"`DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`, "
+                 f"{settings.dpm_solver_steps} steps",
+                 format_number(median["dpm_solver_ours"]), format_ratio(ratios["dpm_solver_speedup_vs_peer_ddpm"])],
+            ],
+        ),
+        "## 3. Memory",
+        "Peak resident set size (`ru_maxrss`), each workload in a fresh process; \"before\" is the peak after the "
+        "imports and building the model, before the first step. Training: "
+        f"{settings.memory_steps} step(s) at batch {TRAIN_BATCH_SIZE}; generation: {settings.memory_steps} step(s) "
+        "at batch 100 (the UNet runs on 200).",
+        markdown_table(
+            ["MiB", "ours", "peer", "ours/peer (<1: ours smaller)"],
+            [
+                [f"{label}, {column}",
+                 *(format_number(memory[f"{kind}-{side}"][f"{column}_mib"]) for side in SIDES),
+                 format_ratio(memory[f"{kind}-ours"][f"{column}_mib"] / memory[f"{kind}-peer"][f"{column}_mib"])]
+                for kind, label in (("train", "training"), ("generate", "generation"))
+                for column in ("before", "peak")
+            ],
+        ),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats; medians are reported")
+    parser.add_argument(
+        "--steps_for_batch100",
+        type=int,
+        default=50,
+        help="steps of the 1000-step schedule timed at batch 100, then extrapolated to 1000",
+    )
+    parser.add_argument(
+        "--output_dir",
+        type=Path,
+        default=None,
+        help="where RESULTS.md and results.json go (default: benchmarks/, or a new temporary folder with --quick)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 1 repeat and a few steps of everything (overrides --repeats and --steps_for_batch100)",
+    )
+    args = parser.parse_args()
+
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1.")
+    if not 1 <= args.steps_for_batch100 <= NUM_TRAIN_TIMESTEPS:
+        parser.error(f"--steps_for_batch100 must be between 1 and {NUM_TRAIN_TIMESTEPS}.")
+    if args.output_dir is None:
+        args.output_dir = Path(tempfile.mkdtemp(prefix="mnist-diffusion-benchmark-")) if args.quick else BENCHMARKS_DIR
+    elif args.quick and args.output_dir.resolve() == BENCHMARKS_DIR:
+        parser.error("--quick must not overwrite the committed results in benchmarks/; pick another --output_dir.")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    settings = Settings.from_args(args)
+    parameters = {side: count_parameters(build_unet(side)) for side in SIDES}
+    check_parameter_counts(parameters)
+    log("building the models and counting FLOPs")
+    timings, flops_per_image = build_timings(settings)
+    run_interleaved(timings, settings)
+    log("memory")
+    memory = measure_memory_in_fresh_processes(settings)
+
+    results = {
+        "machine": machine_info(),
+        "settings": asdict(settings),
+        "parameters": parameters,
+        "flops_per_image": flops_per_image,
+        "timings": {name: timing.to_json() for name, timing in timings.items()},
+        "memory": memory,
+    }
+    results["summary"] = summarize(timings, flops_per_image, memory)
+
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    markdown = render_markdown(results, settings)
+    (args.output_dir / "RESULTS.md").write_text(markdown, encoding="utf-8")
+    (args.output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print(markdown, end="")
+    log(f"wrote {args.output_dir / 'RESULTS.md'} and {args.output_dir / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""How good are the generated digits? Accuracy and Fréchet distance by an independent MNIST classifier.
+
+The classifier (`pretrained/mnist-classifier/`, a transformers image-classification model) plays the role that the
+Inception network plays for FID: it reads each generated digit (is it the digit we asked for?) and its pooled
+penultimate features are the space where the Fréchet distance between generated and real digits is measured.
+Because a Fréchet distance estimated from n samples is biased upwards, every distance is reported next to the
+*real floor*: the distance between n real training digits and the test set, at the same n.
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import load_mnist
+from .generate import SHIPPED_MODEL, use_sampler
+from .pipeline_mnist_ddpm import MNISTDDPMPipeline
+
+SHIPPED_CLASSIFIER = SHIPPED_MODEL.parent / "mnist-classifier"
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """
+    Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2):
+    ‖mu1 − mu2‖² + Tr(sigma1 + sigma2 − 2 (sigma1^½ sigma2 sigma1^½)^½).
+
+    The matrix square roots are taken by symmetric eigendecomposition (negative round-off eigenvalues clipped to 0),
+    which is exact for covariance matrices and needs no SciPy.
+    """
+
+    def sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+        eigenvalues, eigenvectors = np.linalg.eigh((matrix + matrix.T) / 2)
+        return (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
+
+    root1 = sqrt_psd(sigma1)
+    cross = np.trace(sqrt_psd(root1 @ sigma2 @ root1))
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(sigma1) + np.trace(sigma2) - 2 * cross)
+
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (unbiased) of a set of feature vectors, shaped (N, D)."""
+    features = np.asarray(features, dtype=np.float64)
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance_between(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Fréchet distance between the Gaussians fitted to two feature sets."""
+    return frechet_distance(*feature_statistics(features_a), *feature_statistics(features_b))
+
+
+def accuracy_report(predicted: torch.Tensor, requested: torch.Tensor, num_classes: int = 10) -> dict:
+    """Overall and per-digit share of images the classifier reads as the requested digit, with the counts."""
+    predicted, requested = torch.as_tensor(predicted), torch.as_tensor(requested)
+    correct = predicted == requested
+    per_digit = {}
+    for digit in range(num_classes):
+        asked = requested == digit
+        if asked.any():
+            per_digit[str(digit)] = {
+                "accuracy": correct[asked].float().mean().item(),
+                "correct": int(correct[asked].sum()),
+                "total": int(asked.sum()),
+            }
+    return {
+        "accuracy": correct.float().mean().item(),
+        "correct": int(correct.sum()),
+        "total": len(correct),
+        "worst_digit": min(per_digit, key=lambda d: per_digit[d]["accuracy"]),
+        "per_digit": per_digit,
+    }
+
+
+def generate_balanced(pipe: MNISTDDPMPipeline, samples_per_digit: int, batch_size: int, seed: int,
+                      num_inference_steps: int | None, guidance_scale: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`samples_per_digit` images of each digit 0–9, as a float tensor (N, 1, 28, 28) in [0, 1], and their labels."""
+    labels = torch.arange(10).repeat_interleave(samples_per_digit)
+    images = []
+    for start in range(0, len(labels), batch_size):
+        batch = labels[start : start + batch_size]
+        generator = torch.Generator().manual_seed(seed + start)
+        images.append(
+            pipe(labels=batch, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                 generator=generator, output_type="pt").images.cpu()
+        )
+    return torch.cat(images), labels
+
+
+def real_floor(classifier, test_features: np.ndarray, n: int, data_dir: str, seed: int) -> float:
+    """Fréchet distance between n random real training digits and the test set: the best a generator can score."""
+    train_images, _ = load_mnist(data_dir, "train")
+    chosen = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:n]
+    return frechet_distance_between(classifier.features(train_images[chosen]), test_features)
+
+
+def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[str], guidance_scales: list[float],
+             samples_per_digit: int, num_inference_steps: int | None = None, batch_size: int = 500,
+             seed: int = 0) -> dict:
+    """
+    Generate a balanced set of digits for every (sampler, guidance scale) and score it.
+
+    Returns:
+        A dict with the set-up (model, classifier, n, seed), the real floor and one entry per configuration:
+        sampler, steps, guidance scale, accuracy (overall and per digit), Fréchet distance, its ratio to the real
+        floor, and the wall time of generation.
+    """
+    from .classifier import DigitClassifier  # transformers is an extra: imported only when evaluating
+
+    classifier = DigitClassifier.from_pretrained(classifier_dir)
+    test_images, _ = load_mnist(data_dir, "test")
+    test_features = classifier.features(test_images)
+    n = 10 * samples_per_digit
+    floor = real_floor(classifier, test_features, n, data_dir, seed)
+
+    pipe = MNISTDDPMPipeline.from_pretrained(model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    runs = []
+    for sampler in samplers:
+        default_steps = use_sampler(pipe, sampler)
+        steps = num_inference_steps or default_steps or pipe.scheduler.config.num_train_timesteps
+        for guidance_scale in guidance_scales:
+            if guidance_scale is None:
+                guidance_scale = pipe.config.default_guidance_scale
+            started = time.perf_counter()
+            images, labels = generate_balanced(pipe, samples_per_digit, batch_size, seed, steps, guidance_scale)
+            seconds = time.perf_counter() - started
+            distance = frechet_distance_between(classifier.features(images), test_features)
+            runs.append({
+                "sampler": sampler,
+                "num_inference_steps": steps,
+                "guidance_scale": guidance_scale,
+                **accuracy_report(classifier.predict(images), labels),
+                "frechet_distance": distance,
+                "frechet_ratio_to_real_floor": distance / floor,
+                "generation_seconds": round(seconds, 1),
+            })
+    return {
+        "model_dir": str(model_dir),
+        "classifier_dir": str(classifier_dir),
+        "samples_per_digit": samples_per_digit,
+        "num_samples": n,
+        "seed": seed,
+        "real_floor_frechet_distance": floor,
+        "runs": runs,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Score generated digits with the evaluation classifier: accuracy and Fréchet distance.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model_dir", default=str(SHIPPED_MODEL), help="Pipeline folder to evaluate.")
+    parser.add_argument("--classifier_dir", default=str(SHIPPED_CLASSIFIER), help="Evaluation classifier folder.")
+    parser.add_argument("--data_dir", default="data/mnist", help="Folder with the MNIST IDX files.")
+    parser.add_argument("--samplers", nargs="+", default=["ddpm"], choices=["ddpm", "ddim", "dpm"],
+                        help="ddpm: the full 1000-step chain; dpm: DPM-Solver++ swapped in with from_config.")
+    parser.add_argument("--guidance_scales", type=float, nargs="+", default=[None],
+                        help="Classifier-free guidance weights to sweep (default: the model's stored default).")
+    parser.add_argument("--num_inference_steps", type=int, default=None, help="Steps (default: the sampler's).")
+    parser.add_argument("--samples_per_digit", type=int, default=100, help="Generated images per digit.")
+    parser.add_argument("--batch_size", type=int, default=500, help="Images generated at once.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default="results.json", help="Where to write the results JSON.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.samples_per_digit < 2:
+        raise SystemExit(f"--samples_per_digit must be at least 2 (a covariance needs two samples), got {args.samples_per_digit}.")
+    results = evaluate(args.model_dir, args.classifier_dir, args.data_dir, args.samplers, args.guidance_scales,
+                       args.samples_per_digit, args.num_inference_steps, args.batch_size, args.seed)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    for run in results["runs"]:
+        print(f"{run['sampler']:>5} {run['num_inference_steps']:>4} steps, guidance {run['guidance_scale']}: "
+              f"accuracy {100 * run['accuracy']:.2f}% (worst digit {run['worst_digit']}), "
+              f"Fréchet {run['frechet_distance']:.3f} = {run['frechet_ratio_to_real_floor']:.2f}× the real floor")
