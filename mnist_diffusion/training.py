@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--max_train_minutes", type=float, default=None,
                        help="Wall-clock budget: stop (and save) once this much training time has passed, summed "
                             "over resumed runs. The lr schedule still spans --max_train_steps.")
-    optim.add_argument("--learning_rate", type=float, default=2e-3, help="Peak learning rate of AdamW.")
+    optim.add_argument("--learning_rate", type=float, default=1e-3, help="Peak learning rate of AdamW.")
     optim.add_argument("--lr_scheduler", choices=LR_SCHEDULES, default="cosine", help="Learning-rate schedule.")
     optim.add_argument("--lr_warmup_steps", type=int, default=500, help="Linear warm-up steps.")
     optim.add_argument("--adam_beta1", type=float, default=0.9)
