@@ -2,6 +2,10 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+TRAIN = ["accelerate>=1.10,<2", "tensorboard>=2.15", "tqdm>=4.66"]
+# The evaluation classifier is a transformers model; matplotlib draws the guidance plot.
+EVAL = ["transformers>=5,<6", "accelerate>=1.10,<2", "matplotlib>=3.8"]
+
 setup(
     name="mnist-diffusion",
     version="0.1.0",
@@ -23,8 +27,9 @@ setup(
         "pillow>=10",
     ],
     extras_require={
-        "train": ["accelerate>=1.10,<2", "tensorboard>=2.15", "tqdm>=4.66"],
-        "dev": ["accelerate>=1.10,<2", "tensorboard>=2.15", "tqdm>=4.66", "pytest>=8"],
+        "train": TRAIN,
+        "eval": EVAL,
+        "dev": TRAIN + EVAL + ["pytest>=8"],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

@@ -1,0 +1,146 @@
+"""The figures of the README and the model card, made from a trained pipeline with fixed seeds.
+
+- `sample_grid`: 10 × N generated digits, one row per digit.
+- `reverse_process`: x_t at several t of the reverse chain for each digit (static → blur → shape → digit), as a strip
+  and as the frames of an animated GIF.
+- `forward_process`: real digits noised in closed form at the same t.
+- `guidance_plot`: accuracy and Fréchet ratio against the guidance scale, from an evaluation sweep's JSON.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .data import load_mnist, to_model_range
+from .images import make_grid
+from .pipeline_mnist_ddpm import MNISTDDPMPipeline
+
+DIGITS = list(range(10))
+# Where the reverse chain is sampled for the strips: mostly late t, where the digit takes shape.
+STRIP_TIMESTEPS = (999, 800, 600, 500, 400, 300, 200, 100, 50, 0)
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """Images in the model's range [-1, 1], shaped (N, 1, H, W), as PIL images in mode "L"."""
+    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(p[0].numpy(), mode="L") for p in pixels]
+
+
+def sample_grid(pipe: MNISTDDPMPipeline, images_per_digit: int = 10, seed: int = 0, scale: int = 3,
+                **call_kwargs) -> Image.Image:
+    """A grid of generated digits, one row per digit 0–9, with the pipeline's defaults unless overridden."""
+    images = pipe(labels=DIGITS, num_images_per_label=images_per_digit, generator=torch.Generator().manual_seed(seed),
+                  **call_kwargs).images
+    return make_grid(images, rows=10, scale=scale, row_labels=[str(d) for d in DIGITS])
+
+
+def reverse_process(pipe: MNISTDDPMPipeline, timesteps=STRIP_TIMESTEPS, seed: int = 0,
+                    **call_kwargs) -> dict[int, list[Image.Image]]:
+    """
+    Run the reverse chain once for each digit 0–9 and keep the sample right after the steps at `timesteps`.
+
+    Returns:
+        `{t: [10 PIL images, digits 0–9]}`, the output of step t (x_{t−1}); after step 0 the digit is finished.
+    """
+    wanted, captured = set(timesteps), {}
+
+    def keep(pipeline, step_index, t, tensors):
+        if int(t) in wanted:
+            captured[int(t)] = to_pil(tensors["latents"])
+        return tensors
+
+    pipe(labels=DIGITS, generator=torch.Generator().manual_seed(seed), callback_on_step_end=keep, **call_kwargs)
+    return {t: captured[t] for t in timesteps if t in captured}
+
+
+def reverse_strip(strips: dict[int, list[Image.Image]], scale: int = 3) -> Image.Image:
+    """Rows: digits 0–9; columns: the chain after each captured step, from noise to the finished digit."""
+    columns = list(strips)
+    images = [strips[t][digit] for digit in DIGITS for t in columns]
+    return make_grid(images, rows=10, scale=scale, row_labels=[str(d) for d in DIGITS])
+
+
+def reverse_animation(pipe: MNISTDDPMPipeline, path: str | Path, every: int = 20, seed: int = 0, scale: int = 4,
+                      **call_kwargs) -> Path:
+    """An animated GIF of the ten digits being denoised, one frame every `every` steps, holding the last frame."""
+    frames = []
+
+    def keep(pipeline, step_index, t, tensors):
+        if step_index % every == 0:
+            frames.append(make_grid(to_pil(tensors["latents"]), rows=1, scale=scale))
+        return tensors
+
+    final = pipe(labels=DIGITS, generator=torch.Generator().manual_seed(seed), callback_on_step_end=keep,
+                 output_type="pt", **call_kwargs).images
+    frames.append(make_grid(to_pil(final * 2 - 1), rows=1, scale=scale))
+    path = Path(path)
+    frames[0].save(path, save_all=True, append_images=frames[1:] + [frames[-1]] * 15, duration=60, loop=0)
+    return path
+
+
+def forward_process(scheduler, data_dir: str, timesteps=STRIP_TIMESTEPS, seed: int = 0, scale: int = 3) -> Image.Image:
+    """The first real test digit of each class noised in closed form, x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε, at `timesteps`."""
+    images, labels = load_mnist(data_dir, "test")
+    x0 = to_model_range(torch.stack([images[(labels == d).nonzero()[0, 0]] for d in DIGITS]))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    columns = [to_pil(x0)] + [to_pil(scheduler.add_noise(x0, noise, torch.full((10,), t))) for t in reversed(timesteps)]
+    ordered = [columns[c][d] for d in DIGITS for c in range(len(columns))]
+    return make_grid(ordered, rows=10, scale=scale, row_labels=[str(d) for d in DIGITS])
+
+
+def guidance_plot(results_path: str | Path, path: str | Path) -> Path:
+    """Accuracy and Fréchet ratio to the real floor against the guidance scale, one line per sampler."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = json.loads(Path(results_path).read_text())
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for sampler in sorted({run["sampler"] for run in results["runs"]}):
+        runs = sorted((r for r in results["runs"] if r["sampler"] == sampler), key=lambda r: r["guidance_scale"])
+        scales = [r["guidance_scale"] for r in runs]
+        label = f"{sampler} ({runs[0]['num_inference_steps']} steps)"
+        left.plot(scales, [100 * r["accuracy"] for r in runs], marker="o", label=label)
+        right.plot(scales, [r["frechet_ratio_to_real_floor"] for r in runs], marker="o", label=label)
+    left.set(xlabel="guidance scale w", ylabel="accuracy by the classifier (%)", title="Is it the requested digit?")
+    right.set(xlabel="guidance scale w", ylabel="Fréchet distance / real floor", title="How real is the set?")
+    right.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(f"n = {results['num_samples']} samples per point", fontsize=9)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from .generate import SHIPPED_MODEL
+
+    parser = argparse.ArgumentParser(prog="make_figures.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(SHIPPED_MODEL), help="Pipeline folder.")
+    parser.add_argument("--data_dir", default="data/mnist", help="MNIST IDX files, for the forward-process strip.")
+    parser.add_argument("--sweep", default=None, help="An evaluation sweep's results JSON, for the guidance plot.")
+    parser.add_argument("--output_dir", default=None, help="Where the figures go (default: MODEL/images).")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    output_dir = Path(args.output_dir or Path(args.model) / "images")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    pipe = MNISTDDPMPipeline.from_pretrained(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    sample_grid(pipe, seed=args.seed).save(output_dir / "samples.png")
+    reverse_strip(reverse_process(pipe, seed=args.seed)).save(output_dir / "reverse_process.png")
+    reverse_animation(pipe, output_dir / "reverse_process.gif", seed=args.seed)
+    forward_process(pipe.scheduler, args.data_dir, seed=args.seed).save(output_dir / "forward_process.png")
+    if args.sweep:
+        guidance_plot(args.sweep, output_dir / "guidance.png")
+    print(f"Figures written to {output_dir}")

@@ -1,0 +1,35 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from mnist_diffusion.figures import guidance_plot, reverse_animation, reverse_process, reverse_strip, sample_grid
+
+
+def test_sample_grid_has_one_row_per_digit(tiny_pipe):
+    grid = sample_grid(tiny_pipe, images_per_digit=2, scale=1, num_inference_steps=2)
+    assert grid.mode == "L" and grid.height == 10 * 30 + 2  # 28 px rows with 2 px padding
+
+
+def test_reverse_process_keeps_the_requested_steps_and_ends_on_the_output(tiny_pipe):
+    strips = reverse_process(tiny_pipe, timesteps=(900, 600, 0), num_inference_steps=10, seed=3)
+    assert list(strips) == [900, 600, 0] and all(len(row) == 10 for row in strips.values())
+    final = tiny_pipe(labels=list(range(10)), num_inference_steps=10,
+                      generator=torch.Generator().manual_seed(3)).images
+    assert all(list(a.getdata()) == list(b.getdata()) for a, b in zip(strips[0], final))
+    assert reverse_strip(strips, scale=1).size[1] == 10 * 30 + 2
+
+
+def test_reverse_animation_is_a_gif(tiny_pipe, tmp_path):
+    path = reverse_animation(tiny_pipe, tmp_path / "a.gif", every=2, num_inference_steps=6)
+    with Image.open(path) as gif:
+        assert gif.format == "GIF" and gif.n_frames >= 4
+
+
+def test_guidance_plot_from_a_sweep(tmp_path):
+    runs = [{"sampler": "dpm", "num_inference_steps": 20, "guidance_scale": w, "accuracy": 0.9,
+             "frechet_ratio_to_real_floor": 2.0} for w in (1.0, 2.0)]
+    (tmp_path / "sweep.json").write_text(json.dumps({"num_samples": 20, "runs": runs}))
+    pytest.importorskip("matplotlib")
+    assert Image.open(guidance_plot(tmp_path / "sweep.json", tmp_path / "plot.png")).size[0] > 500
