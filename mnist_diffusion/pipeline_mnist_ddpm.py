@@ -1,17 +1,53 @@
 # Copyright 2026 The mnist-diffusion authors. Licensed under the Apache License, Version 2.0.
 """`MNISTDDPMPipeline`: generate handwritten digits of the classes you ask for.
 
-This file imports only torch, numpy and diffusers, so it can be copied verbatim into a Hub repo and loaded with
-`trust_remote_code=True` by someone who does not have `mnist_diffusion` installed.
+This file imports only torch, numpy, diffusers and huggingface_hub, so it can be copied verbatim into a Hub repo and
+loaded with `trust_remote_code=True` by someone who does not have `mnist_diffusion` installed.
 """
 
+import importlib
 import inspect
+import os
 from collections.abc import Callable, Sequence
 
+import diffusers
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
+
+# The modules next to this file that define the pipeline's own components. `save_pretrained` records a component by
+# module path (["mnist_diffusion.unet_mnist", "ClassConditionedUNet"]), a Hub repo by file name (["unet_mnist", ...],
+# with unet/unet_mnist.py beside the weights for `trust_remote_code` users); both name one of these modules.
+COMPONENT_MODULES = ("unet_mnist", "scheduling_mnist_ddpm")
+
+
+def component_class(library: str, class_name: str) -> type:
+    """
+    The class of a component entry `[library, class_name]` of `model_index.json`: a diffusers class (a swapped-in
+    scheduler, say), or one of this pipeline's own, imported from the package this file belongs to. Nothing else is
+    imported, so a repo cannot make the loader run code of its choosing.
+    """
+    if library == "diffusers":
+        component = getattr(diffusers, class_name, None)
+    else:
+        module_name = library.rpartition(".")[2]
+        if module_name not in COMPONENT_MODULES:
+            raise ValueError(
+                f"model_index.json names the component [{library!r}, {class_name!r}], but its code is in neither "
+                f"diffusers nor this package's modules {list(COMPONENT_MODULES)}."
+            )
+        try:
+            module = importlib.import_module(f"{__package__}.{module_name}")
+        except ImportError as error:
+            raise ImportError(
+                f"{module_name} is not a module next to {__file__}. Without the mnist_diffusion package, load the "
+                f"pipeline with `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`."
+            ) from error
+        component = getattr(module, class_name, None)
+    if component is None:
+        raise ValueError(f"model_index.json names the component [{library!r}, {class_name!r}], which does not exist.")
+    return component
 
 
 def check_labels(labels, num_classes: int) -> list[int]:
@@ -76,6 +112,98 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         self.register_to_config(
             default_guidance_scale=default_guidance_scale, default_num_inference_steps=default_num_inference_steps
         )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+        torch_dtype: torch.dtype | None = None,
+        variant: str | None = None,
+        use_safetensors: bool | None = None,
+        **kwargs,
+    ) -> "MNISTDDPMPipeline":
+        """
+        Load a pipeline from a folder written by `save_pretrained` or from a Hub repo.
+
+        Each component is loaded by its own class, as in `ClassConditionedUNet.from_pretrained(repo, subfolder="unet")`.
+        `DiffusionPipeline.from_pretrained` would instead run the Python files a Hub repo carries for users without
+        this package, and refuse to without `trust_remote_code=True`; here they are never downloaded nor run, so a
+        repo id, a snapshot of the repo and a cache that the remote-code route has filled all load the same way.
+
+        Args:
+            pretrained_model_name_or_path (`str` or `os.PathLike`): a Hub repo id such as `"org/mnist-ddpm"`, or a
+                folder.
+            revision (`str`, *optional*): branch, tag or commit of the repo, resolved once so that every file comes
+                from the same commit; defaults to `main`.
+            cache_dir (`str` or `os.PathLike`, *optional*): the Hub cache to use instead of `HF_HUB_CACHE`.
+            token (`str` or `bool`, *optional*): Hub token for private repos; defaults to the saved login.
+            local_files_only (`bool`, defaults to `False`): load from the cache only, as `HF_HUB_OFFLINE=1` does.
+            force_download (`bool`, defaults to `False`): download again even if the files are cached.
+            torch_dtype (`torch.dtype`, *optional*): dtype of the UNet's weights.
+            variant (`str`, *optional*): load the UNet's `diffusion_pytorch_model.<variant>.safetensors`.
+            use_safetensors (`bool`, *optional*): as in `ModelMixin.from_pretrained`.
+            kwargs: components to use instead of the saved ones (`scheduler=...`), and values of the pipeline's
+                config (`default_guidance_scale=...`) that replace the saved ones.
+
+        Returns:
+            [`MNISTDDPMPipeline`]: the loaded pipeline.
+
+        Raises:
+            `ValueError`: the folder or repo holds another pipeline.
+            `huggingface_hub.errors.RepositoryNotFoundError`, `~huggingface_hub.errors.RevisionNotFoundError`: the
+                Hub has no such repo (or it is private and the token does not give access), or no such revision.
+            `huggingface_hub.errors.RevisionResolutionError`: offline, and the revision is not in the cache.
+        """
+        # Imported here: users of this file as remote code may have a huggingface_hub older than `resolve_revision`.
+        from huggingface_hub import resolve_revision
+
+        hub_kwargs = {
+            "cache_dir": cache_dir,
+            "token": token,
+            "local_files_only": local_files_only,
+            "force_download": force_download,
+        }
+        if not os.path.isdir(pretrained_model_name_or_path):
+            hub_kwargs["revision"] = resolve_revision(
+                str(pretrained_model_name_or_path),
+                revision=revision,
+                cache_dir=cache_dir,
+                local_files_only=local_files_only,
+                token=token,
+            )
+        config = cls.load_config(pretrained_model_name_or_path, **hub_kwargs)
+        saved_class = config.get("_class_name")  # a class name, or [file name, class name] in a Hub repo
+        saved_class_name = saved_class[1] if isinstance(saved_class, list) else saved_class
+        if saved_class_name != cls.__name__:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} holds a {saved_class_name} (the `_class_name` of its "
+                f"model_index.json), not a {cls.__name__}; load it with `DiffusionPipeline.from_pretrained`."
+            )
+
+        init_kwargs = {}
+        for name, parameter in list(inspect.signature(cls.__init__).parameters.items())[1:]:
+            if name in kwargs:
+                init_kwargs[name] = kwargs.pop(name)
+            elif parameter.default is inspect.Parameter.empty:  # a component, saved in its own subfolder
+                component = component_class(*config[name])
+                load_kwargs = {**hub_kwargs, "subfolder": name}
+                if issubclass(component, torch.nn.Module):
+                    load_kwargs.update(torch_dtype=torch_dtype, variant=variant, use_safetensors=use_safetensors)
+                init_kwargs[name] = component.from_pretrained(pretrained_model_name_or_path, **load_kwargs)
+            elif name in config:
+                init_kwargs[name] = config[name]
+        if kwargs:
+            raise TypeError(f"{cls.__name__}.from_pretrained() got unexpected keyword arguments {sorted(kwargs)}.")
+
+        pipeline = cls(**init_kwargs)
+        pipeline.register_to_config(_name_or_path=pretrained_model_name_or_path)
+        return pipeline
 
     @torch.inference_mode()
     def __call__(

@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .data import MNISTDataset
+from .hub import add_hub_arguments, check_hub_arguments, push_pipeline_to_hub
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .scheduling_mnist_ddpm import MNISTDDPMScheduler
 from .unet_mnist import ClassConditionedUNet
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="DPM-Solver++ steps for validation samples (fast; the final model uses the full DDPM).")
     save.add_argument("--validation_guidance_scale", type=float, default=2.0, help="Guidance of validation samples.")
     save.add_argument("--logger", choices=["tensorboard", "none"], default="tensorboard", help="Where scalars go.")
+    add_hub_arguments(parser)
     return parser
 
 
@@ -157,7 +159,13 @@ def check_args(args: argparse.Namespace) -> list[str]:
     if 28 % 2 ** (len(args.block_out_channels) - 1):
         problems.append(f"--block_out_channels has {len(args.block_out_channels)} levels; 28 pixels halve at most "
                         "twice (28 → 14 → 7)")
+    problems += check_hub_arguments(args)
     return problems
+
+
+def recorded_options(args: argparse.Namespace) -> dict:
+    """The options as written to training_config.json and the logs: everything but the Hub token."""
+    return {name: value for name, value in vars(args).items() if name != "hub_token"}
 
 
 def make_unet(args: argparse.Namespace) -> ClassConditionedUNet:
@@ -335,7 +343,9 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
 
     global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     if accelerator.is_main_process:
-        tracker_config = {k: (str(v) if isinstance(v, (list, tuple)) or v is None else v) for k, v in vars(args).items()}
+        tracker_config = {
+            k: (str(v) if isinstance(v, (list, tuple)) or v is None else v) for k, v in recorded_options(args).items()
+        }
         accelerator.init_trackers("train_mnist_ddpm", config=tracker_config)
         unwrapped = accelerator.unwrap_model(model)
         logger.info(
@@ -371,7 +381,7 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
         if accelerator.is_main_process:
             record = {
                 "command": " ".join(["scripts/train.py", *sys.argv[1:]]),
-                "args": vars(args),
+                "args": recorded_options(args),
                 "global_step": state["global_step"],
                 "images_seen": state["images_seen"],
                 "train_minutes": round(state["train_seconds"] / 60, 2),
@@ -462,6 +472,9 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
     progress.close()
     save_final_pipeline()
     accelerator.end_training()
+    if args.push_to_hub and accelerator.is_main_process:
+        commit = push_pipeline_to_hub(output_dir, args.hub_model_id, token=args.hub_token)
+        accelerator.print(f"Pushed the pipeline to {commit.commit_url}")
     return output_dir
 
 

@@ -1,0 +1,257 @@
+"""Push a trained pipeline to the Hugging Face Hub, as a repo that loads with this package and without it.
+
+    MNISTDDPMPipeline.from_pretrained("org/mnist-ddpm")                           # with mnist_diffusion installed
+    DiffusionPipeline.from_pretrained("org/mnist-ddpm", trust_remote_code=True)  # without it
+
+For a component whose library is neither diffusers nor transformers, diffusers looks in the repo for its code,
+`<component>/<library>.py`, and fails if it is not there. So the repo carries this package's component modules,
+copied verbatim (one source of truth): `pipeline_mnist_ddpm.py` at the root, `unet/unet_mnist.py` and
+`scheduler/scheduling_mnist_ddpm.py` beside their configs, and its model_index.json names each component by that
+file: `"unet": ["unet_mnist", "ClassConditionedUNet"]`.
+"""
+
+import argparse
+import inspect
+import json
+import os
+import re
+from pathlib import Path, PurePosixPath
+
+from diffusers.utils import logging
+from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+from huggingface_hub.errors import LocalTokenNotFoundError
+
+from .pipeline_mnist_ddpm import MNISTDDPMPipeline, component_class
+
+logger = logging.get_logger(__name__)
+
+TRAINING_CONFIG = "training_config.json"
+# Training by-products that sit next to the pipeline in an output folder; none of them is ever pushed.
+NEVER_PUSHED = ("checkpoints", "logs", "samples")
+DEFAULT_MODEL_CARD = Path(__file__).resolve().parent.parent / "model_card.md"
+CARD_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)|<img\s[^>]*?src\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
+
+
+def source_file(cls: type) -> Path:
+    """The module file that defines `cls`, e.g. `.../mnist_diffusion/unet_mnist.py` for `ClassConditionedUNet`."""
+    return Path(inspect.getsourcefile(cls))
+
+
+def component_names(model_index: dict) -> list[str]:
+    """The components a model_index.json lists, which are also the repo's folders for them: `["scheduler", "unet"]`."""
+    return [name for name, entry in model_index.items() if not name.startswith("_") and isinstance(entry, list)]
+
+
+def hub_model_index(model_index: dict) -> tuple[dict, dict[str, Path]]:
+    """
+    Rewrite a pipeline's model_index.json for a Hub repo, and list the source files the repo needs beside it.
+
+    `save_pretrained` names this package's classes by module path, `["mnist_diffusion.unet_mnist",
+    "ClassConditionedUNet"]`; the Hub copy names them by file, `["unet_mnist", "ClassConditionedUNet"]`, and the
+    pipeline by `[file, class]`, the form diffusers reads as "pipeline code at the repo root". diffusers' own classes
+    (a swapped-in scheduler, say) stay as they are. A model_index.json already in the Hub form is returned unchanged.
+
+    Args:
+        model_index (`dict`): the content of an `MNISTDDPMPipeline`'s model_index.json.
+
+    Returns:
+        `tuple[dict, dict[str, Path]]`: the rewritten model index, and the source file to upload at each path of the
+        repo, e.g. `{"pipeline_mnist_ddpm.py": ..., "unet/unet_mnist.py": ...}`.
+    """
+    pipeline_entry = model_index.get("_class_name")
+    pipeline_name = pipeline_entry[1] if isinstance(pipeline_entry, list) else pipeline_entry
+    if pipeline_name != MNISTDDPMPipeline.__name__:
+        raise ValueError(
+            f"model_index.json describes a {pipeline_name!r} (its `_class_name` is {pipeline_entry!r}), not an "
+            f"{MNISTDDPMPipeline.__name__}."
+        )
+    pipeline_source = source_file(MNISTDDPMPipeline)
+    index = {**model_index, "_class_name": [pipeline_source.stem, pipeline_name]}
+    sources = {pipeline_source.name: pipeline_source}
+
+    for name in component_names(model_index):
+        library, class_name = model_index[name]
+        cls = component_class(library, class_name)  # the loader's check: the code is in diffusers or this package
+        if library != "diffusers":
+            index[name] = [source_file(cls).stem, cls.__name__]
+            sources[f"{name}/{source_file(cls).name}"] = source_file(cls)
+    return index, sources
+
+
+def card_images(card_text: str, model_dir: Path) -> list[str]:
+    """
+    The images that `card_text` shows by relative path (Markdown `![...](path)` or HTML `<img src="path">`) and
+    that exist in `model_dir`. A missing one is reported as a warning; one in `NEVER_PUSHED` is an error.
+
+    Args:
+        card_text (`str`): the model card.
+        model_dir (`Path`): the pipeline folder the paths are relative to.
+
+    Returns:
+        `list[str]`: repo paths of the images to upload with the card.
+    """
+    images = []
+    for match in CARD_IMAGE.finditer(card_text):
+        reference = match.group(1) or match.group(2)
+        if re.match(r"^[a-z][a-z0-9+.-]*:", reference, re.IGNORECASE) or reference.startswith(("/", "#")):
+            continue  # a URL or an absolute path, not a file of the repo
+        path = PurePosixPath(reference.split("#")[0].split("?")[0])
+        if path.parts and path.parts[0] in NEVER_PUSHED:
+            raise ValueError(
+                f"The model card shows {reference}, but {path.parts[0]}/ is never pushed; copy the image into the "
+                f"pipeline folder (e.g. images/) and show it from there."
+            )
+        if ".." in path.parts or not (model_dir / path).is_file():
+            logger.warning(f"The model card shows {reference}, which is not a file in {model_dir}; it is not pushed.")
+        elif str(path) not in images:
+            images.append(str(path))
+    return images
+
+
+def require_token(token: str | None) -> str:
+    """
+    Args:
+        token (`str`, *optional*): a Hub token; defaults to `HF_TOKEN` or the one `hf auth login` saved.
+
+    Returns:
+        `str`: the token.
+
+    Raises:
+        `huggingface_hub.errors.LocalTokenNotFoundError`: there is no token.
+    """
+    token = token or get_token()
+    if not token:
+        raise LocalTokenNotFoundError(
+            "Pushing to the Hub needs a token with write access: pass one (`--token`, `--hub_token` or `token=`), "
+            "set HF_TOKEN, or log in with `hf auth login`."
+        )
+    return token
+
+
+def pipeline_files(model_dir: Path, card_text: str) -> dict[str, Path | bytes]:
+    """
+    The files of the Hub repo for the pipeline in `model_dir`: model_index.json (rewritten by [`hub_model_index`]),
+    the component folders it names (unet/, scheduler/), training_config.json if present, the component sources,
+    the model card as README.md and the images the card shows from `model_dir`. Nothing else of `model_dir`: not
+    checkpoints/, logs/ or samples/, nor optimizer state.
+
+    Args:
+        model_dir (`Path`): a folder written by `MNISTDDPMPipeline.save_pretrained` or by `scripts/train.py`.
+        card_text (`str`): the model card.
+
+    Returns:
+        `dict[str, Path | bytes]`: each file's content (or the local file that holds it) by its path in the repo.
+    """
+    if not (model_dir / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"{model_dir} has no model_index.json; pass a folder written by `save_pretrained` or scripts/train.py."
+        )
+    model_index, sources = hub_model_index(json.loads((model_dir / "model_index.json").read_text()))
+    files = {"model_index.json": (json.dumps(model_index, indent=2, sort_keys=True) + "\n").encode()}
+    for name in component_names(model_index):
+        if not (model_dir / name).is_dir():
+            raise FileNotFoundError(
+                f"model_index.json lists the component {name!r}, but {model_dir / name} is missing."
+            )
+        for path in sorted((model_dir / name).rglob("*")):
+            relative = path.relative_to(model_dir)
+            # Python files come from the package, never from the folder: the package's modules are the one source.
+            if path.is_file() and path.suffix != ".py" and not any(part.startswith(".") for part in relative.parts):
+                files[relative.as_posix()] = path
+    if (model_dir / TRAINING_CONFIG).is_file():
+        files[TRAINING_CONFIG] = model_dir / TRAINING_CONFIG
+    files.update(sources)
+    files["README.md"] = card_text.encode()
+    files.update({image: model_dir / image for image in card_images(card_text, model_dir)})
+    return files
+
+
+def push_pipeline_to_hub(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+    card_text: str | None = None,
+) -> CommitInfo:
+    """
+    Upload the pipeline in `model_dir` to the Hub repo `repo_id` as one commit of [`pipeline_files`], creating the
+    repo if it is missing. Files of an earlier push left in the component folders (an old variant or shard) are
+    deleted, so that those folders hold this pipeline only; other files of the repo stay.
+
+    Args:
+        model_dir (`str` or `os.PathLike`): a folder written by `MNISTDDPMPipeline.save_pretrained` or by
+            `scripts/train.py`.
+        repo_id (`str`): the repo, e.g. `"org/mnist-ddpm"`.
+        private (`bool`, *optional*): create the repo private; an existing repo keeps its visibility.
+        revision (`str`, *optional*): the branch to commit to, created from `main` if missing; defaults to `main`.
+        token (`str`, *optional*): a token with write access; defaults to `HF_TOKEN` or the saved login.
+        card_text (`str`, *optional*): the model card; defaults to the project's model_card.md.
+
+    Returns:
+        [`~huggingface_hub.CommitInfo`]: the commit, with its `oid` (commit hash) and `commit_url`.
+    """
+    model_dir = Path(model_dir)
+    if card_text is None:
+        if not DEFAULT_MODEL_CARD.is_file():
+            raise FileNotFoundError(f"There is no {DEFAULT_MODEL_CARD} to push as the model card; pass `card_text`.")
+        card_text = DEFAULT_MODEL_CARD.read_text(encoding="utf-8")
+    files = pipeline_files(model_dir, card_text)
+    components = component_names(json.loads(files["model_index.json"]))
+    api = HfApi(token=require_token(token))
+
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    if revision not in (None, "main"):
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    stale = [
+        path
+        for path in api.list_repo_files(repo_id, revision=revision)
+        if path.split("/")[0] in components and path not in files
+    ]
+    operations = [CommitOperationDelete(path) for path in stale]
+    operations += [CommitOperationAdd(path, content) for path, content in files.items()]
+    return api.create_commit(repo_id, operations, commit_message=f"Upload {model_dir.name}", revision=revision)
+
+
+def add_hub_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `--push_to_hub`, `--hub_model_id` and `--hub_token` options of `scripts/train.py`."""
+    hub = parser.add_argument_group("Hugging Face Hub")
+    hub.add_argument("--push_to_hub", action="store_true", help="Push the trained pipeline to the Hub at the end.")
+    hub.add_argument("--hub_model_id", default=None, help="The repo to push to, e.g. org/mnist-ddpm.")
+    hub.add_argument("--hub_token", default=None, help="Token with write access (default: HF_TOKEN or saved login).")
+
+
+def check_hub_arguments(args: argparse.Namespace) -> list[str]:
+    """The problems with the Hub options of `scripts/train.py`, found before training rather than after it."""
+    if not args.push_to_hub:
+        return []
+    if not args.hub_model_id:
+        return ["--push_to_hub needs --hub_model_id, e.g. --hub_model_id org/mnist-ddpm"]
+    try:
+        require_token(args.hub_token)
+    except LocalTokenNotFoundError as error:
+        return [str(error)]
+    return []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="push_to_hub.py",
+        description="Push a trained MNISTDDPMPipeline folder to the Hugging Face Hub.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model_dir", required=True, help="The pipeline folder (e.g. the --output_dir of train.py).")
+    parser.add_argument("--repo_id", required=True, help="The repo to push to, e.g. org/mnist-ddpm.")
+    parser.add_argument("--private", action="store_true", help="Create the repo private.")
+    parser.add_argument("--revision", default=None, help="Branch to commit to (created if missing; default: main).")
+    parser.add_argument("--token", default=None, help="Token with write access (default: HF_TOKEN or the saved login).")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    commit = push_pipeline_to_hub(
+        args.model_dir, args.repo_id, private=args.private, revision=args.revision, token=args.token
+    )
+    print(f"Pushed {args.model_dir} to {commit.commit_url}")

@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""Push a trained pipeline to the Hugging Face Hub, loadable with and without the mnist_diffusion package.
+
+    python scripts/push_to_hub.py --model_dir mnist-ddpm --repo_id org/mnist-ddpm [--private] [--revision BRANCH]
+
+The token comes from --token, HF_TOKEN or `hf auth login`. What is pushed, and why: `mnist_diffusion/hub.py`.
+"""
+
+from mnist_diffusion.hub import main
+
+if __name__ == "__main__":
+    main()
