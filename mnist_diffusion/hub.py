@@ -21,6 +21,7 @@ from diffusers.utils import logging
 from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 from huggingface_hub.errors import LocalTokenNotFoundError
 
+from .card import render_model_card
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline, component_class
 
 logger = logging.get_logger(__name__)
@@ -28,7 +29,6 @@ logger = logging.get_logger(__name__)
 TRAINING_CONFIG = "training_config.json"
 # Training by-products that sit next to the pipeline in an output folder; none of them is ever pushed.
 NEVER_PUSHED = ("checkpoints", "logs", "samples")
-DEFAULT_MODEL_CARD = Path(__file__).resolve().parent.parent / "model_card.md"
 CARD_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)|<img\s[^>]*?src\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 
 
@@ -187,16 +187,15 @@ def push_pipeline_to_hub(
         private (`bool`, *optional*): create the repo private; an existing repo keeps its visibility.
         revision (`str`, *optional*): the branch to commit to, created from `main` if missing; defaults to `main`.
         token (`str`, *optional*): a token with write access; defaults to `HF_TOKEN` or the saved login.
-        card_text (`str`, *optional*): the model card; defaults to the project's model_card.md.
+        card_text (`str`, *optional*): the model card; defaults to the card of this pipeline rendered from its own
+            folder by [`~mnist_diffusion.card.render_model_card`].
 
     Returns:
         [`~huggingface_hub.CommitInfo`]: the commit, with its `oid` (commit hash) and `commit_url`.
     """
     model_dir = Path(model_dir)
     if card_text is None:
-        if not DEFAULT_MODEL_CARD.is_file():
-            raise FileNotFoundError(f"There is no {DEFAULT_MODEL_CARD} to push as the model card; pass `card_text`.")
-        card_text = DEFAULT_MODEL_CARD.read_text(encoding="utf-8")
+        card_text = render_model_card(model_dir, repo_id)
     files = pipeline_files(model_dir, card_text)
     components = component_names(json.loads(files["model_index.json"]))
     api = HfApi(token=require_token(token))

@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import re
 import shutil
 import sys
@@ -166,6 +167,19 @@ def check_args(args: argparse.Namespace) -> list[str]:
 def recorded_options(args: argparse.Namespace) -> dict:
     """The options as written to training_config.json and the logs: everything but the Hub token."""
     return {name: value for name, value in vars(args).items() if name != "hub_token"}
+
+
+def describe_hardware(accelerator: Accelerator) -> str:
+    """What the run trained on, for the record: the GPUs, or the CPU model with its cores and threads."""
+    if accelerator.device.type == "cuda":
+        return f"{accelerator.num_processes} × {torch.cuda.get_device_name(accelerator.device)}"
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").is_file():
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return (f"{cpu}, {os.cpu_count()} cores, {accelerator.num_processes} process(es) × "
+            f"{torch.get_num_threads()} thread(s), no GPU")
 
 
 def make_unet(args: argparse.Namespace) -> ClassConditionedUNet:
@@ -387,6 +401,7 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
                 "train_minutes": round(state["train_seconds"] / 60, 2),
                 "num_processes": accelerator.num_processes,
                 "distributed_type": str(accelerator.distributed_type),
+                "hardware": describe_hardware(accelerator),
                 "mixed_precision": accelerator.mixed_precision,
                 "num_parameters": accelerator.unwrap_model(model).num_parameters(),
                 "torch_version": torch.__version__,

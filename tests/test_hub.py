@@ -23,7 +23,8 @@ import pytest
 import torch
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
-from mnist_diffusion.hub import DEFAULT_MODEL_CARD, card_images, check_hub_arguments, hub_model_index, source_file
+from mnist_diffusion.card import render_model_card
+from mnist_diffusion.hub import card_images, check_hub_arguments, hub_model_index, source_file
 
 from .conftest import TINY_UNET
 from .hub_server import HubServer
@@ -110,7 +111,12 @@ def folders(tmp_path_factory):
     a = root / "a"
     fp16_unet = ClassConditionedUNet.from_pretrained(a / "unet", torch_dtype=torch.float16)
     fp16_unet.save_pretrained(a / "unet", variant="fp16")
-    (a / "training_config.json").write_text('{"global_step": 10}\n')
+    (a / "training_config.json").write_text(json.dumps({
+        "command": "scripts/train.py --max_train_steps 10", "global_step": 10, "images_seen": 1280, "train_minutes": 0.2,
+        "num_processes": 1, "mixed_precision": "no",
+        "args": {"train_batch_size": 128, "learning_rate": 0.001, "lr_scheduler": "cosine", "lr_warmup_steps": 5,
+                 "cond_drop_prob": 0.1, "use_ema": True, "ema_max_decay": 0.9995},
+    }))
     for by_product in ("checkpoints/checkpoint-10/optimizer.bin", "logs/events.out.tfevents.1", "samples/step-10.png"):
         (a / by_product).parent.mkdir(parents=True)
         (a / by_product).write_bytes(b"\0training by-product")
@@ -236,7 +242,8 @@ def test_push_uploads_the_pipeline_its_sources_and_the_card_only(hub, uploads, f
     for path, cls in [("pipeline_mnist_ddpm.py", MNISTDDPMPipeline), ("unet/unet_mnist.py", ClassConditionedUNet),
                       ("scheduler/scheduling_mnist_ddpm.py", MNISTDDPMScheduler)]:
         assert files[path].content == source_file(cls).read_bytes()
-    assert files["README.md"].content.decode() == DEFAULT_MODEL_CARD.read_text(encoding="utf-8")
+    # With no card given, the card of the pushed folder itself, rendered from its files.
+    assert files["README.md"].content.decode() == render_model_card(folders["a"], "org/mnist-ddpm")
     assert files["unet/config.json"].content == (folders["a"] / "unet" / "config.json").read_bytes()
     # What the client sends as LFS (through the batch API) and what inline in the commit, as the Hub decides.
     assert files["unet/diffusion_pytorch_model.safetensors"].lfs and not files["model_index.json"].lfs

@@ -1,0 +1,37 @@
+import json
+
+from huggingface_hub import ModelCard
+
+from mnist_diffusion.card import render_model_card
+
+
+def run_result(sampler, steps, guidance, accuracy):
+    return {"sampler": sampler, "num_inference_steps": steps, "guidance_scale": guidance, "accuracy": accuracy,
+            "worst_digit": "8", "per_digit": {"8": {"accuracy": accuracy - 0.01, "correct": 1, "total": 1}},
+            "frechet_distance": 1.234, "frechet_ratio_to_real_floor": 2.468}
+
+
+def test_card_numbers_come_from_the_folder(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path)
+    card = render_model_card(tmp_path, repo_id="someone/digits")
+    parsed = ModelCard(card)
+    assert parsed.data.library_name == "diffusers" and parsed.data.license == "apache-2.0"
+    assert "Not evaluated yet." in card and "## Training" not in card  # no training_config.json: no section
+    assert 'MNISTDDPMPipeline.from_pretrained("someone/digits")' in card and "trust_remote_code=True" in card
+    num_parameters = tiny_pipe.unet.num_parameters()
+    assert f"{num_parameters:,} parameters" in card
+
+    (tmp_path / "training_config.json").write_text(json.dumps({
+        "command": "scripts/train.py --max_train_steps 7", "global_step": 7, "images_seen": 896, "train_minutes": 1.5,
+        "num_processes": 1, "mixed_precision": "bf16",
+        "args": {"train_batch_size": 128, "learning_rate": 0.001, "lr_scheduler": "cosine", "lr_warmup_steps": 5,
+                 "cond_drop_prob": 0.1, "use_ema": True, "ema_max_decay": 0.9995},
+    }))
+    (tmp_path / "evaluation").mkdir()
+    (tmp_path / "evaluation" / "default.json").write_text(json.dumps({
+        "samples_per_digit": 50, "num_samples": 500, "runs": [run_result("ddpm", 1000, 2.0, 0.9934)]}))
+    card = render_model_card(tmp_path, repo_id="someone/digits")
+    assert "| steps | 7 optimiser steps, 896 images (0.0 epochs) |" in card
+    assert "| ddpm | 1000 | 2 | 50 | 99.34% | 8 (98.3%) | 1.23 | 2.47× |" in card
+    results = ModelCard(card).data.eval_results
+    assert [(r.metric_type, r.metric_value) for r in results] == [("accuracy", 0.9934), ("frechet_ratio", 2.468)]
