@@ -180,7 +180,8 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         config = cls.load_config(pretrained_model_name_or_path, **hub_kwargs)
         saved_class = config.get("_class_name")  # a class name, or [file name, class name] in a Hub repo
         saved_class_name = saved_class[1] if isinstance(saved_class, list) else saved_class
-        if saved_class_name != cls.__name__:
+        # A subclass (the inpainting pipeline) loads the folder of the pipeline it extends.
+        if saved_class_name not in {base.__name__ for base in cls.__mro__ if issubclass(base, MNISTDDPMPipeline)}:
             raise ValueError(
                 f"{pretrained_model_name_or_path} holds a {saved_class_name} (the `_class_name` of its "
                 f"model_index.json), not a {cls.__name__}; load it with `DiffusionPipeline.from_pretrained`."
@@ -204,6 +205,64 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         pipeline = cls(**init_kwargs)
         pipeline.register_to_config(_name_or_path=pretrained_model_name_or_path)
         return pipeline
+
+    def check_inputs(self, labels, num_images_per_label, guidance_scale, output_type, generator,
+                     callback_on_step_end_tensor_inputs) -> tuple[torch.Tensor, float]:
+        """
+        Validate the arguments of a call.
+
+        Returns:
+            The class label of every image to generate (each label repeated `num_images_per_label` times), on the
+            execution device, and the guidance scale to use.
+        """
+        labels = check_labels(labels, self.unet.config.num_classes)
+        if isinstance(num_images_per_label, bool) or not isinstance(num_images_per_label, int) or num_images_per_label < 1:
+            raise ValueError(f"`num_images_per_label` must be a positive integer, got {num_images_per_label!r}.")
+        if guidance_scale is None:
+            guidance_scale = self.config.default_guidance_scale
+        if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool) or guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be a number ≥ 0, got {guidance_scale!r}.")
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
+        unknown_inputs = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown_inputs:
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` may only name {self._callback_tensor_inputs}, "
+                f"got {sorted(unknown_inputs)}."
+            )
+        batch_size = len(labels) * num_images_per_label
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators for {batch_size} images; pass one, or one per image.")
+        class_labels = torch.tensor(labels, device=self._execution_device).repeat_interleave(num_images_per_label)
+        return class_labels, guidance_scale
+
+    def model_labels(self, class_labels: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+        """The labels of one model call: `[labels; null labels]` when guiding, so both passes run as one batch."""
+        if guidance_scale == 1:
+            return class_labels
+        return torch.cat([class_labels, torch.full_like(class_labels, self.unet.null_class_label)])
+
+    def predict_noise(self, latents: torch.Tensor, t, model_labels: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+        """
+        The model's noise prediction for `latents` at timestep `t`, with classifier-free guidance
+        ε = ε_uncond + w · (ε_cond − ε_uncond); with w = 1 the unconditional pass is skipped.
+
+        Args:
+            model_labels (`torch.Tensor`): from [`~MNISTDDPMPipeline.model_labels`].
+        """
+        if guidance_scale == 1:
+            return self.unet(self.scheduler.scale_model_input(latents, t), t, model_labels).sample
+        model_input = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
+        noise_cond, noise_uncond = self.unet(model_input, t, model_labels).sample.chunk(2)
+        return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+
+    def postprocess(self, latents: torch.Tensor, output_type: str):
+        """Samples in [-1, 1] → images in [0, 1] as a tensor (`"pt"`), an array (`"np"`) or PIL images (`"pil"`)."""
+        images = (latents.float() / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            return images
+        images = images.cpu().permute(0, 2, 3, 1).numpy()
+        return self.numpy_to_pil(images) if output_type == "pil" else images
 
     @torch.inference_mode()
     def __call__(
@@ -254,51 +313,24 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         >>> image.save("seven.png")
         ```
         """
-        num_classes = self.unet.config.num_classes
-        labels = check_labels(labels, num_classes)
-        if isinstance(num_images_per_label, bool) or not isinstance(num_images_per_label, int) or num_images_per_label < 1:
-            raise ValueError(f"`num_images_per_label` must be a positive integer, got {num_images_per_label!r}.")
+        class_labels, guidance_scale = self.check_inputs(
+            labels, num_images_per_label, guidance_scale, output_type, generator, callback_on_step_end_tensor_inputs
+        )
         if num_inference_steps is None:
             num_inference_steps = self.config.default_num_inference_steps or self.scheduler.config.num_train_timesteps
-        if guidance_scale is None:
-            guidance_scale = self.config.default_guidance_scale
-        if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool) or guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be a number ≥ 0, got {guidance_scale!r}.")
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
-        unknown_inputs = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
-        if unknown_inputs:
-            raise ValueError(
-                f"`callback_on_step_end_tensor_inputs` may only name {self._callback_tensor_inputs}, "
-                f"got {sorted(unknown_inputs)}."
-            )
-
-        device = self._execution_device
-        batch_size = len(labels) * num_images_per_label
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(f"Got {len(generator)} generators for {batch_size} images; pass one, or one per image.")
-        class_labels = torch.tensor(labels, device=device).repeat_interleave(num_images_per_label)
-        do_guidance = guidance_scale != 1
-        if do_guidance:
-            # The conditional and the unconditional pass run as one batch: [labels; null labels].
-            class_labels = torch.cat([class_labels, torch.full_like(class_labels, self.unet.null_class_label)])
 
         config = self.unet.config
-        shape = (batch_size, config.in_channels, config.sample_size, config.sample_size)
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        shape = (len(class_labels), config.in_channels, config.sample_size, config.sample_size)
+        latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=self.unet.dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
         latents = latents * self.scheduler.init_noise_sigma
         step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        model_labels = self.model_labels(class_labels, guidance_scale)
 
         timesteps = self.scheduler.timesteps
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
-                model_input = torch.cat([latents, latents]) if do_guidance else latents
-                model_input = self.scheduler.scale_model_input(model_input, t)
-                noise_pred = self.unet(model_input, t, class_labels).sample
-                if do_guidance:
-                    noise_cond, noise_uncond = noise_pred.chunk(2)
-                    noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+                noise_pred = self.predict_noise(latents, t, model_labels, guidance_scale)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
 
                 if callback_on_step_end is not None:
@@ -308,12 +340,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
                     latents = callback_outputs.get("latents", latents)
                 progress_bar.update()
 
-        images = (latents.float() / 2 + 0.5).clamp(0, 1)
-        if output_type != "pt":
-            images = images.cpu().permute(0, 2, 3, 1).numpy()
-            if output_type == "pil":
-                images = self.numpy_to_pil(images)
-
+        images = self.postprocess(latents, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)

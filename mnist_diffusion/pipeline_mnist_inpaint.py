@@ -1,0 +1,178 @@
+# Copyright 2026 The mnist-diffusion authors. Licensed under the Apache License, Version 2.0.
+"""`MNISTDDPMInpaintPipeline`: complete a partly hidden digit as a digit of the class you ask for.
+
+The method is RePaint (Lugmayr et al., "RePaint: Inpainting using Denoising Diffusion Probabilistic Models",
+CVPR 2022), which needs no retraining: at every reverse step the known pixels are drawn from the forward process
+q(x_{t−1} | x_0) of the given image and the unknown ones from the model's reverse step, and every `jump_length`
+steps the chain jumps back by re-noising (`jump_n_sample` times in all) so that the two regions come to agree.
+"""
+
+import numpy as np
+import torch
+from diffusers import ImagePipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from .pipeline_mnist_ddpm import MNISTDDPMPipeline
+from .scheduling_mnist_ddpm import MNISTDDPMScheduler
+
+
+def repaint_walk(num_levels: int, jump_length: int, jump_n_sample: int) -> list[int]:
+    """
+    The order in which RePaint visits the noise levels of a schedule with `num_levels` reverse steps.
+
+    Level `num_levels` is x_T and level 0 is x_0. The walk lists the level reached after each move: one lower for a
+    denoising step, one higher for a re-noising step. Every `jump_length` levels (above the last `jump_length`) the
+    walk climbs back `jump_length` levels, `jump_n_sample − 1` times.
+
+    Returns:
+        `list[int]`: the levels, starting with `num_levels − 1` (after the first denoising step) and ending with 0.
+    """
+    jumps_left = {level: jump_n_sample - 1 for level in range(0, num_levels - jump_length, jump_length)}
+    level, walk = num_levels, []
+    while level > 0:
+        level -= 1
+        walk.append(level)
+        if jumps_left.get(level, 0) > 0:
+            jumps_left[level] -= 1
+            for _ in range(jump_length):
+                level += 1
+                walk.append(level)
+    return walk
+
+
+def to_unit_tensor(value, name: str, size: int) -> torch.Tensor:
+    """
+    A single grey image as a float tensor (1, 1, size, size) in [0, 1], from a PIL image, a numpy array (uint8 in
+    0–255 or float in [0, 1]) or a tensor (float in [0, 1]) of shape (H, W), (1, H, W) or (1, 1, H, W).
+    """
+    if isinstance(value, Image.Image):
+        value = np.asarray(value.convert("L"))
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value.astype(np.float32) / 255.0 if value.dtype == np.uint8 else value.astype(np.float32))
+    if not torch.is_tensor(value):
+        raise ValueError(f"`{name}` must be a PIL image, a numpy array or a tensor, got {type(value).__name__}.")
+    value, given_shape = value.float(), tuple(value.shape)
+    while value.ndim < 4:
+        value = value.unsqueeze(0)
+    if value.shape != (1, 1, size, size):
+        raise ValueError(
+            f"`{name}` must be one {size}×{size} grey image, shaped ({size}, {size}), (1, {size}, {size}) or "
+            f"(1, 1, {size}, {size}); got shape {given_shape}. Resize it first: nothing is resized silently."
+        )
+    if value.min() < 0 or value.max() > 1:
+        raise ValueError(f"`{name}` values must lie in [0, 1] (or 0–255 for uint8), got {value.min()}–{value.max()}.")
+    return value
+
+
+class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
+    """
+    Class-conditional inpainting with RePaint (Lugmayr et al., 2022): the pixels a mask marks white are generated so
+    that the whole image becomes a digit of the requested class; the other pixels are kept exactly as given.
+
+    Built from the same components as [`MNISTDDPMPipeline`]: `MNISTDDPMInpaintPipeline(**pipe.components)`, or
+    `MNISTDDPMInpaintPipeline.from_pretrained` of the same folder or repo. The scheduler must be an
+    [`MNISTDDPMScheduler`], whose reverse step and forward jump RePaint combines.
+    """
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        image,
+        mask_image,
+        labels,
+        num_images_per_label: int = 1,
+        num_inference_steps: int = 250,
+        guidance_scale: float | None = None,
+        jump_length: int = 10,
+        jump_n_sample: int = 5,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+    ) -> ImagePipelineOutput | tuple:
+        """
+        Complete `image` where `mask_image` is white.
+
+        Args:
+            image (`PIL.Image`, `np.ndarray` or `torch.Tensor`): one 28×28 grey digit (white on black).
+            mask_image (`PIL.Image`, `np.ndarray` or `torch.Tensor`): 28×28, white (≥ 0.5) where pixels are to be
+                generated, black where `image` is kept.
+            labels (`int`, `list[int]` or `torch.Tensor`): the digit(s) the completion must show, 0–9; one completion
+                per entry, in order.
+            num_images_per_label (`int`, defaults to 1): completions per entry of `labels`.
+            num_inference_steps (`int`, defaults to 250): reverse steps of the (strided) DDPM schedule, before
+                resampling; the model runs about `num_inference_steps × jump_n_sample` times.
+            guidance_scale (`float`, *optional*): classifier-free guidance weight; the pipeline's default if None.
+            jump_length (`int`, defaults to 10): steps between RePaint's jumps back, and their length.
+            jump_n_sample (`int`, defaults to 5): how often each stretch of `jump_length` steps is run (1: no
+                resampling, plain replacement of the known region).
+            generator, output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs: as in
+                [`MNISTDDPMPipeline.__call__`]; the callback runs after every denoising step.
+
+        Returns:
+            [`ImagePipelineOutput`] or `tuple`: the completed digits.
+        """
+        if not isinstance(self.scheduler, MNISTDDPMScheduler):
+            raise ValueError(
+                f"Inpainting needs an MNISTDDPMScheduler (RePaint combines its reverse step with the forward jump), "
+                f"got {type(self.scheduler).__name__}."
+            )
+        for name, value in (("jump_length", jump_length), ("jump_n_sample", jump_n_sample)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        class_labels, guidance_scale = self.check_inputs(
+            labels, num_images_per_label, guidance_scale, output_type, generator, callback_on_step_end_tensor_inputs
+        )
+        size, device, dtype = self.unet.config.sample_size, self._execution_device, self.unet.dtype
+        known = to_unit_tensor(image, "image", size) * 2 - 1  # x_0 of the known region, in [-1, 1]
+        mask = (to_unit_tensor(mask_image, "mask_image", size) >= 0.5).float()
+        if mask.sum() == 0:
+            raise ValueError("`mask_image` is all black: there is nothing to generate (white marks the pixels to fill).")
+        if mask.sum() == mask.numel():
+            raise ValueError("`mask_image` is all white: nothing of `image` is kept; use MNISTDDPMPipeline instead.")
+        batch = len(class_labels)
+        known = known.to(device=device, dtype=dtype).expand(batch, -1, -1, -1)
+        mask = mask.to(device=device, dtype=dtype)
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps.tolist()  # level k ≥ 1 is timesteps[n − k]; level 0 is x_0
+        num_levels = len(timesteps)
+        alphas_cumprod = self.scheduler.alphas_cumprod.tolist()
+
+        def alpha_bar(level: int) -> float:
+            return 1.0 if level == 0 else alphas_cumprod[timesteps[num_levels - level]]
+
+        model_labels = self.model_labels(class_labels, guidance_scale)
+        shape = (batch, self.unet.config.in_channels, size, size)
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        walk = repaint_walk(num_levels, jump_length, jump_n_sample)
+        level = num_levels
+        with self.progress_bar(total=len(walk)) as progress_bar:
+            for step_index, next_level in enumerate(walk):
+                if next_level < level:  # denoise: unknown pixels from the model, known ones from q(x_{t−1} | x_0)
+                    t = timesteps[num_levels - level]
+                    noise_pred = self.predict_noise(latents, t, model_labels, guidance_scale)
+                    generated = self.scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
+                    if next_level == 0:
+                        forward = known
+                    else:
+                        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                        forward = alpha_bar(next_level) ** 0.5 * known + (1 - alpha_bar(next_level)) ** 0.5 * noise
+                    latents = mask * generated + (1 - mask) * forward
+                    if callback_on_step_end is not None:
+                        outputs = callback_on_step_end(self, step_index, t, {"latents": latents}) or {}
+                        latents = outputs.get("latents", latents)
+                else:  # jump back: one forward step q(x_t | x_{t−1}) of the whole image
+                    alpha = alpha_bar(next_level) / alpha_bar(level)
+                    noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                    latents = alpha**0.5 * latents + (1 - alpha) ** 0.5 * noise
+                level = next_level
+                progress_bar.update()
+
+        images = self.postprocess(latents, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
