@@ -29,7 +29,9 @@ setup(
     extras_require={
         "train": TRAIN,
         "eval": EVAL,
-        "dev": TRAIN + EVAL + ["pytest>=8"],
+        "demo": ["gradio>=6,<7"],
+        # playwright drives the system's Chromium in the demo's browser test (it never downloads a browser).
+        "dev": TRAIN + EVAL + ["gradio>=6,<7", "playwright>=1.40", "pytest>=8"],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",

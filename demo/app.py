@@ -1,0 +1,181 @@
+"""A Gradio demo of the class-conditional MNIST DDPM: generate digits, or draw half a digit and let the model finish it.
+
+    python demo/app.py                       # the shipped model, on http://127.0.0.1:7860
+    python demo/app.py --model org/mnist-ddpm
+
+The folder deploys as a Hugging Face Space as it is (see README.md here).
+"""
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+from diffusers import DPMSolverMultistepScheduler
+from PIL import Image
+
+from mnist_diffusion import MNISTDDPMInpaintPipeline, MNISTDDPMPipeline
+from mnist_diffusion.images import make_grid
+
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "pretrained" / "mnist-ddpm"
+DEFAULT_MODEL = str(SHIPPED_MODEL) if SHIPPED_MODEL.is_dir() else "org/mnist-ddpm"
+FAST, FULL = "DPM-Solver++ (fast)", "DDPM, 1000 steps (the paper's sampler)"
+# Limits that keep one visitor from holding the CPU for minutes.
+MAX_IMAGES = {FAST: 40, FULL: 10}
+MAX_COMPLETIONS = 8
+REGIONS = ("bottom half", "top half", "left half", "right half", "everything not drawn")
+SCALE = 8  # 28×28 digits are specks on a page: show them upscaled, nearest-neighbour
+
+
+class Demo:
+    """The demo's two actions, on one loaded model; separate from the UI so that tests can call them directly."""
+
+    def __init__(self, model: str):
+        self.pipe = MNISTDDPMPipeline.from_pretrained(model)
+        self.full_scheduler = self.pipe.scheduler
+        self.fast_scheduler = DPMSolverMultistepScheduler.from_config(self.pipe.scheduler.config)
+        self.inpaint = MNISTDDPMInpaintPipeline(**self.pipe.components)
+        for pipe in (self.pipe, self.inpaint):
+            pipe.set_progress_bar_config(disable=True)  # progress shows on the page instead
+        self.default_guidance = self.pipe.config.default_guidance_scale
+
+    def generate(self, digits, images_per_digit, guidance_scale, sampler, fast_steps, seed, progress=gr.Progress()):
+        """Returns the grid (one row per digit) and the path of a GIF of the denoising."""
+        digits = sorted(int(d) for d in digits or [])
+        if not digits:
+            raise gr.Error("Pick at least one digit.")
+        count = len(digits) * int(images_per_digit)
+        if count > MAX_IMAGES[sampler]:
+            raise gr.Error(f"{count} images is too many for {sampler}: at most {MAX_IMAGES[sampler]} per request.")
+        fast = sampler == FAST
+        self.pipe.scheduler = self.fast_scheduler if fast else self.full_scheduler
+        steps = int(fast_steps) if fast else self.full_scheduler.config.num_train_timesteps
+        frames = []
+
+        def record(pipe, i, t, tensors):
+            progress((i + 1, steps), desc="denoising")
+            if i % max(1, steps // 25) == 0 or i == steps - 1:
+                frames.append(tensors["latents"].clone())
+            return tensors
+
+        images = self.pipe(
+            labels=digits, num_images_per_label=int(images_per_digit), num_inference_steps=steps,
+            guidance_scale=float(guidance_scale), generator=torch.Generator().manual_seed(int(seed)),
+            callback_on_step_end=record,
+        ).images
+        grid = make_grid(images, rows=len(digits), scale=SCALE, row_labels=[str(d) for d in digits])
+        return grid, self.animation(frames, rows=len(digits))
+
+    def animation(self, frames: list[torch.Tensor], rows: int) -> str:
+        pictures = [make_grid(self.pipe.numpy_to_pil(self.pipe.postprocess(f, "np")), rows=rows, scale=SCALE // 2)
+                    for f in frames]
+        path = Path(tempfile.mkdtemp(prefix="mnist-ddpm-demo-")) / "denoising.gif"
+        pictures[0].save(path, save_all=True, append_images=pictures[1:] + [pictures[-1]] * 10, duration=80, loop=0)
+        return str(path)
+
+    def complete(self, drawing, digit, region, completions, guidance_scale, seed, progress=gr.Progress()):
+        """Finish a partial digit: returns the masked input and a grid of completions."""
+        partial = to_digit(drawing)
+        mask = region_mask(region, partial)
+        if not 1 <= int(completions) <= MAX_COMPLETIONS:
+            raise gr.Error(f"Ask for 1 to {MAX_COMPLETIONS} completions.")
+
+        def report(pipe, i, t, tensors):
+            progress(None, desc="completing")
+            return tensors
+
+        try:
+            images = self.inpaint(
+                partial, mask, labels=[int(digit)], num_images_per_label=int(completions), num_inference_steps=100,
+                jump_length=10, jump_n_sample=3, guidance_scale=float(guidance_scale),
+                generator=torch.Generator().manual_seed(int(seed)), callback_on_step_end=report,
+            ).images
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
+        shown = Image.fromarray(np.where(np.asarray(mask) > 127, 60, np.asarray(partial)).astype(np.uint8), mode="L")
+        return shown.resize((28 * SCALE, 28 * SCALE), Image.NEAREST), make_grid(images, rows=1, scale=SCALE)
+
+
+def to_digit(drawing) -> Image.Image:
+    """A sketchpad drawing or an uploaded picture as a 28×28 white-on-black digit."""
+    if isinstance(drawing, dict):  # the sketchpad's value: background, layers and their composite
+        drawing = drawing.get("composite")
+    if drawing is None:
+        raise gr.Error("Draw or upload part of a digit first.")
+    image = drawing if isinstance(drawing, Image.Image) else Image.fromarray(np.asarray(drawing))
+    if image.mode in ("RGBA", "LA"):  # strokes on a transparent canvas: the alpha channel is the ink
+        pixels = np.asarray(image.getchannel("A"))
+    else:
+        pixels = np.asarray(image.convert("L"))
+        if pixels.mean() > 127:  # dark ink on a light background: invert to MNIST's white on black
+            pixels = 255 - pixels
+    return Image.fromarray(pixels.astype(np.uint8), mode="L").resize((28, 28), Image.BILINEAR)
+
+
+def region_mask(region: str, partial: Image.Image) -> Image.Image:
+    """White where the model is to draw."""
+    mask = np.zeros((28, 28), dtype=np.uint8)
+    if region == "bottom half":
+        mask[14:] = 255
+    elif region == "top half":
+        mask[:14] = 255
+    elif region == "left half":
+        mask[:, :14] = 255
+    elif region == "right half":
+        mask[:, 14:] = 255
+    elif region == "everything not drawn":
+        mask[np.asarray(partial) < 32] = 255
+    else:
+        raise gr.Error(f"Unknown region {region!r}; choose one of {', '.join(REGIONS)}.")
+    return Image.fromarray(mask, mode="L")
+
+
+def build_ui(demo: Demo) -> gr.Blocks:
+    with gr.Blocks(title="MNIST DDPM") as ui:
+        gr.Markdown("# Class-conditional MNIST diffusion\nAsk for digits, or draw part of one and let the model finish it.")
+        with gr.Tab("Generate"):
+            with gr.Row():
+                with gr.Column():
+                    digits = gr.CheckboxGroup([str(d) for d in range(10)], value=["7"], label="Digits")
+                    per_digit = gr.Slider(1, 8, value=4, step=1, label="Images per digit")
+                    guidance = gr.Slider(0, 6, value=demo.default_guidance, step=0.25, label="Guidance scale")
+                    sampler = gr.Radio([FAST, FULL], value=FAST, label="Sampler")
+                    steps = gr.Slider(20, 50, value=20, step=1, label="Solver steps (fast sampler)")
+                    seed = gr.Number(0, precision=0, label="Seed")
+                    button = gr.Button("Generate", variant="primary", elem_id="generate")
+                with gr.Column():
+                    grid = gr.Image(label="Digits", type="pil", elem_id="grid")
+                    movie = gr.Image(label="Denoising: static → blur → shape → digit", type="filepath")
+            button.click(demo.generate, [digits, per_digit, guidance, sampler, steps, seed], [grid, movie])
+        with gr.Tab("Inpaint"):
+            with gr.Row():
+                with gr.Column():
+                    drawing = gr.Sketchpad(label="Draw part of a digit (or upload one)", type="pil",
+                                           canvas_size=(280, 280))
+                    digit = gr.Dropdown([str(d) for d in range(10)], value="3", label="Complete it as")
+                    region = gr.Radio(list(REGIONS), value="bottom half", label="Region the model draws")
+                    completions = gr.Slider(1, MAX_COMPLETIONS, value=4, step=1, label="Completions")
+                    guidance_inpaint = gr.Slider(0, 6, value=demo.default_guidance, step=0.25, label="Guidance scale")
+                    seed_inpaint = gr.Number(0, precision=0, label="Seed")
+                    complete = gr.Button("Complete", variant="primary", elem_id="complete")
+                with gr.Column():
+                    masked = gr.Image(label="Your digit (grey: to be drawn)", type="pil")
+                    completed = gr.Image(label="Completions", type="pil", elem_id="completions")
+            complete.click(demo.complete, [drawing, digit, region, completions, guidance_inpaint, seed_inpaint],
+                           [masked, completed])
+    return ui
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="Pipeline folder or Hub repo id.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    args = parser.parse_args(argv)
+    build_ui(Demo(args.model)).queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    main()
