@@ -105,8 +105,9 @@ def to_digit(drawing) -> Image.Image:
     if drawing is None:
         raise gr.Error("Draw or upload part of a digit first.")
     image = drawing if isinstance(drawing, Image.Image) else Image.fromarray(np.asarray(drawing))
-    if image.mode in ("RGBA", "LA"):  # strokes on a transparent canvas: the alpha channel is the ink
-        pixels = np.asarray(image.getchannel("A"))
+    alpha = np.asarray(image.getchannel("A")) if image.mode in ("RGBA", "LA") else None
+    if alpha is not None and alpha.min() < 255:  # strokes on a transparent canvas: the alpha channel is the ink
+        pixels = alpha
     else:
         pixels = np.asarray(image.convert("L"))
         if pixels.mean() > 127:  # dark ink on a light background: invert to MNIST's white on black
@@ -153,7 +154,8 @@ def build_ui(demo: Demo) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     drawing = gr.Sketchpad(label="Draw part of a digit (or upload one)", type="pil",
-                                           canvas_size=(280, 280))
+                                           canvas_size=(280, 280),
+                                           brush=gr.Brush(default_size=22, colors=["#000000"], color_mode="fixed"))
                     digit = gr.Dropdown([str(d) for d in range(10)], value="3", label="Complete it as")
                     region = gr.Radio(list(REGIONS), value="bottom half", label="Region the model draws")
                     completions = gr.Slider(1, MAX_COMPLETIONS, value=4, step=1, label="Completions")
