@@ -1,8 +1,11 @@
 import json
+from pathlib import Path
 
+import pytest
 from huggingface_hub import ModelCard
 
 from mnist_diffusion.card import render_model_card
+from mnist_diffusion.generate import SHIPPED_MODEL
 
 
 def run_result(sampler, steps, guidance, accuracy):
@@ -35,3 +38,12 @@ def test_card_numbers_come_from_the_folder(tiny_pipe, tmp_path):
     assert "| ddpm | 1000 | 2 | 50 | 99.34% | 8 (98.3%) | 1.23 | 2.47× |" in card
     results = ModelCard(card).data.eval_results
     assert [(r.metric_type, r.metric_value) for r in results] == [("accuracy", 0.9934), ("frechet_ratio", 2.468)]
+
+
+def test_the_repository_card_is_the_rendering_of_the_shipped_model():
+    if not (SHIPPED_MODEL / "model_index.json").is_file():
+        pytest.skip(f"no shipped model at {SHIPPED_MODEL}")
+    card = Path(__file__).resolve().parents[1] / "model_card.md"
+    assert card.read_text() == render_model_card(SHIPPED_MODEL), (
+        "model_card.md is out of date: python -m mnist_diffusion.card --model_dir pretrained/mnist-ddpm"
+    )
