@@ -144,3 +144,26 @@ def main(argv: list[str] | None = None) -> None:
     if args.sweep:
         guidance_plot(args.sweep, output_dir / "guidance.png")
     print(f"Figures written to {output_dir}")
+
+
+def inpainting_figure(model: str, data_dir: str, seed: int = 0, scale: int = 3) -> Image.Image:
+    """
+    Rows: the first test digit of each class with its bottom half hidden (grey), its completion as its own class, and
+    its completion as the next class ((y + 1) mod 10).
+    """
+    from .pipeline_mnist_inpaint import MNISTDDPMInpaintPipeline
+
+    pipe = MNISTDDPMInpaintPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    images, labels = load_mnist(data_dir, "test")
+    chosen = torch.stack([(labels == d).nonzero()[0, 0] for d in DIGITS])
+    mask = torch.zeros(28, 28)
+    mask[14:] = 1
+    masked = images[chosen].clone()
+    masked[:, 14:] = 60
+    rows = [[Image.fromarray(m.numpy(), mode="L") for m in masked]]
+    for shift in (0, 1):
+        rows.append(pipe(images[chosen], mask, labels=(labels[chosen] + shift) % 10,
+                         generator=torch.Generator().manual_seed(seed), num_inference_steps=100, jump_n_sample=3).images)
+    return make_grid([image for row in rows for image in row], rows=3, scale=scale,
+                     row_labels=["in", "y", "y+1"])

@@ -43,22 +43,27 @@ def repaint_walk(num_levels: int, jump_length: int, jump_n_sample: int) -> list[
 
 def to_unit_tensor(value, name: str, size: int) -> torch.Tensor:
     """
-    A single grey image as a float tensor (1, 1, size, size) in [0, 1], from a PIL image, a numpy array (uint8 in
-    0–255 or float in [0, 1]) or a tensor (float in [0, 1]) of shape (H, W), (1, H, W) or (1, 1, H, W).
+    Grey images as a float tensor (N, 1, size, size) in [0, 1], from a PIL image or a list of them, or from a numpy
+    array (uint8 in 0–255, or float in [0, 1]) or a tensor (float in [0, 1]) shaped (H, W), (N, H, W) or (N, 1, H, W).
     """
     if isinstance(value, Image.Image):
-        value = np.asarray(value.convert("L"))
+        value = [value]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Image.Image) for v in value):
+        value = np.stack([np.asarray(v.convert("L")) for v in value])
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value.astype(np.float32) / 255.0 if value.dtype == np.uint8 else value.astype(np.float32))
     if not torch.is_tensor(value):
-        raise ValueError(f"`{name}` must be a PIL image, a numpy array or a tensor, got {type(value).__name__}.")
+        raise ValueError(f"`{name}` must be a PIL image (or a list of them), a numpy array or a tensor, "
+                         f"got {type(value).__name__}.")
     value, given_shape = value.float(), tuple(value.shape)
-    while value.ndim < 4:
-        value = value.unsqueeze(0)
-    if value.shape != (1, 1, size, size):
+    if value.ndim == 2:
+        value = value[None]
+    if value.ndim == 3:
+        value = value[:, None]
+    if value.ndim != 4 or value.shape[1:] != (1, size, size):
         raise ValueError(
-            f"`{name}` must be one {size}×{size} grey image, shaped ({size}, {size}), (1, {size}, {size}) or "
-            f"(1, 1, {size}, {size}); got shape {given_shape}. Resize it first: nothing is resized silently."
+            f"`{name}` must be {size}×{size} grey images, shaped ({size}, {size}), (N, {size}, {size}) or "
+            f"(N, 1, {size}, {size}); got shape {given_shape}. Resize first: nothing is resized silently."
         )
     if value.min() < 0 or value.max() > 1:
         raise ValueError(f"`{name}` values must lie in [0, 1] (or 0–255 for uint8), got {value.min()}–{value.max()}.")
@@ -96,11 +101,12 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
         Complete `image` where `mask_image` is white.
 
         Args:
-            image (`PIL.Image`, `np.ndarray` or `torch.Tensor`): one 28×28 grey digit (white on black).
-            mask_image (`PIL.Image`, `np.ndarray` or `torch.Tensor`): 28×28, white (≥ 0.5) where pixels are to be
-                generated, black where `image` is kept.
-            labels (`int`, `list[int]` or `torch.Tensor`): the digit(s) the completion must show, 0–9; one completion
-                per entry, in order.
+            image (`PIL.Image`, a list of them, `np.ndarray` or `torch.Tensor`): one 28×28 grey digit (white on
+                black), completed as every entry of `labels`, or one digit per entry of `labels`.
+            mask_image (same forms as `image`): white (≥ 0.5) where pixels are to be generated, black where `image`
+                is kept; one mask for all, or one per entry of `labels`.
+            labels (`int`, `list[int]` or `torch.Tensor`): the digit(s) the completions must show, 0–9; one
+                completion per entry, in order.
             num_images_per_label (`int`, defaults to 1): completions per entry of `labels`.
             num_inference_steps (`int`, defaults to 250): reverse steps of the (strided) DDPM schedule, before
                 resampling; the model runs about `num_inference_steps × jump_n_sample` times.
@@ -128,13 +134,18 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
         size, device, dtype = self.unet.config.sample_size, self._execution_device, self.unet.dtype
         known = to_unit_tensor(image, "image", size) * 2 - 1  # x_0 of the known region, in [-1, 1]
         mask = (to_unit_tensor(mask_image, "mask_image", size) >= 0.5).float()
-        if mask.sum() == 0:
+        if (mask.flatten(1).sum(1) == 0).any():
             raise ValueError("`mask_image` is all black: there is nothing to generate (white marks the pixels to fill).")
-        if mask.sum() == mask.numel():
+        if (mask.flatten(1).sum(1) == size * size).any():
             raise ValueError("`mask_image` is all white: nothing of `image` is kept; use MNISTDDPMPipeline instead.")
+        # One image completed as every label, or one image per label; each repeated num_images_per_label times.
+        num_labels = len(class_labels) // num_images_per_label
+        for name, tensor in (("image", known), ("mask_image", mask)):
+            if len(tensor) not in (1, num_labels):
+                raise ValueError(f"Got {len(tensor)} `{name}`s for {num_labels} labels: pass one, or one per label.")
         batch = len(class_labels)
-        known = known.to(device=device, dtype=dtype).expand(batch, -1, -1, -1)
-        mask = mask.to(device=device, dtype=dtype)
+        known = known.to(device=device, dtype=dtype).repeat_interleave(batch // len(known), dim=0)
+        mask = mask.to(device=device, dtype=dtype).repeat_interleave(batch // len(mask), dim=0)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps.tolist()  # level k ≥ 1 is timesteps[n − k]; level 0 is x_0

@@ -53,12 +53,12 @@ def test_same_generator_same_completion_and_forms_of_input_agree(inpaint):
 @pytest.mark.parametrize(
     "image,mask,match",
     [
-        (np.zeros((27, 27), np.uint8), np.full((28, 28), 255, np.uint8), r"`image` must be one 28×28.*\(27, 27\)"),
-        (np.zeros((28, 28), np.uint8), np.zeros((28, 27), np.uint8), r"`mask_image` must be one 28×28"),
+        (np.zeros((27, 27), np.uint8), np.full((28, 28), 255, np.uint8), r"`image` must be 28×28.*\(27, 27\)"),
+        (np.zeros((28, 28), np.uint8), np.zeros((28, 27), np.uint8), r"`mask_image` must be 28×28"),
         (np.zeros((28, 28), np.uint8), np.zeros((28, 28), np.uint8), "all black"),
         (np.zeros((28, 28), np.uint8), np.full((28, 28), 255, np.uint8), "all white"),
         (torch.full((28, 28), 2.0), np.full((28, 28), 255, np.uint8), r"must lie in \[0, 1\]"),
-        ("digit.png", np.full((28, 28), 255, np.uint8), "PIL image, a numpy array or a tensor"),
+        ("digit.png", np.full((28, 28), 255, np.uint8), "PIL image \(or a list of them\), a numpy array or a tensor"),
     ],
 )
 def test_bad_inputs_are_clear_errors(inpaint, image, mask, match):
@@ -82,3 +82,14 @@ def test_loads_from_the_folder_of_the_generation_pipeline(tiny_pipe, tmp_path):
     tiny_pipe.save_pretrained(tmp_path)
     loaded = MNISTDDPMInpaintPipeline.from_pretrained(tmp_path)
     assert isinstance(loaded, MNISTDDPMInpaintPipeline) and loaded.config.default_guidance_scale == 2.5
+
+
+def test_a_batch_of_images_one_label_each(inpaint):
+    image, mask = digit_and_bottom_mask()
+    other = Image.fromarray(255 - np.asarray(image), mode="L")
+    both = inpaint([image, other], mask, labels=[3, 5], output_type="np", generator=torch.Generator().manual_seed(1),
+                   **FAST).images
+    np.testing.assert_array_equal((both[0, :14, :, 0] * 255).round(), np.asarray(image)[:14])
+    np.testing.assert_array_equal((both[1, :14, :, 0] * 255).round(), np.asarray(other)[:14])
+    with pytest.raises(ValueError, match="Got 2 `image`s for 3 labels"):
+        inpaint([image, other], mask, labels=[1, 2, 3], **FAST)
