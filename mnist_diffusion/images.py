@@ -31,7 +31,8 @@ def make_grid(
         raise ValueError(f"Got {len(row_labels)} row labels for {rows} rows.")
     columns = len(images) // rows
     width, height = images[0].size
-    margin = 12 if row_labels is not None else 0
+    # Room for the labels in PIL's default font (about 6 pixels a character).
+    margin = max(12, 6 * max(len(str(label)) for label in row_labels) + 4) if row_labels is not None else 0
     grid = Image.new("L", (margin + columns * (width + padding) + padding, rows * (height + padding) + padding))
     draw = ImageDraw.Draw(grid)
     for index, image in enumerate(images):
