@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     reverse_strip(reverse_process(pipe, seed=args.seed)).save(output_dir / "reverse_process.png")
     reverse_animation(pipe, output_dir / "reverse_process.gif", seed=args.seed)
     forward_process(pipe.scheduler, args.data_dir, seed=args.seed).save(output_dir / "forward_process.png")
+    inpainting_figure(args.model, args.data_dir, seed=args.seed).save(output_dir / "inpainting.png")
     if args.sweep:
         guidance_plot(args.sweep, output_dir / "guidance.png")
     print(f"Figures written to {output_dir}")
