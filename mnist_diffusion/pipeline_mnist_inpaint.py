@@ -131,7 +131,7 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
         class_labels, guidance_scale = self.check_inputs(
             labels, num_images_per_label, guidance_scale, output_type, generator, callback_on_step_end_tensor_inputs
         )
-        size, device, dtype = self.unet.config.sample_size, self._execution_device, self.unet.dtype
+        size, device, dtype = self.unet.config.sample_size, self._execution_device, torch.float32
         known = to_unit_tensor(image, "image", size) * 2 - 1  # x_0 of the known region, in [-1, 1]
         mask = (to_unit_tensor(mask_image, "mask_image", size) >= 0.5).float()
         if (mask.flatten(1).sum(1) == 0).any():

@@ -384,12 +384,14 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
         accelerator.wait_for_everyone()
 
     def sampling_unet() -> ClassConditionedUNet:
+        """A copy of the weights to sample with (EMA or live): a pipeline never touches the model being trained."""
         unet = accelerator.unwrap_model(model)
+        sampling = ClassConditionedUNet.from_config(unet.config).to(accelerator.device)
         if ema is None:
-            return unet
-        ema_unet = ClassConditionedUNet.from_config(unet.config).to(accelerator.device)
-        ema.copy_to(ema_unet.parameters())
-        return ema_unet.eval()
+            sampling.load_state_dict(unet.state_dict())
+        else:
+            ema.copy_to(sampling.parameters())
+        return sampling.eval()
 
     def save_final_pipeline() -> None:
         if accelerator.is_main_process:

@@ -144,8 +144,27 @@ def test_torch_dtype_and_to(tiny_unet, tmp_path):
     pipe = MNISTDDPMPipeline.from_pretrained(tmp_path, torch_dtype=torch.bfloat16).to("cpu")
     pipe.set_progress_bar_config(disable=True)
     assert pipe.unet.dtype == torch.bfloat16
-    images = run(pipe, output_type="np", num_inference_steps=5)
+    latent_dtypes = []
+
+    def record(pipe, i, t, tensors):
+        latent_dtypes.append(tensors["latents"].dtype)
+
+    images = run(pipe, output_type="np", num_inference_steps=5, guidance_scale=2.0, callback_on_step_end=record)
     assert images.dtype == np.float32 and np.isfinite(images).all()
+    assert latent_dtypes == [torch.float32] * 5  # the chain itself is never rounded to bf16
+    reference = run(MNISTDDPMPipeline.from_pretrained(tmp_path), output_type="np", num_inference_steps=5,
+                    guidance_scale=2.0)
+    difference = np.abs(images - reference)  # bf16 rounds the network's activations only: close, not equal
+    assert 0 < difference.mean() < 0.01 and difference.max() < 0.2
+
+
+def test_unet_weights_are_channels_last_in_memory_and_saved_contiguous(tiny_unet, tmp_path):
+    pipe = MNISTDDPMPipeline(tiny_unet, MNISTDDPMScheduler())
+    assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    pipe.save_pretrained(tmp_path)
+    loaded = ClassConditionedUNet.from_pretrained(tmp_path / "unet")
+    for name, tensor in loaded.state_dict().items():
+        torch.testing.assert_close(tensor, pipe.unet.state_dict()[name], rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.parametrize("scheduler_class", [DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
