@@ -15,6 +15,7 @@ writes to a temporary folder.
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import multiprocessing
@@ -51,6 +52,8 @@ TRAIN_BATCH_SIZE = 128
 GENERATION_LABELS = list(range(10))
 IMAGES_PER_LABEL = 10  # batch 100
 MATMUL_SIZE = 2048
+# Opt-in speed-ups of our pipeline, measured next to its defaults.
+OPTIONS = {"bf16": "a bf16 UNet (`torch_dtype=torch.bfloat16`)", "compiled": "`torch.compile(pipe.unet)`"}
 
 # diffusers' UNet2DModel with the widths of our default ClassConditionedUNet, class-conditioned with 10 digits + the
 # null label.
@@ -174,6 +177,19 @@ class PeerPipeline:
         return numpy_to_pil((latents / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy())
 
 
+def compile_unet(unet: torch.nn.Module) -> torch.nn.Module:
+    """`torch.compile` with inductor's freezing (weights become constants, so oneDNN can pre-pack them)."""
+    return torch.compile(unet, dynamic=False, options={"freezing": True})
+
+
+def compile_seconds(pipe: MNISTDDPMPipeline) -> dict[str, float]:
+    """Seconds of the first one-step call at batch 1 and at batch 100 (each input shape compiles once)."""
+    return {
+        "batch1": time_generation(pipe, 1, labels=[7]),
+        "batch100": time_generation(pipe, 1, labels=GENERATION_LABELS, num_images_per_label=IMAGES_PER_LABEL),
+    }
+
+
 def build_pipeline(side: str) -> MNISTDDPMPipeline | PeerPipeline:
     unet = build_unet(side).eval()
     if side == "peer":
@@ -281,8 +297,11 @@ def images_per_second(num_images: int) -> Callable[[float], float]:
     return lambda seconds: num_images / seconds
 
 
-def build_timings(settings: Settings) -> tuple[dict[str, Timing], dict[str, float]]:
-    """Every timed measurement, in the order of one repeat (ours, then the peer, for each), and FLOPs per image."""
+def build_timings(settings: Settings) -> tuple[dict[str, Timing], dict[str, float], dict[str, float]]:
+    """
+    Every timed measurement, in the order of one repeat (ours, then the peer, for each), FLOPs per image, and the
+    seconds `torch.compile` took (its first calls, which are not part of the timings).
+    """
     timings, flops_per_image = {}, {}
 
     for side in SIDES:
@@ -302,6 +321,12 @@ def build_timings(settings: Settings) -> tuple[dict[str, Timing], dict[str, floa
         )
 
     pipes = {side: build_pipeline(side) for side in SIDES}
+    # Our pipeline's two opt-in speed-ups, on copies of the same UNet: bf16 weights (what
+    # `from_pretrained(..., torch_dtype=torch.bfloat16)` gives) and `torch.compile`.
+    pipes["ours_bf16"] = MNISTDDPMPipeline(copy.deepcopy(pipes["ours"].unet).to(torch.bfloat16), MNISTDDPMScheduler())
+    pipes["ours_compiled"] = MNISTDDPMPipeline(compile_unet(copy.deepcopy(pipes["ours"].unet)), MNISTDDPMScheduler())
+    for pipe in (pipes["ours_bf16"], pipes["ours_compiled"]):
+        pipe.set_progress_bar_config(disable=True)
     for side, pipe in pipes.items():
         timings[f"batch1_{side}"] = Timing(
             lambda pipe=pipe: time_generation(pipe, settings.batch1_steps, labels=[7]), "s"
@@ -316,6 +341,8 @@ def build_timings(settings: Settings) -> tuple[dict[str, Timing], dict[str, floa
             lambda seconds: batch100 / (seconds / settings.steps_for_batch100 * NUM_TRAIN_TIMESTEPS),
         )
 
+    log("compiling")
+    compiling = compile_seconds(pipes["ours_compiled"])
     ours = pipes["ours"]
     dpm_solver = MNISTDDPMPipeline(ours.unet, DPMSolverMultistepScheduler.from_config(ours.scheduler.config))
     dpm_solver.set_progress_bar_config(disable=True)
@@ -329,7 +356,7 @@ def build_timings(settings: Settings) -> tuple[dict[str, Timing], dict[str, floa
             ),
             "s",
         )
-    return timings, flops_per_image
+    return timings, flops_per_image, compiling
 
 
 def log(message: str) -> None:
@@ -425,6 +452,10 @@ def summarize(timings: dict[str, Timing], flops_per_image: dict[str, float], mem
         "achieved_gflops": achieved_gflops["ours"] / achieved_gflops["peer"],
         "batch1_speedup": median["batch1_peer"] / median["batch1_ours"],
         "batch100_images_per_s": median["batch100_ours"] / median["batch100_peer"],
+        **{f"batch1_speedup_{option}": median["batch1_peer"] / median[f"batch1_ours_{option}"]
+           for option in OPTIONS},
+        **{f"batch100_images_per_s_{option}": median[f"batch100_ours_{option}"] / median["batch100_peer"]
+           for option in OPTIONS},
         "strided_speedup_vs_peer_ddpm": median["batch1_peer"] / median["strided_ours"],
         "dpm_solver_speedup_vs_peer_ddpm": median["batch1_peer"] / median["dpm_solver_ours"],
         **{f"memory_{kind}": memory[f"{kind}-ours"]["peak_mib"] / memory[f"{kind}-peer"]["peak_mib"]
@@ -436,6 +467,12 @@ def summarize(timings: dict[str, Timing], flops_per_image: dict[str, float], mem
         ("generation images/s at batch 1, ours / peer", ratios["batch1_speedup"], 2.0, "×"),
         ("generation images/s at batch 100, ours / peer", ratios["batch100_images_per_s"], 2.0, "×"),
     ]
+    for option, label in OPTIONS.items():
+        targets += [
+            (f"generation images/s at batch 1, ours with {label} / peer", ratios[f"batch1_speedup_{option}"], 2.0, "×"),
+            (f"generation images/s at batch 100, ours with {label} / peer", ratios[f"batch100_images_per_s_{option}"],
+             2.0, "×"),
+        ]
     return {
         "achieved_gflops": achieved_gflops,
         "bf16_peak_fraction": peak_fraction,
@@ -548,6 +585,21 @@ def render_markdown(results: dict, settings: Settings) -> str:
                  format_ratio(ratios["batch100_images_per_s"])],
             ],
         ),
+        "Our pipeline's opt-in speed-ups against the same peer rows (the peer stays fp32 and eager). The bf16 UNet's "
+        "effect on quality is measured by the evaluation (`evaluation/bf16.json` of the shipped model). "
+        f"`torch.compile` (inductor, `freezing=True`): the first call took {results['compile_seconds']['batch1']:.0f} s "
+        f"at batch 1 and {results['compile_seconds']['batch100']:.0f} s at batch 100, compiling included (inductor "
+        "keeps compiled code in an on-disk cache, so a machine's very first compile takes longer than a later one); "
+        "those first calls are not in the medians.",
+        markdown_table(
+            ["our pipeline with", "batch-1 latency (s)", "speed-up", "batch-100 images/s", "ours/peer"],
+            [
+                [label, format_number(median[f"batch1_ours_{option}"]),
+                 format_ratio(ratios[f"batch1_speedup_{option}"]), format_number(median[f"batch100_ours_{option}"]),
+                 format_ratio(ratios[f"batch100_images_per_s_{option}"])]
+                for option, label in OPTIONS.items()
+            ],
+        ),
         "Our pipeline with fewer steps, batch 1, against the peer's DDPM row above:",
         markdown_table(
             ["our pipeline, batch 1", "latency (s)", "speed-up over the peer's DDPM"],
@@ -596,6 +648,12 @@ def parse_args() -> argparse.Namespace:
         help="where RESULTS.md and results.json go (default: benchmarks/, or a new temporary folder with --quick)",
     )
     parser.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        help="only re-render RESULTS.md (next to it) from an existing results.json, measuring nothing",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="smoke test: 1 repeat and a few steps of everything (overrides --repeats and --steps_for_batch100)",
@@ -615,11 +673,17 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    if args.render is not None:
+        results = json.loads(args.render.read_text(encoding="utf-8"))
+        markdown = render_markdown(results, Settings(**results["settings"]))
+        (args.render.parent / "RESULTS.md").write_text(markdown, encoding="utf-8")
+        print(markdown, end="")
+        return
     settings = Settings.from_args(args)
     parameters = {side: count_parameters(build_unet(side)) for side in SIDES}
     check_parameter_counts(parameters)
     log("building the models and counting FLOPs")
-    timings, flops_per_image = build_timings(settings)
+    timings, flops_per_image, compiling = build_timings(settings)
     run_interleaved(timings, settings)
     log("memory")
     memory = measure_memory_in_fresh_processes(settings)
@@ -631,6 +695,7 @@ def main() -> None:
         "flops_per_image": flops_per_image,
         "timings": {name: timing.to_json() for name, timing in timings.items()},
         "memory": memory,
+        "compile_seconds": compiling,
     }
     results["summary"] = summarize(timings, flops_per_image, memory)
 
