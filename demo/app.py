@@ -17,6 +17,7 @@ from diffusers import DPMSolverMultistepScheduler
 from PIL import Image
 
 from mnist_diffusion import MNISTDDPMInpaintPipeline, MNISTDDPMPipeline
+from mnist_diffusion.evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS  # the measured ones
 from mnist_diffusion.images import make_grid
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "pretrained" / "mnist-ddpm"
@@ -88,8 +89,9 @@ class Demo:
 
         try:
             images = self.inpaint(
-                partial, mask, labels=[int(digit)], num_images_per_label=int(completions), num_inference_steps=100,
-                jump_length=10, jump_n_sample=3, guidance_scale=float(guidance_scale),
+                partial, mask, labels=[int(digit)], num_images_per_label=int(completions),
+                num_inference_steps=INPAINT_STEPS, jump_length=INPAINT_JUMP_LENGTH, jump_n_sample=INPAINT_JUMP_N_SAMPLE,
+                guidance_scale=float(guidance_scale),
                 generator=torch.Generator().manual_seed(int(seed)), callback_on_step_end=report,
             ).images
         except ValueError as error:
@@ -154,9 +156,9 @@ def build_ui(demo: Demo) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     drawing = gr.Sketchpad(label="Draw part of a digit (or upload one)", type="pil",
-                                           canvas_size=(280, 280),
+                                           canvas_size=(280, 280), sources=["upload"], elem_id="drawing",
                                            brush=gr.Brush(default_size=22, colors=["#000000"], color_mode="fixed"))
-                    digit = gr.Dropdown([str(d) for d in range(10)], value="3", label="Complete it as")
+                    digit = gr.Dropdown([str(d) for d in range(10)], value="3", label="Complete it as", elem_id="digit")
                     region = gr.Radio(list(REGIONS), value="bottom half", label="Region the model draws")
                     completions = gr.Slider(1, MAX_COMPLETIONS, value=4, step=1, label="Completions")
                     guidance_inpaint = gr.Slider(0, 6, value=demo.default_guidance, step=0.25, label="Guidance scale")

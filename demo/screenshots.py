@@ -14,6 +14,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 HERE = Path(__file__).resolve().parent
+DIGIT = 3  # the Inpaint tab's preselected label: the screenshot completes the top half of a real 3 as a 3
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
 
@@ -31,10 +32,28 @@ def start_demo(model: str, port: int) -> subprocess.Popen:
     raise RuntimeError("the demo did not start")
 
 
+def half_digit(data_dir: str, digit: int) -> Path:
+    """The first test digit of class `digit`, its bottom half blacked out, 10× upscaled, as a PNG in a temp folder."""
+    import tempfile
+
+    from PIL import Image
+
+    from mnist_diffusion.data import load_mnist
+
+    images, labels = load_mnist(data_dir, "test")
+    pixels = images[(labels == digit).nonzero()[0, 0]].numpy().copy()
+    pixels[14:] = 0
+    path = Path(tempfile.mkdtemp(prefix="mnist-demo-")) / f"top-half-of-a-{digit}.png"
+    Image.fromarray(pixels, mode="L").resize((280, 280), Image.NEAREST).save(path)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(HERE.parent / "pretrained" / "mnist-ddpm"))
     parser.add_argument("--port", type=int, default=7861)
+    parser.add_argument("--data_dir", default=str(HERE.parents[1] / "shared" / "data" / "mnist"),
+                        help="MNIST IDX files: the Inpaint screenshot completes the top half of a real test digit.")
     args = parser.parse_args()
     server = start_demo(args.model, args.port)
     try:
@@ -51,16 +70,9 @@ def main() -> None:
             page.screenshot(path=str(HERE / "screenshot-generate.png"), full_page=True)
 
             page.get_by_role("tab", name="Inpaint").click()
-            canvas = page.locator("canvas").first
-            canvas.wait_for(state="visible")
-            box = canvas.bounding_box()
-            # The top of a 3: an arc and the start of the middle stroke; the model draws the bottom half.
-            stroke = [(0.3, 0.25), (0.45, 0.15), (0.6, 0.18), (0.66, 0.3), (0.58, 0.42), (0.45, 0.48)]
-            page.mouse.move(box["x"] + stroke[0][0] * box["width"], box["y"] + stroke[0][1] * box["height"])
-            page.mouse.down()
-            for x, y in stroke[1:]:
-                page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
-            page.mouse.up()
+            # Upload the top half of a real test digit (the sketchpad takes uploads as well as strokes).
+            page.locator("#drawing input[type=file]").set_input_files(str(half_digit(args.data_dir, DIGIT)))
+            page.wait_for_timeout(1500)
             page.locator("#complete").click()
             page.wait_for_function(
                 "() => { const i = document.querySelector('#completions img'); return i && i.naturalWidth; }",

@@ -20,6 +20,7 @@ from .unet_mnist import ClassConditionedUNet
 DEFAULT_RESULTS = "evaluation/default.json"  # the sampler and guidance of the pipeline's defaults
 FAST_RESULTS = "evaluation/fast.json"  # the fast solver
 SWEEP_RESULTS = "evaluation/guidance_sweep.json"
+BF16_RESULTS = "evaluation/bf16.json"  # the fast solver with a bfloat16 UNet (`torch_dtype=torch.bfloat16`)
 FIGURES = {
     "images/samples.png": "Generated digits, one row per class",
     "images/reverse_process.gif": "The reverse process: static, blur, digit shape, clear digit",
@@ -38,12 +39,33 @@ def evaluation_rows(results: dict) -> list[str]:
     rows = []
     for run in results["runs"]:
         per_digit = run["per_digit"][run["worst_digit"]]["accuracy"]
+        sampler = run["sampler"] + (" (bf16 UNet)" if run.get("unet_dtype") == "bfloat16" else "")
         rows.append(
-            f"| {run['sampler']} | {run['num_inference_steps']} | {run['guidance_scale']:g} | "
+            f"| {sampler} | {run['num_inference_steps']} | {run['guidance_scale']:g} | "
             f"{results['samples_per_digit']} | {100 * run['accuracy']:.2f}% | {run['worst_digit']} "
             f"({100 * per_digit:.1f}%) | {run['frechet_distance']:.2f} | {run['frechet_ratio_to_real_floor']:.2f}× |"
         )
     return rows
+
+
+def read_evaluations(model_dir: str | Path) -> tuple[list[dict], dict | None]:
+    """
+    The evaluation results stored in a model folder: the main table's results (the pipeline's defaults, the fast
+    solver, the fast solver with a bf16 UNet; whichever exist) and the guidance sweep (or None).
+
+    Without a `fast.json`, the sweep's run at the model's default guidance scale is the fast solver's result.
+    """
+    model_dir = Path(model_dir)
+    guidance = json.loads((model_dir / "model_index.json").read_text()).get("default_guidance_scale", 1.0)
+    sweep = read_json(model_dir / SWEEP_RESULTS)
+    fast = read_json(model_dir / FAST_RESULTS)
+    if fast is None and sweep is not None:
+        fast = {**sweep, "runs": [run for run in sweep["runs"] if run["guidance_scale"] == guidance]}
+    evaluations = [
+        results for results in (read_json(model_dir / DEFAULT_RESULTS), fast, read_json(model_dir / BF16_RESULTS))
+        if results is not None and results["runs"]
+    ]
+    return evaluations, sweep
 
 
 def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm") -> str:
@@ -62,15 +84,16 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm") ->
     unet_config = json.loads((model_dir / "unet" / "config.json").read_text())
     scheduler_config = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())
     training = read_json(model_dir / "training_config.json")
-    evaluations = [r for r in (read_json(model_dir / p) for p in (DEFAULT_RESULTS, FAST_RESULTS)) if r is not None]
-    sweep = read_json(model_dir / SWEEP_RESULTS)
+    guidance = model_index.get("default_guidance_scale", 1.0)
+    evaluations, sweep = read_evaluations(model_dir)
     num_parameters = ClassConditionedUNet.from_pretrained(model_dir / "unet").num_parameters()
 
     eval_results = [
         EvalResult(
             task_type="image-generation", dataset_type="ylecun/mnist", dataset_name="MNIST", dataset_split="test",
             metric_type=metric, metric_name=f"{name} ({run['sampler']}, {run['num_inference_steps']} steps, "
-            f"guidance {run['guidance_scale']:g}, n={results['num_samples']})", metric_value=round(value, 4),
+            f"guidance {run['guidance_scale']:g}, n={results['num_samples']}"
+            f"{', bf16 UNet' if run.get('unet_dtype') == 'bfloat16' else ''})", metric_value=round(value, 4),
         )
         for results in evaluations
         for run in results["runs"]
@@ -89,7 +112,6 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm") ->
         eval_results=eval_results or None,
     )
 
-    guidance = model_index.get("default_guidance_scale", 1.0)
     steps = model_index.get("default_num_inference_steps") or scheduler_config["num_train_timesteps"]
     widths = ", ".join(str(w) for w in unet_config["block_out_channels"])
     beta_schedule = (
@@ -166,8 +188,17 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm") ->
         lines.append("")
     else:
         lines += ["Not evaluated yet.", ""]
-    if sweep is not None and (model_dir / "images/guidance.png").is_file():
-        lines += [f"![{FIGURES['images/guidance.png']}](images/guidance.png)", ""]
+    if sweep is not None:
+        lines += [
+            "### Guidance scale", "",
+            "The same sampler at every guidance scale of the sweep; the model's default is "
+            f"{guidance:g}.", "",
+            "| sampler | steps | guidance | n per digit | accuracy | worst digit | Fréchet distance | ÷ real floor |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            *evaluation_rows(sweep), "",
+        ]
+        if (model_dir / "images/guidance.png").is_file():
+            lines += [f"![{FIGURES['images/guidance.png']}](images/guidance.png)", ""]
     lines += [
         "## Limitations", "",
         "28×28 grey digits in the style of MNIST (centred, white on black), of the ten digit classes and nothing else. "

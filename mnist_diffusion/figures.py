@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from .data import load_mnist, to_model_range
+from .evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS
 from .images import make_grid
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 
@@ -122,7 +123,7 @@ def guidance_plot(results_path: str | Path, path: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from .generate import SHIPPED_MODEL
+    from .generate import SHIPPED_MODEL, use_sampler
 
     parser = argparse.ArgumentParser(prog="make_figures.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -131,13 +132,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep", default=None, help="An evaluation sweep's results JSON, for the guidance plot.")
     parser.add_argument("--output_dir", default=None, help="Where the figures go (default: MODEL/images).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grid_sampler", default="dpm", choices=["ddpm", "ddim", "dpm"],
+                        help="Sampler of the 10 × 10 sample grid (at its default steps and the model's default "
+                             "guidance); the reverse-process figures always show the full DDPM chain.")
     args = parser.parse_args(argv)
 
     output_dir = Path(args.output_dir or Path(args.model) / "images")
     output_dir.mkdir(parents=True, exist_ok=True)
     pipe = MNISTDDPMPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
-    sample_grid(pipe, seed=args.seed).save(output_dir / "samples.png")
+    grid_pipe = MNISTDDPMPipeline(**pipe.components)  # the same UNet, its own scheduler
+    grid_pipe.set_progress_bar_config(disable=True)
+    grid_steps = use_sampler(grid_pipe, args.grid_sampler)
+    sample_grid(grid_pipe, seed=args.seed, num_inference_steps=grid_steps,
+                guidance_scale=pipe.config.default_guidance_scale).save(output_dir / "samples.png")
     reverse_strip(reverse_process(pipe, seed=args.seed)).save(output_dir / "reverse_process.png")
     reverse_animation(pipe, output_dir / "reverse_process.gif", seed=args.seed)
     forward_process(pipe.scheduler, args.data_dir, seed=args.seed).save(output_dir / "forward_process.png")
@@ -165,6 +173,7 @@ def inpainting_figure(model: str, data_dir: str, seed: int = 0, scale: int = 3) 
     rows = [[Image.fromarray(m.numpy(), mode="L") for m in masked]]
     for shift in (0, 1):
         rows.append(pipe(images[chosen], mask, labels=(labels[chosen] + shift) % 10,
-                         generator=torch.Generator().manual_seed(seed), num_inference_steps=100, jump_n_sample=3).images)
+                         generator=torch.Generator().manual_seed(seed), num_inference_steps=INPAINT_STEPS,
+                         jump_length=INPAINT_JUMP_LENGTH, jump_n_sample=INPAINT_JUMP_N_SAMPLE).images)
     return make_grid([image for row in rows for image in row], rows=3, scale=scale,
                      row_labels=["in", "y", "y+1"])

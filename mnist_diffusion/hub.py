@@ -131,8 +131,8 @@ def require_token(token: str | None) -> str:
 def pipeline_files(model_dir: Path, card_text: str) -> dict[str, Path | bytes]:
     """
     The files of the Hub repo for the pipeline in `model_dir`: model_index.json (rewritten by [`hub_model_index`]),
-    the component folders it names (unet/, scheduler/), training_config.json if present, the component sources,
-    the model card as README.md and the images the card shows from `model_dir`. Nothing else of `model_dir`: not
+    the component folders it names (unet/, scheduler/), training_config.json and evaluation/*.json if present, the
+    component sources, the model card as README.md and the images the card shows from `model_dir`. Nothing else of `model_dir`: not
     checkpoints/, logs/ or samples/, nor optimizer state.
 
     Args:
@@ -160,6 +160,8 @@ def pipeline_files(model_dir: Path, card_text: str) -> dict[str, Path | bytes]:
                 files[relative.as_posix()] = path
     if (model_dir / TRAINING_CONFIG).is_file():
         files[TRAINING_CONFIG] = model_dir / TRAINING_CONFIG
+    for path in sorted((model_dir / "evaluation").glob("*.json")):  # the results the card's numbers come from
+        files[f"evaluation/{path.name}"] = path
     files.update(sources)
     files["README.md"] = card_text.encode()
     files.update({image: model_dir / image for image in card_images(card_text, model_dir)})

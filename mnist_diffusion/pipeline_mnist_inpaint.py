@@ -44,7 +44,7 @@ def repaint_walk(num_levels: int, jump_length: int, jump_n_sample: int) -> list[
 def to_unit_tensor(value, name: str, size: int) -> torch.Tensor:
     """
     Grey images as a float tensor (N, 1, size, size) in [0, 1], from a PIL image or a list of them, or from a numpy
-    array (uint8 in 0–255, or float in [0, 1]) or a tensor (float in [0, 1]) shaped (H, W), (N, H, W) or (N, 1, H, W).
+    array or a tensor (uint8 in 0–255, or float in [0, 1]) shaped (H, W), (N, H, W) or (N, 1, H, W).
     """
     if isinstance(value, Image.Image):
         value = [value]
@@ -55,7 +55,8 @@ def to_unit_tensor(value, name: str, size: int) -> torch.Tensor:
     if not torch.is_tensor(value):
         raise ValueError(f"`{name}` must be a PIL image (or a list of them), a numpy array or a tensor, "
                          f"got {type(value).__name__}.")
-    value, given_shape = value.float(), tuple(value.shape)
+    given_shape = tuple(value.shape)
+    value = value.float() / 255.0 if value.dtype == torch.uint8 else value.float()
     if value.ndim == 2:
         value = value[None]
     if value.ndim == 3:

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from mnist_diffusion.card import render_model_card
+from mnist_diffusion.card import evaluation_rows, read_evaluations, render_model_card
 from mnist_diffusion.generate import SHIPPED_MODEL
 
 
@@ -39,6 +39,16 @@ def test_card_numbers_come_from_the_folder(tiny_pipe, tmp_path):
     results = ModelCard(card).data.eval_results
     assert [(r.metric_type, r.metric_value) for r in results] == [("accuracy", 0.9934), ("frechet_ratio", 2.468)]
 
+    # A guidance sweep: its own table, and its run at the default guidance scale (1 here) is the fast row.
+    (tmp_path / "evaluation" / "guidance_sweep.json").write_text(json.dumps({
+        "samples_per_digit": 500, "num_samples": 5000,
+        "runs": [run_result("dpm", 20, 1.0, 0.975), run_result("dpm", 20, 3.0, 0.996)]}))
+    card = render_model_card(tmp_path, repo_id="someone/digits")
+    assert "### Guidance scale" in card and "| dpm | 20 | 3 | 500 | 99.60% |" in card
+    results = ModelCard(card).data.eval_results
+    assert [r.metric_value for r in results] == [0.9934, 2.468, 0.975, 2.468]
+    assert "dpm, 20 steps, guidance 1, n=5000" in results[2].metric_name
+
 
 def test_the_repository_card_is_the_rendering_of_the_shipped_model():
     if not (SHIPPED_MODEL / "model_index.json").is_file():
@@ -47,3 +57,15 @@ def test_the_repository_card_is_the_rendering_of_the_shipped_model():
     assert card.read_text() == render_model_card(SHIPPED_MODEL), (
         "model_card.md is out of date: python -m mnist_diffusion.card --model_dir pretrained/mnist-ddpm"
     )
+
+
+def test_the_readme_evaluation_tables_are_the_shipped_results():
+    if not (SHIPPED_MODEL / "model_index.json").is_file():
+        pytest.skip(f"no shipped model at {SHIPPED_MODEL}")
+    evaluations, sweep = read_evaluations(SHIPPED_MODEL)
+    if not evaluations:
+        pytest.skip("the shipped model has no evaluation results")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for results in [*evaluations, *([sweep] if sweep else [])]:
+        for row in evaluation_rows(results):
+            assert row in readme, f"README.md lacks the measured row {row}"

@@ -86,3 +86,27 @@ def test_generate_shows_a_grid_of_28_pixel_digits(browser, demo_url):
     columns, rows = (width // SCALE - 12 - 2) / 30, (height // SCALE - 2) / 30
     assert (rows, columns) == (2, 4), (width, height)
     page.close()
+
+
+def test_inpaint_completes_an_uploaded_half_digit(browser, demo_url, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    half_digit = np.zeros((280, 280), dtype=np.uint8)
+    half_digit[40:140, 100:180] = 255  # white strokes on black, top half only; the demo scales it to 28 × 28
+    Image.fromarray(half_digit, mode="L").save(tmp_path / "half.png")
+    page = browser.new_page()
+    page.goto(demo_url)
+    page.get_by_role("tab", name="Inpaint").click()
+    page.locator("#drawing input[type=file]").set_input_files(str(tmp_path / "half.png"))
+    page.wait_for_timeout(1000)  # the editor loads the picture as its background
+    page.locator("#complete").click()
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#completions img'); return i && i.naturalWidth > 0; }",
+        timeout=120_000,
+    )
+    width, height = page.evaluate("() => { const i = document.querySelector('#completions img'); "
+                                  "return [i.naturalWidth, i.naturalHeight]; }")
+    columns, rows = (width // SCALE - 2) / 30, (height // SCALE - 2) / 30
+    assert (rows, columns) == (1, 4), (width, height)  # 4 completions (the default), one row
+    page.close()

@@ -122,6 +122,8 @@ def folders(tmp_path_factory):
         (a / by_product).write_bytes(b"\0training by-product")
     (a / "images").mkdir()
     (a / "images" / "grid.png").write_bytes(b"\x89PNG\r\n\x1a\n\0grid")
+    (a / "evaluation").mkdir()
+    (a / "evaluation" / "inpainting.json").write_text('{"per_class": 1}\n')  # a results file the card does not read
     return {name: root / name for name in ("a", "b")}
 
 
@@ -230,7 +232,7 @@ def hub_files(hub, repo_id, revision="main"):
 def test_push_uploads_the_pipeline_its_sources_and_the_card_only(hub, uploads, folders):
     files = hub_files(hub, "org/mnist-ddpm")
     assert sorted(files) == [
-        ".gitattributes", "README.md", "model_index.json", "pipeline_mnist_ddpm.py",
+        ".gitattributes", "README.md", "evaluation/inpainting.json", "model_index.json", "pipeline_mnist_ddpm.py",
         "scheduler/scheduler_config.json", "scheduler/scheduling_mnist_ddpm.py", "training_config.json",
         "unet/config.json", "unet/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.safetensors",
         "unet/unet_mnist.py",
