@@ -195,6 +195,17 @@ def main(argv: list[str] | None = None) -> None:
               f"Fréchet {run['frechet_distance']:.3f} = {run['frechet_ratio_to_real_floor']:.2f}× the real floor")
 
 
+def bottom_half_task(images: torch.Tensor, labels: torch.Tensor, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    The inpainting task of the measurement and the figure: the indices of the first `per_class` test digits of each
+    class 0–9 (in class order), and the mask that regenerates their bottom half (rows 14–27).
+    """
+    chosen = torch.cat([(labels == digit).nonzero()[:per_class, 0] for digit in range(10)])
+    mask = torch.zeros(images.shape[-2:])
+    mask[images.shape[-2] // 2 :] = 1
+    return chosen, mask
+
+
 def evaluate_inpainting(model_dir: str, classifier_dir: str, data_dir: str, per_class: int = 100,
                         num_inference_steps: int = INPAINT_STEPS, jump_length: int = INPAINT_JUMP_LENGTH,
                         jump_n_sample: int = INPAINT_JUMP_N_SAMPLE, guidance_scale: float | None = None,
@@ -215,9 +226,7 @@ def evaluate_inpainting(model_dir: str, classifier_dir: str, data_dir: str, per_
     pipe = MNISTDDPMInpaintPipeline.from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
     images, labels = load_mnist(data_dir, "test")
-    chosen = torch.cat([(labels == digit).nonzero()[:per_class, 0] for digit in range(10)])
-    mask = torch.zeros(28, 28)
-    mask[14:] = 1
+    chosen, mask = bottom_half_task(images, labels, per_class)
     report = {"per_class": per_class, "num_inference_steps": num_inference_steps, "jump_length": jump_length,
               "jump_n_sample": jump_n_sample,
               "guidance_scale": pipe.config.default_guidance_scale if guidance_scale is None else guidance_scale,

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from .data import load_mnist, to_model_range
-from .evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS
+from .evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS, bottom_half_task
 from .images import make_grid
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 
@@ -165,11 +165,9 @@ def inpainting_figure(model: str, data_dir: str, seed: int = 0, scale: int = 3) 
     pipe = MNISTDDPMInpaintPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
     images, labels = load_mnist(data_dir, "test")
-    chosen = torch.stack([(labels == d).nonzero()[0, 0] for d in DIGITS])
-    mask = torch.zeros(28, 28)
-    mask[14:] = 1
+    chosen, mask = bottom_half_task(images, labels, per_class=1)
     masked = images[chosen].clone()
-    masked[:, 14:] = 60
+    masked[:, mask.bool()] = 60
     rows = [[Image.fromarray(m.numpy(), mode="L") for m in masked]]
     for shift in (0, 1):
         rows.append(pipe(images[chosen], mask, labels=(labels[chosen] + shift) % 10,

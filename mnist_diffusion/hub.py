@@ -132,8 +132,8 @@ def pipeline_files(model_dir: Path, card_text: str) -> dict[str, Path | bytes]:
     """
     The files of the Hub repo for the pipeline in `model_dir`: model_index.json (rewritten by [`hub_model_index`]),
     the component folders it names (unet/, scheduler/), training_config.json and evaluation/*.json if present, the
-    component sources, the model card as README.md and the images the card shows from `model_dir`. Nothing else of `model_dir`: not
-    checkpoints/, logs/ or samples/, nor optimizer state.
+    component sources, the model card as README.md and the images the card shows from `model_dir`. Nothing else of
+    `model_dir`: not checkpoints/, logs/ or samples/, nor optimizer state.
 
     Args:
         model_dir (`Path`): a folder written by `MNISTDDPMPipeline.save_pretrained` or by `scripts/train.py`.
