@@ -18,6 +18,7 @@ from PIL import Image
 
 from mnist_diffusion import MNISTDDPMInpaintPipeline, MNISTDDPMPipeline
 from mnist_diffusion.evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS  # the measured ones
+from mnist_diffusion.generate import MAX_SEED, check_number
 from mnist_diffusion.images import make_grid
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "pretrained" / "mnist-ddpm"
@@ -26,8 +27,31 @@ FAST, FULL = "DPM-Solver++ (fast)", "DDPM, 1000 steps (the paper's sampler)"
 # Limits that keep one visitor from holding the CPU for minutes.
 MAX_IMAGES = {FAST: 40, FULL: 10}
 MAX_COMPLETIONS = 8
+# The ranges of the form's sliders, which the handlers also enforce: values reach them unchecked through the API.
+IMAGES_PER_DIGIT = (1, 8)
+GUIDANCE_SCALES = (0, 6)
+FAST_STEPS = (20, 50)
 REGIONS = ("bottom half", "top half", "left half", "right half", "everything not drawn")
 SCALE = 8  # 28×28 digits are specks on a page: show them upscaled, nearest-neighbour
+
+
+def unchecked(slider: gr.Slider) -> gr.Slider:
+    """
+    `slider`, passing its value to the handler as it arrives. gr.Slider's own check fails on an emptied number box
+    (None) with a bare TypeError, which the visitor sees as "raised an exception"; the handlers check every value with
+    [`form_number`] instead, which names the field and what to enter. (An instance attribute, not a subclass: Gradio
+    writes a .pyi file beside the module of every component subclass.)
+    """
+    slider.preprocess = lambda payload: payload
+    return slider
+
+
+def form_number(value, label: str, minimum: float, maximum: float, *, integer: bool = False) -> int | float:
+    """The value of the form field `label`, or a `gr.Error` that names the field and what to enter in it."""
+    try:
+        return check_number(value, minimum, maximum, integer=integer)
+    except ValueError as error:
+        raise gr.Error(f"{label}: {error}.") from None
 
 
 class Demo:
@@ -47,12 +71,18 @@ class Demo:
         digits = sorted(int(d) for d in digits or [])
         if not digits:
             raise gr.Error("Pick at least one digit.")
-        count = len(digits) * int(images_per_digit)
+        images_per_digit = form_number(images_per_digit, "Images per digit", *IMAGES_PER_DIGIT, integer=True)
+        guidance_scale = form_number(guidance_scale, "Guidance scale", *GUIDANCE_SCALES)
+        seed = form_number(seed, "Seed", 0, MAX_SEED, integer=True)
+        count = len(digits) * images_per_digit
         if count > MAX_IMAGES[sampler]:
             raise gr.Error(f"{count} images is too many for {sampler}: at most {MAX_IMAGES[sampler]} per request.")
         fast = sampler == FAST
         self.pipe.scheduler = self.fast_scheduler if fast else self.full_scheduler
-        steps = int(fast_steps) if fast else self.full_scheduler.config.num_train_timesteps
+        if fast:
+            steps = form_number(fast_steps, "Solver steps", *FAST_STEPS, integer=True)
+        else:
+            steps = self.full_scheduler.config.num_train_timesteps
         frames = []
 
         def record(pipe, i, t, tensors):
@@ -61,11 +91,14 @@ class Demo:
                 frames.append(tensors["latents"].clone())
             return tensors
 
-        images = self.pipe(
-            labels=digits, num_images_per_label=int(images_per_digit), num_inference_steps=steps,
-            guidance_scale=float(guidance_scale), generator=torch.Generator().manual_seed(int(seed)),
-            callback_on_step_end=record,
-        ).images
+        try:
+            images = self.pipe(
+                labels=digits, num_images_per_label=images_per_digit, num_inference_steps=steps,
+                guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed),
+                callback_on_step_end=record,
+            ).images
+        except ValueError as error:  # what the model refuses, e.g. a digit it was not trained on
+            raise gr.Error(str(error)) from error
         grid = make_grid(images, rows=len(digits), scale=SCALE, row_labels=[str(d) for d in digits])
         return grid, self.animation(frames, rows=len(digits))
 
@@ -78,10 +111,11 @@ class Demo:
 
     def complete(self, drawing, digit, region, completions, guidance_scale, seed, progress=gr.Progress()):
         """Finish a partial digit: returns the masked input and a grid of completions."""
+        completions = form_number(completions, "Completions", 1, MAX_COMPLETIONS, integer=True)
+        guidance_scale = form_number(guidance_scale, "Guidance scale", *GUIDANCE_SCALES)
+        seed = form_number(seed, "Seed", 0, MAX_SEED, integer=True)
         partial = to_digit(drawing)
         mask = region_mask(region, partial)
-        if not 1 <= int(completions) <= MAX_COMPLETIONS:
-            raise gr.Error(f"Ask for 1 to {MAX_COMPLETIONS} completions.")
 
         def report(pipe, i, t, tensors):
             progress(None, desc="completing")
@@ -89,10 +123,10 @@ class Demo:
 
         try:
             images = self.inpaint(
-                partial, mask, labels=[int(digit)], num_images_per_label=int(completions),
+                partial, mask, labels=[int(digit)], num_images_per_label=completions,
                 num_inference_steps=INPAINT_STEPS, jump_length=INPAINT_JUMP_LENGTH, jump_n_sample=INPAINT_JUMP_N_SAMPLE,
-                guidance_scale=float(guidance_scale),
-                generator=torch.Generator().manual_seed(int(seed)), callback_on_step_end=report,
+                guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed),
+                callback_on_step_end=report,
             ).images
         except ValueError as error:
             raise gr.Error(str(error)) from error
@@ -142,10 +176,11 @@ def build_ui(demo: Demo) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     digits = gr.CheckboxGroup([str(d) for d in range(10)], value=["7"], label="Digits")
-                    per_digit = gr.Slider(1, 8, value=4, step=1, label="Images per digit")
-                    guidance = gr.Slider(0, 6, value=demo.default_guidance, step=0.25, label="Guidance scale")
+                    per_digit = unchecked(gr.Slider(*IMAGES_PER_DIGIT, value=4, step=1, label="Images per digit"))
+                    guidance = unchecked(gr.Slider(*GUIDANCE_SCALES, value=demo.default_guidance, step=0.25,
+                                                   label="Guidance scale"))
                     sampler = gr.Radio([FAST, FULL], value=FAST, label="Sampler")
-                    steps = gr.Slider(20, 50, value=20, step=1, label="Solver steps (fast sampler)")
+                    steps = unchecked(gr.Slider(*FAST_STEPS, value=20, step=1, label="Solver steps (fast sampler)"))
                     seed = gr.Number(0, precision=0, label="Seed")
                     button = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column():
@@ -160,8 +195,9 @@ def build_ui(demo: Demo) -> gr.Blocks:
                                            brush=gr.Brush(default_size=22, colors=["#000000"], color_mode="fixed"))
                     digit = gr.Dropdown([str(d) for d in range(10)], value="3", label="Complete it as", elem_id="digit")
                     region = gr.Radio(list(REGIONS), value="bottom half", label="Region the model draws")
-                    completions = gr.Slider(1, MAX_COMPLETIONS, value=4, step=1, label="Completions")
-                    guidance_inpaint = gr.Slider(0, 6, value=demo.default_guidance, step=0.25, label="Guidance scale")
+                    completions = unchecked(gr.Slider(1, MAX_COMPLETIONS, value=4, step=1, label="Completions"))
+                    guidance_inpaint = unchecked(gr.Slider(*GUIDANCE_SCALES, value=demo.default_guidance, step=0.25,
+                                                           label="Guidance scale"))
                     seed_inpaint = gr.Number(0, precision=0, label="Seed")
                     complete = gr.Button("Complete", variant="primary", elem_id="complete")
                 with gr.Column():

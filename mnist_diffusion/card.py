@@ -10,10 +10,13 @@ and the top-level `model_card.md` of this repository is this module's rendering 
 
 import argparse
 import json
+import re
+from importlib.metadata import PackageNotFoundError, metadata
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from .redaction import redact, redact_command
 from .unet_mnist import ClassConditionedUNet
 
 # The evaluation files a card reads, relative to the model folder (written by scripts/evaluate.py --output).
@@ -28,6 +31,24 @@ FIGURES = {
     "images/forward_process.png": "The forward process: real digits noised in closed form",
     "images/guidance.png": "Accuracy and Fréchet ratio against the guidance scale",
 }
+
+
+def package_source_url() -> str | None:
+    """Where the package's source lives: the `url` of setup.py, read from the installed package (None if unset)."""
+    try:
+        return metadata("mnist-diffusion").get("Home-page")
+    except PackageNotFoundError:
+        return None
+
+
+def check_source_url(source_url: str) -> str:
+    """`source_url` if it is the web address of a Git repository that `pip install "git+<url>"` can install from."""
+    if not re.fullmatch(r"https?://\S+", source_url):
+        raise ValueError(
+            f"The package's source location must be the http(s) URL of its Git repository, e.g. "
+            f"https://github.com/org/mnist-diffusion; got {source_url!r}."
+        )
+    return source_url
 
 
 def read_json(path: Path) -> dict | None:
@@ -68,18 +89,25 @@ def read_evaluations(model_dir: str | Path) -> tuple[list[dict], dict | None]:
     return evaluations, sweep
 
 
-def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm") -> str:
+def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", source_url: str | None = None) -> str:
     """
     Render the model card of the pipeline in `model_dir`.
+
+    The card leads with the route that needs no package (diffusers and `trust_remote_code=True`), then installs the
+    package from `source_url`. Nothing token-shaped reaches the card, whatever the folder's files hold: a command
+    recorded before train.py redacted its own is redacted here.
 
     Args:
         model_dir: a folder written by `MNISTDDPMPipeline.save_pretrained` or `scripts/train.py`.
         repo_id: the Hub repo the card's code snippets load from.
+        source_url: the http(s) URL of the package's Git repository; defaults to setup.py's `url`. Without one, the
+            card says to install the package from a checkout of its source.
 
     Returns:
         `str`: the card, YAML metadata (with `model-index` results when evaluation files are present) and Markdown.
     """
     model_dir = Path(model_dir)
+    source_url = check_source_url(source_url) if source_url is not None else package_source_url()
     model_index = json.loads((model_dir / "model_index.json").read_text())
     unet_config = json.loads((model_dir / "unet" / "config.json").read_text())
     scheduler_config = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())
@@ -124,25 +152,39 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm") ->
         "Ask for a digit, get a freshly generated 28×28 handwritten digit of that class. A denoising diffusion "
         "probabilistic model (Ho et al., 2020) whose noise predictor ε_θ(x_t, t, y) is conditioned on the digit label, "
         "sampled with classifier-free guidance (Ho & Salimans, 2022). Made with "
-        "[mnist-diffusion](https://pypi.org/project/mnist-diffusion/).", "",
+        f"{f'[mnist-diffusion]({source_url})' if source_url else 'mnist-diffusion'}.", "",
     ]
     lines += [f"![{alt}]({path})" for path, alt in FIGURES.items() if (model_dir / path).is_file() and "guidance" not in path]
+    diffusers_version = model_index.get("_diffusers_version")
     lines += [
         "", "## Usage", "",
-        "```bash", "pip install torch==2.13.0   # the CPU build; skip on a GPU machine", "pip install mnist-diffusion", "```",
-        "", "```python", "from mnist_diffusion import MNISTDDPMPipeline", "",
-        f'pipe = MNISTDDPMPipeline.from_pretrained("{repo_id}")',
-        "image = pipe(labels=[7]).images[0]  # a 28×28 PIL image of a handwritten 7", "```", "",
-        f"Defaults stored with the model: {steps} denoising steps, guidance scale {guidance:g}.", "",
-        "Without the package, diffusers alone runs the repo's own copy of the pipeline, UNet and scheduler code. "
+        "diffusers alone loads this repo: it carries its own copy of the pipeline, UNet and scheduler code. "
         "**`trust_remote_code=True` runs that code on your machine**: read `pipeline_mnist_ddpm.py`, "
         "`unet/unet_mnist.py` and `scheduler/scheduling_mnist_ddpm.py` first.", "",
-        "```python", "from diffusers import DiffusionPipeline", "",
+        "```bash", "pip install torch==2.13.0   # the CPU build; skip on a GPU machine",
+        f'pip install "diffusers=={diffusers_version}"' if diffusers_version else "pip install diffusers", "```",
+        "", "```python", "from diffusers import DiffusionPipeline", "",
         f'pipe = DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True)',
-        "image = pipe(labels=[7]).images[0]", "```", "",
+        "image = pipe(labels=[7]).images[0]  # a 28×28 PIL image of a handwritten 7", "```", "",
+        f"Defaults stored with the model: {steps} denoising steps, guidance scale {guidance:g}.", "",
         "Offline, download a full snapshot while online and load the folder: "
         f'`DiffusionPipeline.from_pretrained(huggingface_hub.snapshot_download("{repo_id}"), trust_remote_code=True)`.',
-        "", "Fast sampling: swap in a diffusers solver.", "",
+        "",
+    ]
+    if source_url:
+        lines += [
+            "With the mnist-diffusion package (training, evaluation, inpainting, the demo), no remote code runs:", "",
+            "```bash", f'pip install "git+{source_url}"', "```", "",
+        ]
+    else:
+        lines += [
+            "With the mnist-diffusion package (training, evaluation, inpainting, the demo) installed from a checkout "
+            "of its source (`pip install -e .`), no remote code runs:", "",
+        ]
+    lines += [
+        "```python", "from mnist_diffusion import MNISTDDPMPipeline", "",
+        f'pipe = MNISTDDPMPipeline.from_pretrained("{repo_id}")', "image = pipe(labels=[7]).images[0]", "```", "",
+        "Fast sampling: swap in a diffusers solver.", "",
         "```python", "from diffusers import DPMSolverMultistepScheduler", "",
         "pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)",
         "images = pipe(labels=list(range(10)), num_inference_steps=20).images", "```", "",
@@ -172,7 +214,7 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm") ->
             f"| precision | {training['mixed_precision']} |",
             f"| hardware | {training.get('hardware', 'not recorded')} |",
             f"| wall time | {training['train_minutes']:.0f} minutes of training |",
-            f"| command | `{training['command']}` |", "",
+            f"| command | `{' '.join(redact_command(training['command'].split()))}` |", "",
         ]
     lines += ["## Evaluation", ""]
     if evaluations:
@@ -211,16 +253,17 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm") ->
         "  author={Ho, Jonathan and Salimans, Tim}, journal={arXiv:2207.12598}, year={2022}}",
         "```", "",
     ]
-    return "\n".join(lines)
+    return redact("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="card", description="Render the model card of a trained pipeline.")
     parser.add_argument("--model_dir", default="pretrained/mnist-ddpm")
     parser.add_argument("--repo_id", default="org/mnist-ddpm")
+    parser.add_argument("--source_url", default=None, help="The package's Git repository (default: setup.py's url).")
     parser.add_argument("--output", default="model_card.md")
     args = parser.parse_args(argv)
-    Path(args.output).write_text(render_model_card(args.model_dir, args.repo_id))
+    Path(args.output).write_text(render_model_card(args.model_dir, args.repo_id, args.source_url))
     print(f"Wrote {args.output}")
 
 

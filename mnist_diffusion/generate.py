@@ -1,7 +1,8 @@
-"""Generate digits from the command line (`python scripts/generate.py --labels 7`), and the sampler choices
-shared with the evaluation."""
+"""Generate digits from the command line (`python scripts/generate.py --labels 7`), with the sampler choices shared
+with the evaluation and the check of typed numbers shared with the demo."""
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -19,6 +20,9 @@ SAMPLERS = {
     "ddim": (DDIMScheduler, 50),
     "dpm": (DPMSolverMultistepScheduler, 20),
 }
+MAX_SEED = 2**64 - 1  # the largest seed `torch.Generator.manual_seed` takes
+# What `--output` may end in: formats PIL writes without extra software, lossless ones first.
+IMAGE_EXTENSIONS = (".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 
 
 def use_sampler(pipe: MNISTDDPMPipeline, name: str) -> int | None:
@@ -35,23 +39,76 @@ def use_sampler(pipe: MNISTDDPMPipeline, name: str) -> int | None:
     return default_steps
 
 
+def check_number(value, minimum: float, maximum: float | None = None, *, integer: bool = False) -> int | float:
+    """
+    The check behind every number a user types, on the command line and in the demo: `value` must be an integer
+    (`integer`) or a finite number, from `minimum` to `maximum` (no upper bound if None).
+
+    Returns:
+        `int` or `float`: the value.
+
+    Raises:
+        `ValueError`: naming the value and what was expected, e.g. "expected an integer ≥ 1, got 0".
+    """
+    expected = "an integer" if integer else "a finite number"
+    expected += f" ≥ {minimum}" if maximum is None else f" from {minimum} to {maximum}"
+    is_number = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    if (
+        isinstance(value, bool)
+        or not is_number
+        or (integer and value != int(value))
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        raise ValueError(f"expected {expected}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def number_argument(minimum: float, maximum: float | None = None, *, integer: bool = False):
+    """An argparse `type` that parses an option's text and applies [`check_number`] to it."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = int(text) if integer else float(text)
+        except ValueError:
+            value = text  # not a number at all; check_number says what was expected
+        try:
+            return check_number(value, minimum, maximum, integer=integer)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return parse
+
+
+def image_path(text: str) -> Path:
+    """An argparse `type` for `--output`: a path whose extension names an image format (PIL picks it by extension)."""
+    if Path(text).suffix.lower() not in IMAGE_EXTENSIONS:
+        raise argparse.ArgumentTypeError(f"expected a file name ending in {', '.join(IMAGE_EXTENSIONS)}, got {text!r}")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="generate.py",
-        description="Generate handwritten digits with a trained class-conditional DDPM and save them as a PNG.",
+        description="Generate handwritten digits with a trained class-conditional DDPM and save them as an image.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--labels", type=int, nargs="+", default=[7], help="Digits to draw, 0–9.")
-    parser.add_argument("--num_images_per_label", type=int, default=1, help="Images per digit (grid columns).")
-    parser.add_argument("--guidance_scale", type=float, default=None,
-                        help="Classifier-free guidance weight; the model's stored default when not given.")
+    positive_int = number_argument(1, integer=True)
+    parser.add_argument("--labels", type=number_argument(0, 9, integer=True), nargs="+", default=[7],
+                        help="Digits to draw, 0–9.")
+    parser.add_argument("--num_images_per_label", type=positive_int, default=1, help="Images per digit (grid columns).")
+    parser.add_argument("--guidance_scale", type=number_argument(0), default=None,
+                        help="Classifier-free guidance weight, ≥ 0; the model's stored default when not given.")
     parser.add_argument("--scheduler", choices=sorted(SAMPLERS), default="ddpm",
                         help="ddpm: the 1000-step chain of the paper; dpm: DPM-Solver++ (20 steps); ddim: DDIM (50).")
-    parser.add_argument("--num_inference_steps", type=int, default=None, help="Denoising steps (sampler default).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the starting noise.")
+    parser.add_argument("--num_inference_steps", type=positive_int, default=None,
+                        help="Denoising steps (sampler default).")
+    parser.add_argument("--seed", type=number_argument(0, MAX_SEED, integer=True), default=0,
+                        help="Seed of the starting noise.")
     parser.add_argument("--model", default=str(SHIPPED_MODEL), help="Pipeline folder or Hub repo id.")
-    parser.add_argument("--output", default="digits.png", help="Where to write the PNG.")
-    parser.add_argument("--scale", type=int, default=4, help="Nearest-neighbour upscaling of the PNG.")
+    parser.add_argument("--output", type=image_path, default="digits.png",
+                        help="Where to write the image; its extension picks the format.")
+    parser.add_argument("--scale", type=positive_int, default=4, help="Nearest-neighbour upscaling of the image.")
     return parser
 
 
@@ -61,7 +118,7 @@ def generate(args: argparse.Namespace) -> Path:
     images = pipe(
         labels=args.labels,
         num_images_per_label=args.num_images_per_label,
-        num_inference_steps=args.num_inference_steps or default_steps,
+        num_inference_steps=default_steps if args.num_inference_steps is None else args.num_inference_steps,
         guidance_scale=args.guidance_scale,
         generator=torch.Generator().manual_seed(args.seed),
     ).images
@@ -74,5 +131,10 @@ def generate(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    output = generate(build_parser().parse_args(argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        output = generate(args)
+    except ValueError as error:  # what only the loaded model can check, e.g. more DDPM steps than it was trained with
+        parser.error(str(error))
     print(f"Wrote {output}")

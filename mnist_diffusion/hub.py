@@ -23,12 +23,15 @@ from huggingface_hub.errors import LocalTokenNotFoundError
 
 from .card import render_model_card
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline, component_class
+from .redaction import find_secrets
 
 logger = logging.get_logger(__name__)
 
 TRAINING_CONFIG = "training_config.json"
 # Training by-products that sit next to the pipeline in an output folder; none of them is ever pushed.
 NEVER_PUSHED = ("checkpoints", "logs", "samples")
+# As git decides: a file with a NUL byte in its first 8,000 bytes is binary (weights, images); any other is text.
+BINARY_SNIFF_BYTES = 8000
 CARD_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)|<img\s[^>]*?src\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 
 
@@ -168,6 +171,43 @@ def pipeline_files(model_dir: Path, card_text: str) -> dict[str, Path | bytes]:
     return files
 
 
+def text_of(content: Path | bytes) -> str | None:
+    """The text of a file to push (a local file or its bytes), or None for a binary one."""
+    if isinstance(content, Path):
+        with content.open("rb") as file:
+            head = file.read(BINARY_SNIFF_BYTES)
+            content = head if b"\0" in head else head + file.read()
+    return None if b"\0" in content[:BINARY_SNIFF_BYTES] else content.decode("utf-8", errors="replace")
+
+
+def check_no_secrets(files: dict[str, Path | bytes]) -> None:
+    """
+    Refuse to push text that holds something shaped like a Hub token: a `training_config.json` whose command was
+    recorded with `--hub_token` by an older train.py, a pasted token in the card, a config or an evaluation file.
+
+    Args:
+        files (`dict[str, Path | bytes]`): the files of [`pipeline_files`].
+
+    Raises:
+        `ValueError`: naming each such file and the start of each token found, never the token itself.
+    """
+    leaks = []
+    for path, content in files.items():
+        text = text_of(content)
+        if text is not None and (secrets := find_secrets(text)):
+            if path == "README.md":
+                where = "the model card (README.md)"
+            else:
+                where = str(content) if isinstance(content, Path) else path
+            leaks.append(f"{where}: {', '.join(secrets)}")
+    if leaks:
+        raise ValueError(
+            "Not pushing: these files would publish something shaped like a Hub token:\n  " + "\n  ".join(leaks)
+            + "\nRemove it from each file (replace it with <redacted>), revoke the token if it was ever shared, and "
+            "push again. Nothing was uploaded."
+        )
+
+
 def push_pipeline_to_hub(
     model_dir: str | os.PathLike,
     repo_id: str,
@@ -176,11 +216,13 @@ def push_pipeline_to_hub(
     revision: str | None = None,
     token: str | None = None,
     card_text: str | None = None,
+    source_url: str | None = None,
 ) -> CommitInfo:
     """
     Upload the pipeline in `model_dir` to the Hub repo `repo_id` as one commit of [`pipeline_files`], creating the
     repo if it is missing. Files of an earlier push left in the component folders (an old variant or shard) are
-    deleted, so that those folders hold this pipeline only; other files of the repo stay.
+    deleted, so that those folders hold this pipeline only; other files of the repo stay. A folder with a text file
+    that holds something shaped like a token is refused before anything is sent (see [`check_no_secrets`]).
 
     Args:
         model_dir (`str` or `os.PathLike`): a folder written by `MNISTDDPMPipeline.save_pretrained` or by
@@ -191,14 +233,17 @@ def push_pipeline_to_hub(
         token (`str`, *optional*): a token with write access; defaults to `HF_TOKEN` or the saved login.
         card_text (`str`, *optional*): the model card; defaults to the card of this pipeline rendered from its own
             folder by [`~mnist_diffusion.card.render_model_card`].
+        source_url (`str`, *optional*): the package's Git repository, which the rendered card installs from; defaults
+            to setup.py's `url`. Ignored when `card_text` is given.
 
     Returns:
         [`~huggingface_hub.CommitInfo`]: the commit, with its `oid` (commit hash) and `commit_url`.
     """
     model_dir = Path(model_dir)
     if card_text is None:
-        card_text = render_model_card(model_dir, repo_id)
+        card_text = render_model_card(model_dir, repo_id, source_url)
     files = pipeline_files(model_dir, card_text)
+    check_no_secrets(files)
     components = component_names(json.loads(files["model_index.json"]))
     api = HfApi(token=require_token(token))
 
@@ -247,12 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--private", action="store_true", help="Create the repo private.")
     parser.add_argument("--revision", default=None, help="Branch to commit to (created if missing; default: main).")
     parser.add_argument("--token", default=None, help="Token with write access (default: HF_TOKEN or the saved login).")
+    parser.add_argument("--source_url", default=None,
+                        help="The package's Git repository, which the card installs from (default: setup.py's url).")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    commit = push_pipeline_to_hub(
-        args.model_dir, args.repo_id, private=args.private, revision=args.revision, token=args.token
-    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        commit = push_pipeline_to_hub(
+            args.model_dir, args.repo_id, private=args.private, revision=args.revision, token=args.token,
+            source_url=args.source_url,
+        )
+    # What the user can fix (no token, not a pipeline folder, a token in a file): the message, not a traceback.
+    except (LocalTokenNotFoundError, FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     print(f"Pushed {args.model_dir} to {commit.commit_url}")

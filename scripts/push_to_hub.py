@@ -2,8 +2,11 @@
 """Push a trained pipeline to the Hugging Face Hub, loadable with and without the mnist_diffusion package.
 
     python scripts/push_to_hub.py --model_dir mnist-ddpm --repo_id org/mnist-ddpm [--private] [--revision BRANCH]
+        [--source_url https://github.com/org/mnist-diffusion]
 
-The token comes from --token, HF_TOKEN or `hf auth login`. What is pushed, and why: `mnist_diffusion/hub.py`.
+The token comes from --token, HF_TOKEN or `hf auth login`. The card installs the package from --source_url (default:
+setup.py's url). A folder with a token-shaped string in a file to push is refused. What is pushed, and why:
+`mnist_diffusion/hub.py`.
 """
 
 from mnist_diffusion.hub import main

@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import diffusers
 import pytest
 from huggingface_hub import ModelCard
 
@@ -69,3 +70,45 @@ def test_the_readme_evaluation_tables_are_the_shipped_results():
     for results in [*evaluations, *([sweep] if sweep else [])]:
         for row in evaluation_rows(results):
             assert row in readme, f"README.md lacks the measured row {row}"
+
+
+TOKEN = "hf_" + "aBcDeFgHiJkLmNoPqRsTuVwXyZ01234567"
+
+
+def test_the_card_never_shows_a_token_recorded_in_the_folder(tiny_pipe, tmp_path):
+    # A training_config.json written before train.py redacted its command line, with a token in each form.
+    tiny_pipe.save_pretrained(tmp_path)
+    (tmp_path / "training_config.json").write_text(json.dumps({
+        "command": f"scripts/train.py --hub_token {TOKEN} --token=not-token-shaped --hub_token also-secret --seed 3",
+        "global_step": 7, "images_seen": 896, "train_minutes": 1.5, "num_processes": 1, "mixed_precision": "no",
+        "hardware": f"a laptop {TOKEN}",
+        "args": {"train_batch_size": 128, "learning_rate": 0.001, "lr_scheduler": "cosine", "lr_warmup_steps": 5,
+                 "cond_drop_prob": 0.1, "use_ema": True, "ema_max_decay": 0.9995},
+    }))
+    card = render_model_card(tmp_path)
+    command = "scripts/train.py --hub_token <redacted> --token=<redacted> --hub_token <redacted> --seed 3"
+    assert f"| command | `{command}` |" in card
+    assert TOKEN not in card and "not-token-shaped" not in card and "also-secret" not in card
+    assert "| hardware | a laptop <redacted> |" in card
+
+
+def test_the_card_installs_from_the_source_location_and_leads_with_remote_code(tiny_pipe, tmp_path, monkeypatch):
+    tiny_pipe.save_pretrained(tmp_path)
+    monkeypatch.setattr("mnist_diffusion.card.package_source_url", lambda: None)  # setup.py without a url
+    card = render_model_card(tmp_path, repo_id="someone/digits")
+    assert "pypi.org" not in card and "pip install mnist-diffusion" not in card  # the package is not on PyPI
+    usage = card[card.index("## Usage"):card.index("## Model")]
+    remote_code = usage.index('DiffusionPipeline.from_pretrained("someone/digits", trust_remote_code=True)')
+    assert remote_code < usage.index("from mnist_diffusion import MNISTDDPMPipeline")  # the package-free route first
+    assert f'pip install "diffusers=={diffusers.__version__}"' in usage  # the version that saved the folder
+    assert "installed from a checkout of its source (`pip install -e .`)" in usage and "git+" not in usage
+
+    card = render_model_card(tmp_path, repo_id="someone/digits", source_url="https://example.org/me/mnist-diffusion")
+    assert 'pip install "git+https://example.org/me/mnist-diffusion"' in card
+    assert "Made with [mnist-diffusion](https://example.org/me/mnist-diffusion)." in card
+
+    # By default, the url of setup.py, as the installed package's metadata records it.
+    monkeypatch.setattr("mnist_diffusion.card.package_source_url", lambda: "https://example.org/default")
+    assert 'pip install "git+https://example.org/default"' in render_model_card(tmp_path)
+    with pytest.raises(ValueError, match="'mnist-diffusion'"):
+        render_model_card(tmp_path, source_url="mnist-diffusion")

@@ -1,4 +1,7 @@
-"""The Gradio demo, end to end in a real browser: headless Chromium (Debian's package) driven by Playwright."""
+"""
+The Gradio demo, end to end against the running app: its API through `gradio_client`, and its page in a real browser,
+headless Chromium (Debian's package) driven by Playwright.
+"""
 
 import os
 import shutil
@@ -16,6 +19,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
 SCALE = 8  # demo/app.py shows digits upscaled 8×
+FAST = "DPM-Solver++ (fast)"  # demo/app.py's label of the fast sampler
+# What gradio_client reports for an exception that is not a gr.Error: the visitor learns nothing.
+RAW_EXCEPTION = "has raised an exception"
 
 
 def free_port() -> int:
@@ -59,6 +65,7 @@ def demo_url(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
+    """A tiny model of the digits 0–7 only, so that asking it for a 9 is an error of the pipeline, not of the form."""
     import torch
 
     from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
@@ -67,8 +74,91 @@ def tiny_model_dir(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("demo-model")
     torch.manual_seed(0)
-    MNISTDDPMPipeline(ClassConditionedUNet(**TINY_UNET), MNISTDDPMScheduler()).save_pretrained(folder)
+    MNISTDDPMPipeline(ClassConditionedUNet(**TINY_UNET, num_classes=8), MNISTDDPMScheduler()).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def client(demo_url):
+    gradio_client = pytest.importorskip("gradio_client", reason="gradio_client is not installed (it comes with gradio)")
+    return gradio_client.Client(demo_url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def half_digit(tmp_path_factory):
+    """The top half of a digit-like stroke, as a picture to upload, and the Sketchpad value that carries it."""
+    import numpy as np
+    from gradio_client import handle_file
+    from PIL import Image
+
+    pixels = np.zeros((280, 280), dtype=np.uint8)
+    pixels[40:140, 100:180] = 255  # white strokes on black, top half only; the demo scales it to 28 × 28
+    path = tmp_path_factory.mktemp("drawing") / "half.png"
+    Image.fromarray(pixels, mode="L").save(path)
+    return path, {"background": handle_file(str(path)), "layers": [], "composite": handle_file(str(path))}
+
+
+GENERATE = dict(digits=["7"], images_per_digit=2, guidance_scale=1.5, sampler=FAST, fast_steps=20, seed=0)
+COMPLETE = dict(digit="3", region="bottom half", completions=2, guidance_scale=1.5, seed=0)
+
+
+def test_the_api_generates_and_completes(client, half_digit):
+    from PIL import Image
+
+    grid, animation = client.predict(**GENERATE, api_name="/generate")
+    assert Image.open(grid).size == (SCALE * (12 + 2 + 2 * 30), SCALE * (2 + 30))  # one row of two digits
+    assert Image.open(animation).format == "GIF"
+    masked, completions = client.predict(half_digit[1], **COMPLETE, api_name="/complete")
+    assert Image.open(completions).size == (SCALE * (2 + 2 * 30), SCALE * (2 + 30))
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(seed=None), "Seed: expected an integer from 0 to 18446744073709551615, got None."),  # an emptied box
+        (dict(seed=2**70), "Seed: expected an integer from 0 to 18446744073709551615, got 1180591620717411303424."),
+        (dict(guidance_scale=None), "Guidance scale: expected a finite number from 0 to 6, got None."),
+        (dict(guidance_scale=-1), "Guidance scale: expected a finite number from 0 to 6, got -1."),
+        (dict(fast_steps=0), "Solver steps: expected an integer from 20 to 50, got 0."),
+        (dict(fast_steps=None), "Solver steps: expected an integer from 20 to 50, got None."),
+        (dict(images_per_digit=None), "Images per digit: expected an integer from 1 to 8, got None."),
+        (dict(images_per_digit=2.5), "Images per digit: expected an integer from 1 to 8, got 2.5."),
+    ],
+)
+def test_a_bad_generate_value_is_an_error_that_says_what_to_fix(client, bad, message):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as error:
+        client.predict(**{**GENERATE, **bad}, api_name="/generate")
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(seed=None), "Seed: expected an integer from 0 to 18446744073709551615, got None."),
+        (dict(guidance_scale=None), "Guidance scale: expected a finite number from 0 to 6, got None."),
+        (dict(completions=None), "Completions: expected an integer from 1 to 8, got None."),
+        (dict(completions=9), "Completions: expected an integer from 1 to 8, got 9."),
+    ],
+)
+def test_a_bad_inpaint_value_is_an_error_that_says_what_to_fix(client, half_digit, bad, message):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as error:
+        client.predict(half_digit[1], **{**COMPLETE, **bad}, api_name="/complete")
+    assert str(error.value) == message
+
+
+def test_what_the_pipeline_refuses_is_shown_as_its_message(client, half_digit):
+    # The model knows the digits 0–7: the pipeline refuses a 9 with a ValueError, which both tabs show as it is.
+    from gradio_client.exceptions import AppError
+
+    for call in (lambda: client.predict(**{**GENERATE, "digits": ["9"]}, api_name="/generate"),
+                 lambda: client.predict(half_digit[1], **{**COMPLETE, "digit": "9"}, api_name="/complete")):
+        with pytest.raises(AppError) as error:
+            call()
+        assert RAW_EXCEPTION not in str(error.value) and "9" in str(error.value)
 
 
 def test_generate_shows_a_grid_of_28_pixel_digits(browser, demo_url):
@@ -88,17 +178,11 @@ def test_generate_shows_a_grid_of_28_pixel_digits(browser, demo_url):
     page.close()
 
 
-def test_inpaint_completes_an_uploaded_half_digit(browser, demo_url, tmp_path):
-    import numpy as np
-    from PIL import Image
-
-    half_digit = np.zeros((280, 280), dtype=np.uint8)
-    half_digit[40:140, 100:180] = 255  # white strokes on black, top half only; the demo scales it to 28 × 28
-    Image.fromarray(half_digit, mode="L").save(tmp_path / "half.png")
+def test_inpaint_completes_an_uploaded_half_digit(browser, demo_url, half_digit):
     page = browser.new_page()
     page.goto(demo_url)
     page.get_by_role("tab", name="Inpaint").click()
-    page.locator("#drawing input[type=file]").set_input_files(str(tmp_path / "half.png"))
+    page.locator("#drawing input[type=file]").set_input_files(str(half_digit[0]))
     page.wait_for_timeout(1000)  # the editor loads the picture as its background
     page.locator("#complete").click()
     page.wait_for_function(

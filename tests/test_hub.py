@@ -14,9 +14,11 @@ import argparse
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,12 +26,13 @@ import torch
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
 from mnist_diffusion.card import render_model_card
-from mnist_diffusion.hub import card_images, check_hub_arguments, hub_model_index, source_file
+from mnist_diffusion.hub import card_images, check_hub_arguments, hub_model_index, push_pipeline_to_hub, source_file
 
 from .conftest import TINY_UNET
 from .hub_server import HubServer
 
-TOKEN = "hf_test_token"
+# Shaped like a real user access token, so that the push's own check would catch it in a pushed file.
+TOKEN = "hf_" + "TestTokenForTheLoopbackHub0123"
 CARD_WITH_IMAGE = "---\nlibrary_name: diffusers\n---\n# mnist-ddpm\n\n![Samples](images/grid.png)\n"
 
 
@@ -128,13 +131,27 @@ def folders(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def leaky_folder(folders, tmp_path_factory):
+    """Folder `a` as an older train.py left it after `--hub_token TOKEN`: the token in the recorded command."""
+    leaky = tmp_path_factory.mktemp("leaky") / "a"
+    shutil.copytree(folders["a"], leaky)
+    config = json.loads((leaky / "training_config.json").read_text())
+    config["command"] += f" --push_to_hub --hub_model_id org/leaky --hub_token {TOKEN}"
+    (leaky / "training_config.json").write_text(json.dumps(config))
+    return leaky
+
+
+@pytest.fixture(scope="module")
 def local_images(folders):
     return {name: sample(MNISTDDPMPipeline.from_pretrained(folder)) for name, folder in folders.items()}
 
 
 @pytest.fixture(scope="module")
-def uploads(hub, folders, tmp_path_factory):
-    """The uploader: pushes with `push_pipeline_to_hub` (and the CLI once), holding a token in HF_TOKEN."""
+def uploads(hub, folders, leaky_folder, tmp_path_factory):
+    """
+    The uploader: pushes with `push_pipeline_to_hub` (and the CLI), holding a token in HF_TOKEN; last, it tries to
+    push a folder that holds that token, to a new repo and to an existing one.
+    """
     home = tmp_path_factory.mktemp("uploader")
     return run_client(
         """
@@ -155,8 +172,19 @@ def uploads(hub, folders, tmp_path_factory):
                  "scheduler": ["diffusers", "DDPMScheduler"]}
         api.upload_file(path_or_fileobj=json.dumps(index).encode(), path_in_repo="model_index.json",
                         repo_id="org/ddpm-cifar10")
+
+        import contextlib, io
+
+        leaky = args["leaky"]
+        result["leaky_new_repo"] = error_of(lambda: push_pipeline_to_hub(leaky, "org/leaky"))
+        result["leaky_existing_repo"] = error_of(lambda: push_pipeline_to_hub(leaky, "org/mnist-ddpm-history"))
+        with contextlib.redirect_stderr(io.StringIO()) as stderr:
+            try:
+                main(["--model_dir", leaky, "--repo_id", "org/leaky"])
+            except SystemExit as error:
+                result["leaky_cli"] = [error.code, stderr.getvalue()]
         """,
-        client_env(hub, home, HF_TOKEN=TOKEN), home, card=CARD_WITH_IMAGE, **folders,
+        client_env(hub, home, HF_TOKEN=TOKEN), home, card=CARD_WITH_IMAGE, leaky=leaky_folder, **folders,
     )
 
 
@@ -379,6 +407,48 @@ def test_push_without_a_token_fails_before_any_request(hub, package_user):
     name, message = package_user["push_without_token"]
     assert name == "LocalTokenNotFoundError" and "HF_TOKEN" in message
     assert ("POST", "/api/repos/create", False) not in hub.requests
+
+
+def test_a_folder_holding_a_token_is_refused_before_anything_is_uploaded(hub, uploads):
+    for name, message in (uploads["leaky_new_repo"], uploads["leaky_existing_repo"]):
+        assert name == "ValueError"
+        assert "training_config.json: hf_Tes…" in message and "Nothing was uploaded" in message
+        assert TOKEN not in message  # only the start of the token, to say which one
+    assert "org/leaky" not in hub.repos  # not even created
+    history = hub.repos["org/mnist-ddpm-history"]
+    assert history.branches["main"] == uploads["second"] and len(history.commits) == 4  # create, first, second, v1
+    code, stderr = uploads["leaky_cli"]
+    assert code == 2 and "push_to_hub.py: error: Not pushing" in stderr and "Traceback" not in stderr
+
+
+def test_no_file_of_any_repo_holds_the_token_the_pushes_used(hub, uploads):
+    files = [(repo_id, path, stored) for repo_id, repo in hub.repos.items() for commit in repo.commits.values()
+             for path, stored in commit.items()]
+    assert len(files) > 40
+    assert [(repo_id, path) for repo_id, path, stored in files if TOKEN.encode() in stored.content] == []
+
+
+def test_a_card_holding_a_token_is_refused_before_any_request(folders, monkeypatch):
+    def no_request(*args, **kwargs):
+        raise AssertionError("the push reached the Hub")
+
+    monkeypatch.setattr("mnist_diffusion.hub.HfApi", no_request)
+    with pytest.raises(ValueError, match=r"the model card \(README.md\): hf_Tes…") as error:
+        push_pipeline_to_hub(folders["b"], "org/x", token=TOKEN, card_text=f"# x\n\nPushed with {TOKEN}.\n")
+    assert TOKEN not in str(error.value)
+
+
+def test_the_push_script_without_a_token_prints_the_message_and_exits_2(hub, folders, tmp_path):
+    process = subprocess.run(
+        [sys.executable, "scripts/push_to_hub.py", "--model_dir", str(folders["b"]), "--repo_id", "org/no-token"],
+        env=client_env(hub, tmp_path), cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+        timeout=300,
+    )
+    assert process.returncode == 2, process.stderr
+    assert process.stderr.startswith("push_to_hub.py: error: Pushing to the Hub needs a token")
+    assert "HF_TOKEN" in process.stderr
+    assert "Traceback" not in process.stderr
+    assert "org/no-token" not in hub.repos
 
 
 def test_hub_model_index_keeps_diffusers_classes_and_refuses_foreign_code():

@@ -1,0 +1,85 @@
+"""`scripts/generate.py` (`mnist_diffusion/generate.py`): bad options are usage errors, good ones write the grid."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from mnist_diffusion.generate import MAX_SEED, check_number, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tiny_model(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    return str(tmp_path / "model")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--scheduler", "dpm", "--num_inference_steps", "-3"],
+         "--num_inference_steps: expected an integer ≥ 1, got -3"),
+        (["--num_inference_steps", "0"], "--num_inference_steps: expected an integer ≥ 1, got 0"),
+        (["--num_inference_steps", "2.5"], "--num_inference_steps: expected an integer ≥ 1, got '2.5'"),
+        (["--guidance_scale", "inf"], "--guidance_scale: expected a finite number ≥ 0, got inf"),
+        (["--guidance_scale", "nan"], "--guidance_scale: expected a finite number ≥ 0, got nan"),
+        (["--guidance_scale", "-1"], "--guidance_scale: expected a finite number ≥ 0, got -1.0"),
+        (["--scale", "0"], "--scale: expected an integer ≥ 1, got 0"),
+        (["--seed", str(2**70)], f"--seed: expected an integer from 0 to {MAX_SEED}, got {2**70}"),
+        (["--seed", "-1"], f"--seed: expected an integer from 0 to {MAX_SEED}, got -1"),
+        (["--labels", "3", "12"], "--labels: expected an integer from 0 to 9, got 12"),
+        (["--num_images_per_label", "0"], "--num_images_per_label: expected an integer ≥ 1, got 0"),
+        (["--output", "digits"], "--output: expected a file name ending in .png,"),
+        (["--output", "digits.txt"], "got 'digits.txt'"),
+    ],
+)
+def test_bad_options_are_usage_errors_that_name_the_value(options, message, tmp_path, capsys):
+    output = tmp_path / "out.png"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--output", str(output), *options])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # refused before any model was loaded or file written
+
+
+def test_a_value_only_the_model_can_check_is_a_usage_error_too(tiny_model, tmp_path, capsys):
+    # The tiny model was trained with T = 1000 timesteps; the DDPM chain cannot take more steps than that.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", tiny_model, "--num_inference_steps", "2000", "--output", str(tmp_path / "out.png")])
+    assert exit_info.value.code == 2
+    assert "2000" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_generate_writes_one_row_per_digit_at_the_asked_scale(tiny_model, tmp_path, capsys):
+    output = tmp_path / "grid" / "digits.webp"
+    main(["--model", tiny_model, "--labels", "3", "7", "--num_images_per_label", "2", "--scheduler", "dpm",
+          "--num_inference_steps", "2", "--guidance_scale", "0", "--scale", "2", "--output", str(output)])
+    assert capsys.readouterr().out.strip() == f"Wrote {output}"
+    with Image.open(output) as image:
+        assert image.format == "WEBP"
+        # make_grid: 2 px padding around 28 px digits and a 12 px label margin for rows of several digits, × scale.
+        assert image.size == (2 * (12 + 2 + 2 * 30), 2 * (2 + 2 * 30))
+
+
+def test_check_number_accepts_the_range_and_refuses_everything_else():
+    assert check_number(3, 1, integer=True) == 3 and check_number(4.0, 1, 8, integer=True) == 4
+    assert check_number(0, 0) == 0.0 and isinstance(check_number(2, 0, 6), float)
+    for value in (None, "3", True, 1.5, float("inf"), float("nan"), 0, 9):
+        with pytest.raises(ValueError, match="expected an integer from 1 to 8, got"):
+            check_number(value, 1, 8, integer=True)
+
+
+def test_the_script_exits_2_with_the_message_and_no_traceback():
+    process = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "generate.py"), "--scheduler", "dpm", "--num_inference_steps", "-3"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert process.returncode == 2
+    assert "--num_inference_steps: expected an integer ≥ 1, got -3" in process.stderr
+    assert "Traceback" not in process.stderr
