@@ -7,14 +7,17 @@ loaded with `trust_remote_code=True` by someone who does not have `mnist_diffusi
 
 import importlib
 import inspect
+import math
+import numbers
 import os
 from collections.abc import Callable, Sequence
 
 import diffusers
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers import DiffusionPipeline, ImagePipelineOutput, ModelMixin, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 # The modules next to this file that define the pipeline's own components. `save_pretrained` records a component by
 # module path (["mnist_diffusion.unet_mnist", "ClassConditionedUNet"]), a Hub repo by file name (["unet_mnist", ...],
@@ -27,14 +30,20 @@ def component_class(library: str, class_name: str) -> type:
     The class of a component entry `[library, class_name]` of `model_index.json`: a diffusers class (a swapped-in
     scheduler, say), or one of this pipeline's own, imported from the package this file belongs to. Nothing else is
     imported, so a repo cannot make the loader run code of its choosing.
+
+    Raises:
+        `ValueError`: the entry names anything but a model or scheduler class of diffusers or of this package.
     """
+    entry = f"[{library!r}, {class_name!r}]"
+    if not isinstance(library, str) or not isinstance(class_name, str):
+        raise ValueError(f"model_index.json names the component {entry}; both must be strings.")
     if library == "diffusers":
         component = getattr(diffusers, class_name, None)
     else:
         module_name = library.rpartition(".")[2]
         if module_name not in COMPONENT_MODULES:
             raise ValueError(
-                f"model_index.json names the component [{library!r}, {class_name!r}], but its code is in neither "
+                f"model_index.json names the component {entry}, but its code is in neither "
                 f"diffusers nor this package's modules {list(COMPONENT_MODULES)}."
             )
         try:
@@ -46,14 +55,49 @@ def component_class(library: str, class_name: str) -> type:
             ) from error
         component = getattr(module, class_name, None)
     if component is None:
-        raise ValueError(f"model_index.json names the component [{library!r}, {class_name!r}], which does not exist.")
+        raise ValueError(f"model_index.json names the component {entry}, which does not exist.")
+    # `getattr` also finds modules and functions (["diffusers", "logging"], ["unet_mnist", "torch"]).
+    if not inspect.isclass(component) or not issubclass(component, (ModelMixin, SchedulerMixin)):
+        raise ValueError(f"model_index.json names the component {entry}, which is not a model or scheduler class.")
     return component
+
+
+def check_positive_integer(name: str, value, maximum: int | None = None) -> int:
+    """
+    `value` as an `int`, if it is a positive integer of any kind (`int`, `np.int64`, ...; not a bool) and at most
+    `maximum`; otherwise a `ValueError` that names the argument, its value and what is expected.
+    """
+    expected = "a positive integer" if maximum is None else f"a positive integer, at most {maximum}"
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Integral)
+        or value < 1
+        or (maximum is not None and value > maximum)
+    ):
+        raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
+    return int(value)
+
+
+def is_repo_id(name) -> bool:
+    """Whether `name` (a string or an `os.PathLike`) could be a Hub repo id such as `"org/mnist-ddpm"`."""
+    if not isinstance(name, str):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def is_finite_number(value) -> bool:
+    """Whether `value` is a finite real number of any kind (`float`, `int`, `np.float32`, ...; not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
 
 
 def check_labels(labels, num_classes: int) -> list[int]:
     """
-    Turn `labels` (an int, a list/tuple of ints, or a 1-d integer tensor/array) into a list of ints, or raise a
-    `ValueError` that names the bad value and the allowed range.
+    Turn `labels` (an int, a sequence of ints such as a list, tuple or range, or a 1-d integer tensor/array) into a
+    list of ints, or raise a `ValueError` that names the bad value, its index and the allowed range.
     """
     allowed = f"an int, a list of ints or a 1-d integer tensor with values in 0–{num_classes - 1}"
     if torch.is_tensor(labels) or isinstance(labels, np.ndarray):
@@ -65,21 +109,53 @@ def check_labels(labels, num_classes: int) -> list[int]:
         ):
             raise ValueError(f"`labels` must be {allowed}; got dtype {labels.dtype}: {labels!r}.")
         labels = labels.tolist()
-    elif isinstance(labels, (int, np.integer)) and not isinstance(labels, (bool, np.bool_)):
+    elif isinstance(labels, numbers.Integral) and not isinstance(labels, (bool, np.bool_)):
         labels = [int(labels)]
-    elif isinstance(labels, (list, tuple)):
+    elif isinstance(labels, Sequence) and not isinstance(labels, (str, bytes)):
         labels = list(labels)
     else:
         raise ValueError(f"`labels` must be {allowed}; got {labels!r}.")
 
     if not labels:
-        raise ValueError(f"`labels` must be {allowed}; got an empty {type(labels).__name__}.")
-    for label in labels:
-        if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
-            raise ValueError(f"`labels` must be {allowed}; got {label!r} ({type(label).__name__}) in {labels!r}.")
+        raise ValueError(f"`labels` must be {allowed}; got an empty sequence.")
+    for index, label in enumerate(labels):
+        # The value and its index, not the whole list: that may hold thousands of labels.
+        if isinstance(label, (bool, np.bool_)) or not isinstance(label, numbers.Integral):
+            raise ValueError(f"`labels` must be {allowed}; got {label!r} ({type(label).__name__}) at index {index}.")
         if not 0 <= label < num_classes:
-            raise ValueError(f"`labels` must be {allowed}; got {label} in {labels!r}.")
+            raise ValueError(f"`labels` must be {allowed}; got {label} at index {index}.")
     return [int(label) for label in labels]
+
+
+def check_guidance_interval(guidance_interval, num_train_timesteps: int) -> tuple[float, float]:
+    """
+    Turn `guidance_interval` (a pair `(t_low, t_high)` of training timesteps) into a tuple of two floats, or raise a
+    `ValueError` that names the bad value and what is expected.
+    """
+    expected = (
+        f"a pair (t_low, t_high) of numbers with 0 ≤ t_low ≤ t_high ≤ num_train_timesteps={num_train_timesteps}"
+    )
+    if (
+        isinstance(guidance_interval, (str, bytes))
+        or not isinstance(guidance_interval, Sequence)
+        or len(guidance_interval) != 2
+        or not all(is_finite_number(bound) for bound in guidance_interval)
+        or not 0 <= guidance_interval[0] <= guidance_interval[1] <= num_train_timesteps
+    ):
+        raise ValueError(f"`guidance_interval` must be {expected}, got {guidance_interval!r}.")
+    return float(guidance_interval[0]), float(guidance_interval[1])
+
+
+def step_guidance_scale(t, guidance_scale: float, guidance_interval: tuple[float, float] | None) -> float:
+    """
+    The guidance scale of the step at timestep `t`: `guidance_scale` inside `guidance_interval` (t_low ≤ t ≤ t_high,
+    or everywhere when it is None), and 1 outside it, so that those steps run the conditional pass only. Guidance
+    limited to the middle noise levels is the method of Kynkäänniemi et al. (2024), "Applying Guidance in a Limited
+    Interval Improves Sample and Distribution Quality in Diffusion Models".
+    """
+    if guidance_interval is None or guidance_interval[0] <= float(t) <= guidance_interval[1]:
+        return guidance_scale
+    return 1.0
 
 
 class MNISTDDPMPipeline(DiffusionPipeline):
@@ -95,13 +171,16 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             `model_index.json`, so a trained model can ship the value its evaluation chose.
         default_num_inference_steps (`int`, *optional*): steps used when a call gives none; the scheduler's full
             `num_train_timesteps` (1000 for the DDPM of the paper) when not set.
+        default_guidance_interval (`tuple[float, float]`, *optional*): guidance interval used when a call gives
+            none; guidance at every step when not set.
 
     Speed. The pipeline keeps the UNet's weights in `channels_last` memory format (the layout oneDNN's CPU
     convolutions are fastest in; `save_pretrained` still writes contiguous tensors). The latents and the scheduler's
     arithmetic are always float32; the UNet runs in its own dtype, so `from_pretrained(...,
     torch_dtype=torch.bfloat16)` makes the network bf16 (faster at large batches on a CPU with native bf16) without
-    rounding the 1000-step chain itself. `pipe.unet = torch.compile(pipe.unet)` works too.
-    See `benchmarks/RESULTS.md` for the measured speed-ups and the evaluation for their effect on quality.
+    rounding the 1000-step chain itself; `pipe.unet.enable_layerwise_casting(storage_dtype=torch.bfloat16,
+    compute_dtype=torch.float32)` instead only stores the weights in bf16. `pipe.unet = torch.compile(pipe.unet)`
+    works too. See `benchmarks/RESULTS.md` for the measured speed-ups and the evaluation for their effect on quality.
     """
 
     model_cpu_offload_seq = "unet"
@@ -109,17 +188,20 @@ class MNISTDDPMPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        unet,
-        scheduler,
+        unet: ModelMixin,
+        scheduler: SchedulerMixin,
         default_guidance_scale: float = 1.0,
         default_num_inference_steps: int | None = None,
+        default_guidance_interval: tuple[float, float] | None = None,
     ):
         super().__init__()
         if isinstance(unet, torch.nn.Module):
             unet = unet.to(memory_format=torch.channels_last)  # in place; the values of the weights are unchanged
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(
-            default_guidance_scale=default_guidance_scale, default_num_inference_steps=default_num_inference_steps
+            default_guidance_scale=default_guidance_scale,
+            default_num_inference_steps=default_num_inference_steps,
+            default_guidance_interval=default_guidance_interval,
         )
 
     @classmethod
@@ -144,6 +226,9 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         `DiffusionPipeline.from_pretrained` would instead run the Python files a Hub repo carries for users without
         this package, and refuse to without `trust_remote_code=True`; here they are never downloaded nor run, so a
         repo id, a snapshot of the repo and a cache that the remote-code route has filled all load the same way.
+        (A folder written by `save_pretrained` carries no code, so only this method loads it, not
+        `DiffusionPipeline.from_pretrained`.) Any pipeline of this family loads the folder of any other: they share
+        the components.
 
         Args:
             pretrained_model_name_or_path (`str` or `os.PathLike`): a Hub repo id such as `"org/mnist-ddpm"`, or a
@@ -164,7 +249,9 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             [`MNISTDDPMPipeline`]: the loaded pipeline.
 
         Raises:
-            `ValueError`: the folder or repo holds another pipeline.
+            `FileNotFoundError`: `pretrained_model_name_or_path` is neither a folder nor a Hub repo id.
+            `ValueError`: the folder or repo holds another pipeline, or its model_index.json does not name each
+                component as `[library, class name]` of a model or scheduler.
             `huggingface_hub.errors.RepositoryNotFoundError`, `~huggingface_hub.errors.RevisionNotFoundError`: the
                 Hub has no such repo (or it is private and the token does not give access), or no such revision.
             `huggingface_hub.errors.RevisionResolutionError`: offline, and the revision is not in the cache.
@@ -179,6 +266,10 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             "force_download": force_download,
         }
         if not os.path.isdir(pretrained_model_name_or_path):
+            if not is_repo_id(pretrained_model_name_or_path):
+                raise FileNotFoundError(
+                    f"No such folder: {pretrained_model_name_or_path} (nor is it a Hub repo id like 'org/mnist-ddpm')."
+                )
             hub_kwargs["revision"] = resolve_revision(
                 str(pretrained_model_name_or_path),
                 revision=revision,
@@ -187,21 +278,14 @@ class MNISTDDPMPipeline(DiffusionPipeline):
                 token=token,
             )
         config = cls.load_config(pretrained_model_name_or_path, **hub_kwargs)
-        saved_class = config.get("_class_name")  # a class name, or [file name, class name] in a Hub repo
-        saved_class_name = saved_class[1] if isinstance(saved_class, list) else saved_class
-        # A subclass (the inpainting pipeline) loads the folder of the pipeline it extends.
-        if saved_class_name not in {base.__name__ for base in cls.__mro__ if issubclass(base, MNISTDDPMPipeline)}:
-            raise ValueError(
-                f"{pretrained_model_name_or_path} holds a {saved_class_name} (the `_class_name` of its "
-                f"model_index.json), not a {cls.__name__}; load it with `DiffusionPipeline.from_pretrained`."
-            )
+        cls._check_saved_class(config.get("_class_name"), pretrained_model_name_or_path)
 
         init_kwargs = {}
         for name, parameter in list(inspect.signature(cls.__init__).parameters.items())[1:]:
             if name in kwargs:
                 init_kwargs[name] = kwargs.pop(name)
             elif parameter.default is inspect.Parameter.empty:  # a component, saved in its own subfolder
-                component = component_class(*config[name])
+                component = cls._saved_component_class(config, name, parameter.annotation)
                 load_kwargs = {**hub_kwargs, "subfolder": name}
                 if issubclass(component, torch.nn.Module):
                     load_kwargs.update(torch_dtype=torch_dtype, variant=variant, use_safetensors=use_safetensors)
@@ -215,59 +299,192 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         pipeline.register_to_config(_name_or_path=pretrained_model_name_or_path)
         return pipeline
 
-    def check_inputs(self, labels, num_images_per_label, guidance_scale, output_type, generator,
-                     callback_on_step_end_tensor_inputs) -> tuple[torch.Tensor, float]:
+    @classmethod
+    def _check_saved_class(cls, saved_class, location) -> None:
+        # `_class_name` is a class name, or [file name, class name] in a Hub repo. The pipelines of this family
+        # share their components, so each loads the folder of any other: `cls` and its bases, and the pipelines
+        # built directly on this one (the inpainting pipeline, once imported).
+        saved_class_name = saved_class[1] if isinstance(saved_class, list) and len(saved_class) == 2 else saved_class
+        family = {base.__name__ for base in cls.__mro__ if issubclass(base, MNISTDDPMPipeline)}
+        family.update(subclass.__name__ for subclass in MNISTDDPMPipeline.__subclasses__())
+        if saved_class_name in family:
+            return
+        if isinstance(saved_class_name, str) and inspect.isclass(getattr(diffusers, saved_class_name, None)):
+            advice = "load it with `DiffusionPipeline.from_pretrained`"
+        else:
+            advice = f"it is neither one of {sorted(family)} nor a diffusers pipeline"
+        raise ValueError(
+            f"{location} holds a {saved_class_name} (the `_class_name` {saved_class!r} of its model_index.json), "
+            f"not a {cls.__name__}; {advice}."
+        )
+
+    @staticmethod
+    def _saved_component_class(config: dict, name: str, expected: type) -> type:
+        # The class of the component `name` that model_index.json names, checked to be the kind `__init__` expects.
+        if name not in config:
+            raise ValueError(f"model_index.json has no entry for the `{name}` component.")
+        entry = config[name]
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+            raise ValueError(
+                f"model_index.json must name the `{name}` component as [library, class name], got {entry!r}."
+            )
+        component = component_class(*entry)
+        if not issubclass(component, expected):
+            raise ValueError(
+                f"model_index.json names the `{name}` component {list(entry)!r}, which is not a {expected.__name__}."
+            )
+        return component
+
+    @classmethod
+    def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> "MNISTDDPMPipeline":
         """
-        Validate the arguments of a call.
+        A pipeline of this class with the components and config of `pipeline`, sharing their weights:
+        `MNISTDDPMInpaintPipeline.from_pipe(pipe)`, and back with `MNISTDDPMPipeline.from_pipe(inpaint)`.
+
+        diffusers' `from_pipe` keeps a model only if its class is the one `__init__` is annotated with, and the UNet's
+        class cannot be named there (in a Hub repo this file cannot import it); so the components are passed on.
+
+        As in diffusers, the new pipeline is then cast to `torch_dtype`, float32 unless given, and with it the UNet
+        that both pipelines share: pass `torch_dtype=torch.bfloat16` to keep a bf16 UNet in bf16.
+
+        Args:
+            pipeline ([`DiffusionPipeline`]): the pipeline whose components to use.
+            kwargs: components or config values to use instead of `pipeline`'s, and `torch_dtype`, as in
+                [`~DiffusionPipeline.from_pipe`].
 
         Returns:
-            The class label of every image to generate (each label repeated `num_images_per_label` times), on the
-            execution device, and the guidance scale to use.
+            [`MNISTDDPMPipeline`]: the new pipeline.
+        """
+        components = {name: module for name, module in pipeline.components.items() if name not in kwargs}
+        return super().from_pipe(pipeline, **components, **kwargs)
+
+    @property
+    def interrupt(self) -> bool:
+        """Set `pipe._interrupt = True` (in a callback) to skip the remaining steps of the current call."""
+        return self._interrupt
+
+    def check_inputs(
+        self,
+        labels,
+        num_images_per_label,
+        num_inference_steps,
+        guidance_scale,
+        guidance_interval,
+        output_type,
+        generator,
+        callback_on_step_end,
+        callback_on_step_end_tensor_inputs,
+    ) -> tuple[torch.Tensor, int, float, tuple[float, float] | None, torch.Generator | list | None]:
+        """
+        Validate the arguments of a call (of this pipeline or of one built on it) and fill in the defaults.
+
+        Returns:
+            `tuple`: the class label of every image to generate (each label repeated `num_images_per_label` times),
+            on the execution device; the number of inference steps, the guidance scale and the guidance interval
+            (the pipeline's defaults where None was given); the generator, or the list of them.
         """
         labels = check_labels(labels, self.unet.config.num_classes)
-        if isinstance(num_images_per_label, bool) or not isinstance(num_images_per_label, int) or num_images_per_label < 1:
-            raise ValueError(f"`num_images_per_label` must be a positive integer, got {num_images_per_label!r}.")
+        num_images_per_label = check_positive_integer("num_images_per_label", num_images_per_label)
+
+        # Checked here, not by the scheduler: diffusers' solvers take 0 or negative steps and return the starting
+        # noise, round 2.5 to 3 steps, and fail deep inside on more steps than they were trained with.
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        if num_inference_steps is None:
+            num_inference_steps = self.config.default_num_inference_steps or num_train_timesteps
+        num_inference_steps = check_positive_integer("num_inference_steps", num_inference_steps, num_train_timesteps)
+
         if guidance_scale is None:
             guidance_scale = self.config.default_guidance_scale
-        if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool) or guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be a number ≥ 0, got {guidance_scale!r}.")
+        if not is_finite_number(guidance_scale) or guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be a finite number ≥ 0, got {guidance_scale!r}.")
+        if guidance_interval is None:
+            guidance_interval = self.config.default_guidance_interval
+        if guidance_interval is not None:
+            guidance_interval = check_guidance_interval(guidance_interval, num_train_timesteps)
+
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
-        unknown_inputs = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+
+        batch_size = len(labels) * num_images_per_label
+        if isinstance(generator, Sequence) and not isinstance(generator, str):  # a list or tuple: one per image
+            generator = list(generator)
+            if len(generator) != batch_size:
+                raise ValueError(
+                    f"Got {len(generator)} generators for {batch_size} images; pass one, or one per image."
+                )
+        generators = generator if isinstance(generator, list) else [generator]
+        if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
+            raise ValueError(f"`generator` must be a torch.Generator or a list of them, got {generator!r}.")
+
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise ValueError(f"`callback_on_step_end` must be callable, got {callback_on_step_end!r}.")
+        tensor_inputs = callback_on_step_end_tensor_inputs
+        if isinstance(tensor_inputs, str) or not isinstance(tensor_inputs, Sequence):
+            raise ValueError(
+                f"`callback_on_step_end_tensor_inputs` must be a list of names from {self._callback_tensor_inputs}, "
+                f"got {tensor_inputs!r}."
+            )
+        unknown_inputs = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
         if unknown_inputs:
             raise ValueError(
                 f"`callback_on_step_end_tensor_inputs` may only name {self._callback_tensor_inputs}, "
-                f"got {sorted(unknown_inputs)}."
+                f"got {unknown_inputs}."
             )
-        batch_size = len(labels) * num_images_per_label
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(f"Got {len(generator)} generators for {batch_size} images; pass one, or one per image.")
+
         class_labels = torch.tensor(labels, device=self._execution_device).repeat_interleave(num_images_per_label)
-        return class_labels, guidance_scale
+        return class_labels, num_inference_steps, float(guidance_scale), guidance_interval, generator
 
-    def model_labels(self, class_labels: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-        """The labels of one model call: `[labels; null labels]` when guiding, so both passes run as one batch."""
-        if guidance_scale == 1:
-            return class_labels
-        return torch.cat([class_labels, torch.full_like(class_labels, self.unet.null_class_label)])
-
-    def predict_noise(self, latents: torch.Tensor, t, model_labels: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    def predict_noise(
+        self, latents: torch.Tensor, t, class_labels: torch.Tensor, guidance_scale: float, dtype: torch.dtype
+    ) -> torch.Tensor:
         """
         The model's noise prediction for `latents` at timestep `t`, with classifier-free guidance
         ε = ε_uncond + w · (ε_cond − ε_uncond); with w = 1 the unconditional pass is skipped.
 
         Args:
-            model_labels (`torch.Tensor`): from [`~MNISTDDPMPipeline.model_labels`].
+            latents (`torch.Tensor`): x_t, float32.
+            t: the timestep, an element of `scheduler.timesteps`.
+            class_labels (`torch.Tensor`): one label per image.
+            guidance_scale (`float`): w.
+            dtype (`torch.dtype`): the dtype the UNet computes in, `unet.dtype`: under layerwise casting that is the
+                compute dtype, not the (smaller) dtype the weights are stored in. The caller reads it once per call:
+                the property walks the modules, too slow for every step.
+
+        Returns:
+            `torch.Tensor`: the predicted noise, float32.
         """
-        # The UNet may be bf16 or fp16; the latents and the guidance stay float32. (The input layer's dtype: the
-        # `unet.dtype` property walks all parameters, ≈ 0.26 ms, too slow for every step.)
-        dtype = self.unet.conv_in.weight.dtype
+        # The UNet may compute in bf16 or fp16; the latents and the guidance stay float32.
         if guidance_scale == 1:
             model_input = self.scheduler.scale_model_input(latents, t).to(dtype)
-            return self.unet(model_input, t, model_labels).sample.float()
+            return self.unet(model_input, t, class_labels).sample.float()
+        # Both passes as one batch: [labels; null labels].
+        model_labels = torch.cat([class_labels, torch.full_like(class_labels, self.unet.null_class_label)])
         model_input = self.scheduler.scale_model_input(torch.cat([latents, latents]), t).to(dtype)
         noise_cond, noise_uncond = self.unet(model_input, t, model_labels).sample.float().chunk(2)
         return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+
+    def run_callback(
+        self, callback_on_step_end: Callable, step_index: int, t, step_tensors: dict, tensor_inputs: Sequence[str]
+    ) -> dict:
+        """
+        Call `callback_on_step_end(self, step_index, t, kwargs)` with the tensors of `step_tensors` that
+        `tensor_inputs` names.
+
+        Returns:
+            `dict`: `step_tensors`, with those the callback returned in place of their old values.
+
+        Raises:
+            `TypeError`: the callback returned something other than a dict or None.
+        """
+        outputs = callback_on_step_end(self, step_index, t, {name: step_tensors[name] for name in tensor_inputs})
+        if outputs is None:
+            return step_tensors
+        if not isinstance(outputs, dict):
+            raise TypeError(
+                f"`callback_on_step_end` must return a dict of tensors by name (or None), got a "
+                f"{type(outputs).__name__}."
+            )
+        return {name: outputs.get(name, tensor) for name, tensor in step_tensors.items()}
 
     def postprocess(self, latents: torch.Tensor, output_type: str):
         """Samples in [-1, 1] → images in [0, 1] as a tensor (`"pt"`), an array (`"np"`) or PIL images (`"pil"`)."""
@@ -277,13 +494,14 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         images = images.cpu().permute(0, 2, 3, 1).numpy()
         return self.numpy_to_pil(images) if output_type == "pil" else images
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def __call__(
         self,
         labels: int | Sequence[int] | torch.Tensor,
         num_images_per_label: int = 1,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
+        guidance_interval: tuple[float, float] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
@@ -294,14 +512,18 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         Generate digits.
 
         Args:
-            labels (`int`, `list[int]` or `torch.Tensor`): the digits to draw, 0–9; one image per entry, in order.
+            labels (`int`, `Sequence[int]` or `torch.Tensor`): the digits to draw, 0–9; one image per entry, in order.
             num_images_per_label (`int`, defaults to 1): images per entry of `labels` (each label's images are
                 adjacent in the output).
-            num_inference_steps (`int`, *optional*): denoising steps; defaults to the pipeline's
-                `default_num_inference_steps`, or else the full `num_train_timesteps` DDPM chain.
+            num_inference_steps (`int`, *optional*): denoising steps, 1 to the scheduler's `num_train_timesteps`;
+                defaults to the pipeline's `default_num_inference_steps`, or else the full DDPM chain.
             guidance_scale (`float`, *optional*): classifier-free guidance weight w in
                 ε = ε_uncond + w · (ε_cond − ε_uncond); 1 disables guidance (and its extra model pass), 0 ignores
                 the label. Defaults to the pipeline's `default_guidance_scale`.
+            guidance_interval (`tuple[float, float]`, *optional*): `(t_low, t_high)`, training timesteps in
+                [0, `num_train_timesteps`]: guide only the steps whose timestep t has t_low ≤ t ≤ t_high, and run
+                the conditional pass alone (guidance scale 1) at the others (Kynkäänniemi et al., 2024). Defaults to
+                the pipeline's `default_guidance_interval`; None there too guides every step.
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): makes generation deterministic;
                 a list gives one generator per image.
             output_type (`str`, defaults to `"pil"`): `"pil"` (28×28 `PIL.Image` in mode "L"), `"np"` (float array
@@ -309,7 +531,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             return_dict (`bool`, defaults to `True`): return an [`ImagePipelineOutput`] instead of a tuple.
             callback_on_step_end (`Callable`, *optional*): called as `callback_on_step_end(self, i, t, kwargs)`
                 after each step, with `kwargs` holding the tensors named in `callback_on_step_end_tensor_inputs`;
-                it may return a dict that replaces them.
+                it may return a dict that replaces them, and set `self._interrupt = True` to stop early.
             callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["latents"]`): tensors passed to the
                 callback.
 
@@ -326,11 +548,11 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         >>> image.save("seven.png")
         ```
         """
-        class_labels, guidance_scale = self.check_inputs(
-            labels, num_images_per_label, guidance_scale, output_type, generator, callback_on_step_end_tensor_inputs
+        class_labels, num_inference_steps, guidance_scale, guidance_interval, generator = self.check_inputs(
+            labels, num_images_per_label, num_inference_steps, guidance_scale, guidance_interval, output_type,
+            generator, callback_on_step_end, callback_on_step_end_tensor_inputs,
         )
-        if num_inference_steps is None:
-            num_inference_steps = self.config.default_num_inference_steps or self.scheduler.config.num_train_timesteps
+        self._interrupt = False
 
         config = self.unet.config
         shape = (len(class_labels), config.in_channels, config.sample_size, config.sample_size)
@@ -338,19 +560,21 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
         latents = latents * self.scheduler.init_noise_sigma
         step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
-        model_labels = self.model_labels(class_labels, guidance_scale)
+        dtype = self.unet.dtype
 
         timesteps = self.scheduler.timesteps
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
-                noise_pred = self.predict_noise(latents, t, model_labels, guidance_scale)
+                if self.interrupt:
+                    continue
+                step_scale = step_guidance_scale(t, guidance_scale, guidance_interval)
+                noise_pred = self.predict_noise(latents, t, class_labels, step_scale, dtype)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
 
                 if callback_on_step_end is not None:
-                    step_tensors = {"latents": latents}
-                    callback_kwargs = {name: step_tensors[name] for name in callback_on_step_end_tensor_inputs}
-                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
-                    latents = callback_outputs.get("latents", latents)
+                    latents = self.run_callback(
+                        callback_on_step_end, i, t, {"latents": latents}, callback_on_step_end_tensor_inputs
+                    )["latents"]
                 progress_bar.update()
 
         images = self.postprocess(latents, output_type)

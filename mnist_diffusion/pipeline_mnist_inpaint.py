@@ -13,7 +13,7 @@ from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .pipeline_mnist_ddpm import MNISTDDPMPipeline
+from .pipeline_mnist_ddpm import MNISTDDPMPipeline, check_positive_integer, step_guidance_scale
 from .scheduling_mnist_ddpm import MNISTDDPMScheduler
 
 
@@ -44,18 +44,24 @@ def repaint_walk(num_levels: int, jump_length: int, jump_n_sample: int) -> list[
 def to_unit_tensor(value, name: str, size: int) -> torch.Tensor:
     """
     Grey images as a float tensor (N, 1, size, size) in [0, 1], from a PIL image or a list of them, or from a numpy
-    array or a tensor (uint8 in 0–255, or float in [0, 1]) shaped (H, W), (N, H, W) or (N, 1, H, W).
+    array or a tensor (uint8 in 0–255, or float in [0, 1]) shaped (H, W), (N, H, W) or (N, 1, H, W). (3, H, W) and
+    (4, H, W) are refused: they may as well be one RGB or RGBA image in torch's channels-first layout.
     """
     if isinstance(value, Image.Image):
         value = [value]
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, Image.Image) for v in value):
-        value = np.stack([np.asarray(v.convert("L")) for v in value])
+        value = np.stack([np.asarray(v.convert("L")) for v in value])[:, None]
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value.astype(np.float32) / 255.0 if value.dtype == np.uint8 else value.astype(np.float32))
     if not torch.is_tensor(value):
         raise ValueError(f"`{name}` must be a PIL image (or a list of them), a numpy array or a tensor, "
                          f"got {type(value).__name__}.")
     given_shape = tuple(value.shape)
+    if value.ndim == 3 and value.shape[0] in (3, 4):
+        raise ValueError(
+            f"`{name}` of shape {given_shape} is ambiguous: {given_shape[0]} grey images, or one colour image? Pass "
+            f"grey images as (N, 1, {size}, {size}) (`{name}[:, None]`), and convert colour images to grey first."
+        )
     value = value.float() / 255.0 if value.dtype == torch.uint8 else value.float()
     if value.ndim == 2:
         value = value[None]
@@ -66,6 +72,8 @@ def to_unit_tensor(value, name: str, size: int) -> torch.Tensor:
             f"`{name}` must be {size}×{size} grey images, shaped ({size}, {size}), (N, {size}, {size}) or "
             f"(N, 1, {size}, {size}); got shape {given_shape}. Resize first: nothing is resized silently."
         )
+    if not torch.isfinite(value).all():
+        raise ValueError(f"`{name}` holds NaN or infinite values; values must lie in [0, 1] (or 0–255 for uint8).")
     if value.min() < 0 or value.max() > 1:
         raise ValueError(f"`{name}` values must lie in [0, 1] (or 0–255 for uint8), got {value.min()}–{value.max()}.")
     return value
@@ -76,12 +84,12 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
     Class-conditional inpainting with RePaint (Lugmayr et al., 2022): the pixels a mask marks white are generated so
     that the whole image becomes a digit of the requested class; the other pixels are kept exactly as given.
 
-    Built from the same components as [`MNISTDDPMPipeline`]: `MNISTDDPMInpaintPipeline(**pipe.components)`, or
-    `MNISTDDPMInpaintPipeline.from_pretrained` of the same folder or repo. The scheduler must be an
-    [`MNISTDDPMScheduler`], whose reverse step and forward jump RePaint combines.
+    Built from the same components as [`MNISTDDPMPipeline`]: `MNISTDDPMInpaintPipeline.from_pipe(pipe)` (or
+    `MNISTDDPMInpaintPipeline(**pipe.components)`), or `MNISTDDPMInpaintPipeline.from_pretrained` of the same folder
+    or repo. The scheduler must be an [`MNISTDDPMScheduler`], whose reverse step and forward jump RePaint combines.
     """
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def __call__(
         self,
         image,
@@ -90,6 +98,7 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
         num_images_per_label: int = 1,
         num_inference_steps: int = 250,
         guidance_scale: float | None = None,
+        guidance_interval: tuple[float, float] | None = None,
         jump_length: int = 10,
         jump_n_sample: int = 5,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -103,15 +112,19 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
 
         Args:
             image (`PIL.Image`, a list of them, `np.ndarray` or `torch.Tensor`): one 28×28 grey digit (white on
-                black), completed as every entry of `labels`, or one digit per entry of `labels`.
-            mask_image (same forms as `image`): white (≥ 0.5) where pixels are to be generated, black where `image`
-                is kept; one mask for all, or one per entry of `labels`.
+                black), completed as every entry of `labels`, or one digit per entry of `labels`; an array or tensor
+                (uint8 in 0–255, or float in [0, 1]) is shaped (28, 28), (N, 1, 28, 28) or (N, 28, 28), but not
+                (3, 28, 28) or (4, 28, 28), which could be one colour image.
+            mask_image (same forms as `image`): white (≥ 0.5, so 255 in a uint8 mask) where pixels are to be
+                generated, black where `image` is kept; one mask for all, or one per entry of `labels`.
             labels (`int`, `list[int]` or `torch.Tensor`): the digit(s) the completions must show, 0–9; one
                 completion per entry, in order.
             num_images_per_label (`int`, defaults to 1): completions per entry of `labels`.
             num_inference_steps (`int`, defaults to 250): reverse steps of the (strided) DDPM schedule, before
                 resampling; the model runs about `num_inference_steps × jump_n_sample` times.
             guidance_scale (`float`, *optional*): classifier-free guidance weight; the pipeline's default if None.
+            guidance_interval (`tuple[float, float]`, *optional*): `(t_low, t_high)`: guide only the denoising steps
+                with t_low ≤ t ≤ t_high, as in [`MNISTDDPMPipeline.__call__`]; the pipeline's default if None.
             jump_length (`int`, defaults to 10): steps between RePaint's jumps back, and their length.
             jump_n_sample (`int`, defaults to 5): how often each stretch of `jump_length` steps is run (1: no
                 resampling, plain replacement of the known region).
@@ -121,22 +134,28 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
         Returns:
             [`ImagePipelineOutput`] or `tuple`: the completed digits.
         """
-        if not isinstance(self.scheduler, MNISTDDPMScheduler):
+        # By class name, not `isinstance`: a pipeline loaded as remote code carries its own copy of the class.
+        if MNISTDDPMScheduler.__name__ not in {base.__name__ for base in type(self.scheduler).__mro__}:
             raise ValueError(
                 f"Inpainting needs an MNISTDDPMScheduler (RePaint combines its reverse step with the forward jump), "
                 f"got {type(self.scheduler).__name__}."
             )
-        for name, value in (("jump_length", jump_length), ("jump_n_sample", jump_n_sample)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
-        class_labels, guidance_scale = self.check_inputs(
-            labels, num_images_per_label, guidance_scale, output_type, generator, callback_on_step_end_tensor_inputs
+        jump_length = check_positive_integer("jump_length", jump_length)
+        jump_n_sample = check_positive_integer("jump_n_sample", jump_n_sample)
+        class_labels, num_inference_steps, guidance_scale, guidance_interval, generator = self.check_inputs(
+            labels, num_images_per_label, num_inference_steps, guidance_scale, guidance_interval, output_type,
+            generator, callback_on_step_end, callback_on_step_end_tensor_inputs,
         )
+        self._interrupt = False
         size, device, dtype = self.unet.config.sample_size, self._execution_device, torch.float32
         known = to_unit_tensor(image, "image", size) * 2 - 1  # x_0 of the known region, in [-1, 1]
         mask = (to_unit_tensor(mask_image, "mask_image", size) >= 0.5).float()
         if (mask.flatten(1).sum(1) == 0).any():
-            raise ValueError("`mask_image` is all black: there is nothing to generate (white marks the pixels to fill).")
+            raise ValueError(
+                "`mask_image` is all black: there is nothing to generate. White (≥ 0.5, or ≥ 128 in a uint8 or PIL "
+                "mask, which is read in 0–255) marks the pixels to fill; multiply a 0/1 uint8 mask by 255, or pass "
+                "it as bool or float."
+            )
         if (mask.flatten(1).sum(1) == size * size).any():
             raise ValueError("`mask_image` is all white: nothing of `image` is kept; use MNISTDDPMPipeline instead.")
         # One image completed as every label, or one image per label; each repeated num_images_per_label times.
@@ -156,16 +175,19 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
         def alpha_bar(level: int) -> float:
             return 1.0 if level == 0 else alphas_cumprod[timesteps[num_levels - level]]
 
-        model_labels = self.model_labels(class_labels, guidance_scale)
+        unet_dtype = self.unet.dtype  # read once: see `predict_noise`
         shape = (batch, self.unet.config.in_channels, size, size)
         latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         walk = repaint_walk(num_levels, jump_length, jump_n_sample)
         level = num_levels
         with self.progress_bar(total=len(walk)) as progress_bar:
             for step_index, next_level in enumerate(walk):
+                if self.interrupt:
+                    continue
                 if next_level < level:  # denoise: unknown pixels from the model, known ones from q(x_{t−1} | x_0)
                     t = timesteps[num_levels - level]
-                    noise_pred = self.predict_noise(latents, t, model_labels, guidance_scale)
+                    step_scale = step_guidance_scale(t, guidance_scale, guidance_interval)
+                    noise_pred = self.predict_noise(latents, t, class_labels, step_scale, unet_dtype)
                     generated = self.scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
                     if next_level == 0:
                         forward = known
@@ -174,8 +196,10 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
                         forward = alpha_bar(next_level) ** 0.5 * known + (1 - alpha_bar(next_level)) ** 0.5 * noise
                     latents = mask * generated + (1 - mask) * forward
                     if callback_on_step_end is not None:
-                        outputs = callback_on_step_end(self, step_index, t, {"latents": latents}) or {}
-                        latents = outputs.get("latents", latents)
+                        step_tensors = {"latents": latents}
+                        latents = self.run_callback(
+                            callback_on_step_end, step_index, t, step_tensors, callback_on_step_end_tensor_inputs
+                        )["latents"]
                 else:  # jump back: one forward step q(x_t | x_{t−1}) of the whole image
                     alpha = alpha_bar(next_level) / alpha_bar(level)
                     noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)

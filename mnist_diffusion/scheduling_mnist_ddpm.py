@@ -242,15 +242,21 @@ class MNISTDDPMScheduler(SchedulerMixin, ConfigMixin):
         self._step_coefficients = dict(zip(timesteps.tolist(), coefficients.tolist()))
         self._previous_timestep = dict(zip(timesteps.tolist(), previous.tolist()))
 
-    def previous_timestep(self, timestep: int | torch.Tensor) -> int:
+    def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
         """
+        The timestep that follows `timestep` in the reverse process, of the type diffusers' `DDPMScheduler` returns.
+
         Args:
             timestep (`int` or `torch.Tensor`): a timestep of the current schedule.
 
         Returns:
-            `int`: the timestep that follows it in the reverse process, −1 after the last one.
+            `int` or `torch.Tensor`: the next timestep, −1 after the last one; a 0-d tensor on the device of
+            `self.timesteps` once `set_timesteps` has been called, `timestep − 1` (of `timestep`'s type) before.
         """
-        return self._previous_timestep[self._schedule_key(timestep)]
+        previous = self._previous_timestep[self._schedule_key(timestep)]
+        if self.num_inference_steps is None:  # the full chain that `__init__` sets up
+            return timestep - 1
+        return torch.tensor(previous, device=self.timesteps.device)
 
     def _schedule_key(self, timestep: int | torch.Tensor) -> int:
         key = int(timestep)

@@ -110,3 +110,95 @@ def test_the_readme_inpainting_table_is_the_shipped_measurement():
         pytest.skip(f"no inpainting measurement at {results}")
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert inpainting_table(json.loads(results.read_text())) in readme, "README's inpainting table is out of date"
+
+
+def test_from_pipe_both_ways_shares_the_components_and_config(tiny_pipe):
+    from mnist_diffusion import MNISTDDPMPipeline
+
+    tiny_pipe.register_to_config(default_guidance_scale=2.5)
+    inpaint = MNISTDDPMInpaintPipeline.from_pipe(tiny_pipe)
+    assert type(inpaint) is MNISTDDPMInpaintPipeline and inpaint.config.default_guidance_scale == 2.5
+    assert inpaint.unet is tiny_pipe.unet and inpaint.scheduler is tiny_pipe.scheduler
+    back = MNISTDDPMPipeline.from_pipe(inpaint)
+    assert type(back) is MNISTDDPMPipeline and back.unet is tiny_pipe.unet
+    assert back.config.default_guidance_scale == 2.5
+
+
+def test_the_generation_pipeline_loads_the_folder_of_the_inpainting_pipeline(inpaint, tmp_path):
+    from mnist_diffusion import MNISTDDPMPipeline
+
+    inpaint.save_pretrained(tmp_path)
+    loaded = MNISTDDPMPipeline.from_pretrained(tmp_path)
+    assert type(loaded) is MNISTDDPMPipeline
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_an_image_holding_nan_or_inf_is_refused(inpaint, bad):
+    image = torch.zeros(28, 28)
+    image[3, 4] = bad
+    with pytest.raises(ValueError, match="`image` holds NaN or infinite values"):
+        inpaint(image, np.full((28, 28), 255, np.uint8), labels=[1], **FAST)
+
+
+def test_an_all_black_mask_error_explains_the_uint8_scale(inpaint):
+    image, _ = digit_and_bottom_mask()
+    mask = np.zeros((28, 28), np.uint8)
+    mask[14:] = 1
+    with pytest.raises(ValueError, match="all black.*0–255.*multiply a 0/1 uint8 mask by 255"):
+        inpaint(image, mask, labels=[1], **FAST)
+    inpaint(image, mask.astype(bool), labels=[1], **FAST)  # the same mask as bool is read as 0/1
+
+
+def test_a_three_or_four_channel_tensor_is_refused_as_ambiguous(inpaint):
+    image, mask = digit_and_bottom_mask()
+    rgb = torch.from_numpy(np.asarray(image).copy()).expand(3, 28, 28)
+    with pytest.raises(ValueError, match=r"`image` of shape \(3, 28, 28\) is ambiguous.*\(N, 1, 28, 28\)"):
+        inpaint(rgb, mask, labels=[1, 2, 3], **FAST)
+    with pytest.raises(ValueError, match=r"`mask_image` of shape \(4, 28, 28\) is ambiguous"):
+        inpaint(image, np.zeros((4, 28, 28), np.uint8), labels=[1], **FAST)
+    three = inpaint(rgb[:, None], mask, labels=[1, 2, 3], output_type="np", **FAST).images
+    assert three.shape == (3, 28, 28, 1)
+    assert len(inpaint([image] * 3, mask, labels=[1, 2, 3], **FAST).images) == 3  # three PIL images stay three
+
+
+def test_a_scheduler_loaded_as_remote_code_is_accepted(inpaint):
+    """A pipeline loaded with trust_remote_code carries its own copy of MNISTDDPMScheduler: another class object."""
+    import importlib.util
+
+    import mnist_diffusion.scheduling_mnist_ddpm as ours
+
+    spec = importlib.util.spec_from_file_location("remote_copy_of_scheduling_mnist_ddpm", ours.__file__)
+    remote = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(remote)
+    assert remote.MNISTDDPMScheduler is not ours.MNISTDDPMScheduler
+    reference = inpaint(*digit_and_bottom_mask(), labels=[3], output_type="np",
+                        generator=torch.Generator().manual_seed(0), **FAST).images
+    inpaint.scheduler = remote.MNISTDDPMScheduler.from_config(inpaint.scheduler.config)
+    completed = inpaint(*digit_and_bottom_mask(), labels=[3], output_type="np",
+                        generator=torch.Generator().manual_seed(0), **FAST).images
+    np.testing.assert_array_equal(completed, reference)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"num_inference_steps": 0}, "`num_inference_steps` must be a positive integer, at most 1000, got 0"),
+    ({"guidance_scale": float("nan")}, "`guidance_scale` must be a finite number"),
+    ({"jump_n_sample": 2.0}, "`jump_n_sample` must be a positive integer, got 2.0"),
+    ({"callback_on_step_end_tensor_inputs": "latents"}, "must be a list of names"),
+])
+def test_inpainting_checks_its_arguments_as_the_generation_pipeline_does(inpaint, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        inpaint(*digit_and_bottom_mask(), labels=[1], **{**FAST, **kwargs})
+
+
+def test_inpainting_callback_interrupt_and_jump_sizes_take_numpy_integers(inpaint):
+    denoising_steps = []
+
+    def stop_after_three(pipe, i, t, tensors):
+        denoising_steps.append(i)
+        pipe._interrupt = len(denoising_steps) == 3
+
+    inpaint(*digit_and_bottom_mask(), labels=[1], num_inference_steps=12, jump_length=np.int64(3),
+            jump_n_sample=np.int64(2), callback_on_step_end=stop_after_three)
+    assert len(denoising_steps) == 3
+    with pytest.raises(TypeError, match="must return a dict"):
+        inpaint(*digit_and_bottom_mask(), labels=[1], callback_on_step_end=lambda pipe, i, t, tensors: 1, **FAST)

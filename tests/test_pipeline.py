@@ -176,3 +176,222 @@ def test_diffusers_schedulers_swap_in_via_from_config(tiny_pipe, scheduler_class
     assert images.shape == (2, 1, 28, 28) and torch.isfinite(images).all()
     np.testing.assert_array_equal(run(tiny_pipe, labels=[0, 9], output_type="pt", num_inference_steps=8,
                                       guidance_scale=2.0), images)
+
+
+def test_guidance_inside_an_interval_that_holds_every_step_is_plain_guidance(tiny_pipe):
+    reference = run(tiny_pipe, labels=[2, 4], output_type="np", num_inference_steps=4, guidance_scale=3.0)
+    for interval in ((0, 1000), [0.0, 750.0], (np.int64(0), np.float32(750))):  # the steps are 750, 500, 250, 0
+        np.testing.assert_array_equal(
+            run(tiny_pipe, labels=[2, 4], output_type="np", num_inference_steps=4, guidance_scale=3.0,
+                guidance_interval=interval),
+            reference,
+        )
+
+
+def test_guidance_interval_with_no_step_in_it_is_no_guidance(tiny_pipe):
+    unguided = run(tiny_pipe, labels=[2, 4], output_type="np", num_inference_steps=4, guidance_scale=1.0)
+    for interval in ((1, 249), (751, 1000), (600, 600)):
+        np.testing.assert_array_equal(
+            run(tiny_pipe, labels=[2, 4], output_type="np", num_inference_steps=4, guidance_scale=3.0,
+                guidance_interval=interval),
+            unguided,
+        )
+
+
+def test_guidance_interval_runs_the_unconditional_pass_only_inside_it(tiny_pipe):
+    batches = []
+    hook = tiny_pipe.unet.register_forward_pre_hook(
+        lambda module, args: batches.append((int(args[1]), args[2].tolist()))
+    )
+    run(tiny_pipe, labels=[2, 4], num_inference_steps=4, guidance_scale=3.0, guidance_interval=(250, 500))
+    hook.remove()
+    assert batches == [(750, [2, 4]), (500, [2, 4, 10, 10]), (250, [2, 4, 10, 10]), (0, [2, 4])]
+
+
+def test_the_default_guidance_interval_is_config_and_survives_save_pretrained(tiny_unet, tmp_path):
+    pipe = MNISTDDPMPipeline(tiny_unet, MNISTDDPMScheduler(), default_guidance_scale=3.0,
+                             default_guidance_interval=(250, 500))
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(tmp_path)
+    loaded = MNISTDDPMPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert list(loaded.config.default_guidance_interval) == [250, 500]
+    limited = run(loaded, output_type="np", num_inference_steps=4)
+    np.testing.assert_array_equal(limited, run(loaded, output_type="np", num_inference_steps=4,
+                                               guidance_interval=(250, 500)))
+    assert np.abs(limited - run(loaded, output_type="np", num_inference_steps=4, guidance_interval=(0, 1000))).max() > 0
+
+
+@pytest.mark.parametrize("interval,shown", [
+    ((500, 250), "(500, 250)"), ((-1, 500), "(-1, 500)"), ((0, 1001), "(0, 1001)"), ((0, float("nan")), "nan"),
+    ((0, float("inf")), "inf"), ((0, 500, 900), "(0, 500, 900)"), (500, "500"), ("0,500", "'0,500'"),
+    ((True, 500), "True"), ((None, 500), "None"),
+])
+def test_bad_guidance_interval_is_a_value_error_naming_it(tiny_pipe, interval, shown):
+    with pytest.raises(ValueError, match="guidance_interval") as error:
+        tiny_pipe([1], num_inference_steps=2, guidance_interval=interval)
+    assert shown in str(error.value) and "0 ≤ t_low ≤ t_high ≤ num_train_timesteps=1000" in str(error.value)
+
+
+@pytest.mark.parametrize("storage_dtype", [torch.bfloat16, torch.float8_e4m3fn])
+def test_layerwise_casting_runs_the_unet_in_its_compute_dtype(tiny_pipe, storage_dtype):
+    reference = run(tiny_pipe, labels=[1, 2], output_type="np", num_inference_steps=3, guidance_scale=2.0)
+    tiny_pipe.unet.enable_layerwise_casting(storage_dtype=storage_dtype, compute_dtype=torch.float32)
+    assert tiny_pipe.unet.conv_in.weight.dtype == storage_dtype
+    for guidance_scale in (1.0, 2.0):
+        images = run(tiny_pipe, labels=[1, 2], output_type="np", num_inference_steps=3, guidance_scale=guidance_scale)
+        assert images.shape == (2, 28, 28, 1) and np.isfinite(images).all()
+    if storage_dtype == torch.bfloat16:  # weights rounded to 8 bits of mantissa: close to the float32 result
+        assert np.abs(images - reference).mean() < 0.01
+
+
+def test_the_unet_dtype_is_read_once_per_call_not_per_step(tiny_pipe, monkeypatch):
+    reads = []
+    dtype_property = ClassConditionedUNet.dtype
+    monkeypatch.setattr(ClassConditionedUNet, "dtype",
+                        property(lambda unet: reads.append(1) or dtype_property.fget(unet)))
+    run(tiny_pipe, num_inference_steps=6, guidance_scale=2.0)
+    assert len(reads) == 1
+
+
+SCHEDULERS = [MNISTDDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+              UniPCMultistepScheduler]
+
+
+@pytest.mark.parametrize("scheduler_class", SCHEDULERS)
+@pytest.mark.parametrize("steps", [0, -1, 2.5, 3.0, 1001, True, "10"])
+def test_num_inference_steps_is_checked_by_the_pipeline_for_every_scheduler(tiny_pipe, scheduler_class, steps):
+    tiny_pipe.scheduler = scheduler_class.from_config(tiny_pipe.scheduler.config)
+    with pytest.raises(ValueError, match="`num_inference_steps` must be a positive integer, at most 1000") as error:
+        tiny_pipe([1], num_inference_steps=steps)
+    assert repr(steps) in str(error.value)
+
+
+@pytest.mark.parametrize("scheduler_class", SCHEDULERS)
+def test_every_scheduler_takes_one_step_and_sets_up_num_train_timesteps_steps(tiny_pipe, scheduler_class):
+    tiny_pipe.scheduler = scheduler_class.from_config(tiny_pipe.scheduler.config)
+    assert run(tiny_pipe, output_type="np", num_inference_steps=np.int64(1)).shape == (1, 28, 28, 1)
+    tiny_pipe.scheduler.set_timesteps(1000)  # the upper bound the pipeline allows (not run: 1000 UNet calls)
+    assert len(tiny_pipe.scheduler.timesteps) == 1000
+
+
+@pytest.mark.parametrize("guidance_scale", [float("nan"), float("inf"), -float("inf"), np.float32("nan"), -0.5])
+def test_non_finite_or_negative_guidance_scale_is_refused(tiny_pipe, guidance_scale):
+    with pytest.raises(ValueError, match="`guidance_scale` must be a finite number ≥ 0") as error:
+        tiny_pipe([1], num_inference_steps=2, guidance_scale=guidance_scale)
+    assert repr(guidance_scale) in str(error.value)
+
+
+def test_numpy_scalars_are_accepted_for_guidance_scale_and_num_images_per_label(tiny_pipe):
+    reference = run(tiny_pipe, labels=[3], output_type="np", num_inference_steps=3, guidance_scale=2.0,
+                    num_images_per_label=2)
+    for guidance_scale in (np.float32(2.0), np.int64(2), np.float64(2.0), 2):
+        for num_images_per_label in (np.int64(2), np.int32(2)):
+            np.testing.assert_array_equal(
+                run(tiny_pipe, labels=[3], output_type="np", num_inference_steps=3, guidance_scale=guidance_scale,
+                    num_images_per_label=num_images_per_label),
+                reference,
+            )
+    for bad in (2.0, np.float32(2.0), True):
+        with pytest.raises(ValueError, match="`num_images_per_label` must be a positive integer"):
+            tiny_pipe([3], num_inference_steps=2, num_images_per_label=bad)
+
+
+def test_pt_output_is_an_ordinary_tensor_not_an_inference_tensor(tiny_pipe):
+    images = run(tiny_pipe, output_type="pt", num_inference_steps=2)
+    assert not torch.is_inference(images) and not images.requires_grad
+    weight = torch.ones((), requires_grad=True)
+    (images * weight).sum().backward()
+    assert weight.grad == images.sum()
+    images.mul_(2)
+
+
+def test_labels_take_any_sequence_and_a_bad_one_is_shown_with_its_index_not_the_list(tiny_pipe):
+    np.testing.assert_array_equal(run(tiny_pipe, labels=[0, 1, 2], output_type="np", num_inference_steps=2),
+                                  tiny_pipe(range(3), num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                                            output_type="np").images)
+    labels = [3] * 100_000
+    labels[54_321] = 12
+    with pytest.raises(ValueError, match="got 12 at index 54321") as error:
+        tiny_pipe(labels, num_inference_steps=2)
+    assert len(str(error.value)) < 200
+    with pytest.raises(ValueError, match=r"got '7' \(str\) at index 1"):
+        tiny_pipe([1, "7"], num_inference_steps=2)
+
+
+def test_a_tuple_of_generators_is_a_list_of_generators(tiny_pipe):
+    as_list = tiny_pipe([3, 4], num_inference_steps=3, output_type="np",
+                        generator=[torch.Generator().manual_seed(s) for s in (5, 6)]).images
+    as_tuple = tiny_pipe([3, 4], num_inference_steps=3, output_type="np",
+                         generator=tuple(torch.Generator().manual_seed(s) for s in (5, 6))).images
+    np.testing.assert_array_equal(as_tuple, as_list)
+    with pytest.raises(ValueError, match="`generator` must be a torch.Generator or a list of them, got 5"):
+        tiny_pipe([3], num_inference_steps=2, generator=5)
+
+
+def test_a_callback_must_return_a_dict_or_none(tiny_pipe):
+    run(tiny_pipe, num_inference_steps=2, callback_on_step_end=lambda pipe, i, t, tensors: None)
+    with pytest.raises(TypeError, match="`callback_on_step_end` must return a dict .* got a list"):
+        run(tiny_pipe, num_inference_steps=2, callback_on_step_end=lambda pipe, i, t, tensors: [tensors["latents"]])
+
+
+def test_callback_tensor_inputs_must_be_a_list_of_names(tiny_pipe):
+    with pytest.raises(ValueError, match=r"must be a list of names from \['latents'\], got 'latents'"):
+        run(tiny_pipe, num_inference_steps=2, callback_on_step_end_tensor_inputs="latents")
+    with pytest.raises(ValueError, match=r"may only name \['latents'\], got \['noise'\]"):
+        run(tiny_pipe, num_inference_steps=2, callback_on_step_end_tensor_inputs=["latents", "noise"])
+    seen = []
+    run(tiny_pipe, num_inference_steps=2, callback_on_step_end_tensor_inputs=[],
+        callback_on_step_end=lambda pipe, i, t, tensors: seen.append(sorted(tensors)))
+    assert seen == [[], []]
+
+
+def test_a_callback_can_interrupt_the_loop(tiny_pipe):
+    calls = []
+    hook = tiny_pipe.unet.register_forward_pre_hook(lambda module, args: calls.append(int(args[1])))
+
+    def stop_after_two_steps(pipe, i, t, tensors):
+        pipe._interrupt = i == 1
+        return tensors
+
+    images = run(tiny_pipe, output_type="np", num_inference_steps=5, callback_on_step_end=stop_after_two_steps)
+    assert calls == [800, 600] and images.shape == (1, 28, 28, 1)
+    calls.clear()
+    run(tiny_pipe, num_inference_steps=5)  # the next call starts afresh
+    hook.remove()
+    assert len(calls) == 5
+
+
+@pytest.mark.parametrize("path", ["./no-such-folder", "/tmp/no/such/folder", "no/such/folder"])
+def test_a_missing_folder_is_a_file_not_found_error(path):
+    with pytest.raises(FileNotFoundError, match=f"No such folder: {path}"):
+        MNISTDDPMPipeline.from_pretrained(path)
+
+
+def test_a_missing_path_object_is_a_file_not_found_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No such folder"):
+        MNISTDDPMPipeline.from_pretrained(tmp_path / "model")
+
+
+@pytest.mark.parametrize("entry,shown", [
+    (["unet_mnist", "torch"], "['unet_mnist', 'torch'], which is not a model or scheduler class"),
+    (["diffusers", "logging"], "['diffusers', 'logging'], which is not a model or scheduler class"),
+    (["diffusers", "DDPMScheduler"], "`unet` component ['diffusers', 'DDPMScheduler'], which is not a ModelMixin"),
+    ([None, None], "[None, None]; both must be strings"),
+    ("ClassConditionedUNet", "as [library, class name], got 'ClassConditionedUNet'"),
+    (["unet_mnist"], "as [library, class name], got ['unet_mnist']"),
+    (None, "no entry for the `unet` component"),
+])
+def test_a_tampered_model_index_is_a_value_error_naming_the_entry(tiny_pipe, tmp_path, entry, shown):
+    import json
+
+    tiny_pipe.save_pretrained(tmp_path)
+    model_index = json.loads((tmp_path / "model_index.json").read_text())
+    if entry is None:
+        del model_index["unet"]
+    else:
+        model_index["unet"] = entry
+    (tmp_path / "model_index.json").write_text(json.dumps(model_index))
+    with pytest.raises(ValueError) as error:
+        MNISTDDPMPipeline.from_pretrained(tmp_path)
+    assert shown in str(error.value)

@@ -165,3 +165,17 @@ def test_config_round_trip(tmp_path):
     public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}
     assert public(loaded.config) == public(scheduler.config)
     torch.testing.assert_close(loaded.alphas_cumprod, scheduler.alphas_cumprod, atol=0, rtol=0)
+
+
+def test_previous_timestep_returns_what_diffusers_returns():
+    ours, reference = make_pair()
+    for t in (999, torch.tensor(500), 0):  # before set_timesteps: t − 1, of t's type
+        mine, theirs = ours.previous_timestep(t), reference.previous_timestep(t)
+        assert type(mine) is type(theirs) and int(mine) == int(theirs)
+    for configure in (dict(num_inference_steps=10), dict(timesteps=[900, 500, 10])):
+        ours.set_timesteps(**configure)
+        reference.set_timesteps(**configure)
+        for t in reference.timesteps.tolist():
+            mine, theirs = ours.previous_timestep(t), reference.previous_timestep(t)
+            assert torch.is_tensor(mine) and mine.ndim == 0 and mine.dtype == theirs.dtype
+            assert mine.item() == theirs.item()
