@@ -14,7 +14,9 @@ import platform
 import re
 import shutil
 import sys
+import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +25,21 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils.constants import OPTIMIZER_NAME, SAFE_WEIGHTS_NAME, SCHEDULER_NAME
 from diffusers import DPMSolverMultistepScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
+from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
-from .data import MNISTDataset
+from .data import MNIST_FILES, MNISTDataset
 from .hub import add_hub_arguments, check_hub_arguments, push_pipeline_to_hub
+from .images import make_grid
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
+from .redaction import redact, redact_command
 from .scheduling_mnist_ddpm import MNISTDDPMScheduler
 from .unet_mnist import ClassConditionedUNet
-from .images import make_grid
 
 logger = get_logger(__name__)
 
@@ -42,6 +47,12 @@ CHECKPOINTS, LOGS, SAMPLES = "checkpoints", "logs", "samples"
 PIPELINE_ENTRIES = ("model_index.json", "unet", "scheduler", "training_config.json")
 RUN_ENTRIES = set(PIPELINE_ENTRIES) | {CHECKPOINTS, LOGS, SAMPLES}
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+TRAINING_STATE = "training_state.json"
+# What `accelerator.save_state` writes besides the random states: the model, optimiser and lr schedule, and the
+# objects registered for checkpointing (here the EMA, the first and only one) as `custom_checkpoint_<i>.pkl`.
+CHECKPOINT_FILES = (SAFE_WEIGHTS_NAME, f"{OPTIMIZER_NAME}.bin", f"{SCHEDULER_NAME}.bin")
+EMA_CHECKPOINT_FILE = "custom_checkpoint_0.pkl"
+TRAINING_IMAGES = MNIST_FILES["train"][0].count
 LR_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
 
@@ -140,6 +151,7 @@ def check_args(args: argparse.Namespace) -> list[str]:
     for name in ("max_train_steps", "save_model_steps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             problems.append(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    problems += check_batch_size(args.train_batch_size, TRAINING_IMAGES, "the MNIST training split")
     if args.max_train_minutes is not None and args.max_train_minutes <= 0:
         problems.append(f"--max_train_minutes must be positive, got {args.max_train_minutes}")
     if not args.learning_rate > 0:
@@ -147,26 +159,62 @@ def check_args(args: argparse.Namespace) -> list[str]:
     for name in ("lr_warmup_steps", "dataloader_num_workers", "seed"):
         if getattr(args, name) < 0:
             problems.append(f"--{name} must be ≥ 0, got {getattr(args, name)}")
-    for name in ("cond_drop_prob", "dropout"):
+    # numpy takes 32-bit seeds, and every process seeds itself with --seed plus its index.
+    if args.seed >= 2**31:
+        problems.append(f"--seed must be below 2**31 = {2**31}, got {args.seed}")
+    for name in ("cond_drop_prob", "dropout", "adam_beta1", "adam_beta2"):
         if not 0 <= getattr(args, name) < 1:
             problems.append(f"--{name} must be in [0, 1), got {getattr(args, name)}")
-    if args.max_grad_norm < 0:
-        problems.append(f"--max_grad_norm must be ≥ 0, got {args.max_grad_norm}")
+    for name in ("adam_weight_decay", "adam_epsilon", "max_grad_norm", "validation_guidance_scale"):
+        if not getattr(args, name) >= 0:
+            problems.append(f"--{name} must be ≥ 0, got {getattr(args, name)}")
     if not 0 < args.ema_max_decay < 1:
         problems.append(f"--ema_max_decay must be in (0, 1), got {args.ema_max_decay}")
+    for name in ("ema_inv_gamma", "ema_power"):  # the warm-up decay 1 − (1 + step/γ)^−p needs both positive
+        if not getattr(args, name) > 0:
+            problems.append(f"--{name} must be positive, got {getattr(args, name)}")
     if any(c < 1 or c % args.norm_num_groups for c in args.block_out_channels):
         problems.append(f"--block_out_channels {args.block_out_channels} must be positive multiples of "
                         f"--norm_num_groups {args.norm_num_groups}")
     if 28 % 2 ** (len(args.block_out_channels) - 1):
         problems.append(f"--block_out_channels has {len(args.block_out_channels)} levels; 28 pixels halve at most "
                         "twice (28 → 14 → 7)")
+    # Attention splits the width of each level that has it (those of --attention_resolutions, and the bottleneck)
+    # into heads of --attention_head_dim channels.
+    attended = {channels for level, channels in enumerate(args.block_out_channels)
+                if 28 // 2**level in args.attention_resolutions} | {args.block_out_channels[-1]}
+    if args.attention_head_dim >= 1 and any(channels % args.attention_head_dim for channels in attended):
+        problems.append(f"--attention_head_dim {args.attention_head_dim} must divide the width of every level with "
+                        f"attention, {sorted(attended)}")
     problems += check_hub_arguments(args)
     return problems
 
 
+def check_batch_size(batch_size: int, num_images: int, data: str) -> list[str]:
+    """
+    The problem with a batch larger than the data: with incomplete batches dropped, an epoch would have no step.
+
+    Args:
+        batch_size: `--train_batch_size`.
+        num_images: the number of training images.
+        data: what they are, for the message.
+
+    Returns:
+        `list[str]`: the problem, or nothing.
+    """
+    if batch_size > num_images:
+        return [f"--train_batch_size {batch_size} is more than the {num_images} images of {data}: an epoch would "
+                "have no full batch"]
+    return []
+
+
 def recorded_options(args: argparse.Namespace) -> dict:
-    """The options as written to training_config.json and the logs: everything but the Hub token."""
-    return {name: value for name, value in vars(args).items() if name != "hub_token"}
+    """
+    The options as written to training_config.json and the logs: everything but the Hub token, and no text shaped like
+    a token either (one pasted into the wrong option).
+    """
+    return {name: redact(value) if isinstance(value, str) else value
+            for name, value in vars(args).items() if name != "hub_token"}
 
 
 def describe_hardware(accelerator: Accelerator) -> str:
@@ -193,17 +241,67 @@ def make_unet(args: argparse.Namespace) -> ClassConditionedUNet:
     )
 
 
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step of a checkpoint folder `checkpoint-N`: N."""
+    return int(CHECKPOINT_PATTERN.match(checkpoint.name).group(1))
+
+
 def list_checkpoints(output_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (a half-written one has a temporary name and is ignored)."""
+    """The checkpoints of a run, oldest first (a half-written one has a temporary name and is not listed)."""
     folder = output_dir / CHECKPOINTS
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)) and p.is_dir()]
-    return [p for _, p in sorted(found)]
+    return sorted((p for p in folder.iterdir() if CHECKPOINT_PATTERN.match(p.name) and p.is_dir()), key=checkpoint_step)
+
+
+def checkpoint_problem(checkpoint: Path, use_ema: bool) -> str | None:
+    """
+    What makes a checkpoint folder unusable, or None if it is complete and its files are intact.
+
+    Each file is checked by its format, the safetensors header against the file's size and every torch archive
+    (optimiser, lr schedule, EMA, random states) against its CRCs, so that a missing, truncated or damaged file is
+    named here, before any work, rather than by a raw error from deep inside `accelerator.load_state`.
+
+    Args:
+        checkpoint (`Path`): a folder written by `save_checkpoint` in [`train`].
+        use_ema (`bool`): whether the run to resume keeps an EMA, which must then be in the checkpoint.
+
+    Returns:
+        `str` or `None`: the problem, e.g. `"model.safetensors is missing"`.
+    """
+    if not checkpoint.is_dir():
+        return "there is no such folder"
+    required = [TRAINING_STATE, *CHECKPOINT_FILES] + ([EMA_CHECKPOINT_FILE] if use_ema else [])
+    missing = [name for name in required if not (checkpoint / name).is_file()]
+    if missing:
+        return f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
+    try:
+        state = json.loads((checkpoint / TRAINING_STATE).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"{TRAINING_STATE} is not valid JSON ({error})"
+    if not (isinstance(state, dict) and all(isinstance(state.get(key), int) for key in ("global_step", "images_seen"))
+            and isinstance(state.get("train_seconds"), (int, float))):
+        return f"{TRAINING_STATE} does not hold global_step, images_seen and train_seconds"
+    for path in sorted(checkpoint.iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(path, framework="pt"):
+                    pass
+            elif path.suffix in (".bin", ".pkl"):  # torch.save archives
+                with zipfile.ZipFile(path) as archive:
+                    damaged = archive.testzip()
+                if damaged is not None:
+                    return f"{path.name} is damaged (a CRC error in {damaged})"
+        except (SafetensorError, zipfile.BadZipFile, OSError) as error:
+            return f"{path.name} is truncated or damaged ({error})"
+    return None
 
 
 def resolve_checkpoint(args: argparse.Namespace, output_dir: Path) -> Path | None:
-    """The checkpoint to resume from, or None to start fresh; a clear error for one that does not exist."""
+    """
+    The checkpoint to resume from, or None to start fresh. `latest` is the newest complete checkpoint: newer ones
+    that are incomplete or damaged are skipped with a warning. A checkpoint named by its path must be usable.
+    """
     if args.resume_from_checkpoint is None:
         return None
     if args.resume_from_checkpoint == "latest":
@@ -211,33 +309,56 @@ def resolve_checkpoint(args: argparse.Namespace, output_dir: Path) -> Path | Non
         if not checkpoints:
             logger.warning(f"No checkpoint in {output_dir / CHECKPOINTS}: starting a new run.", main_process_only=True)
             return None
-        return checkpoints[-1]
+        skipped = []
+        for checkpoint in reversed(checkpoints):
+            problem = checkpoint_problem(checkpoint, args.use_ema)
+            if problem is None:
+                return checkpoint
+            logger.warning(f"Skipping the checkpoint {checkpoint}: {problem}.", main_process_only=True)
+            skipped.append(f"{checkpoint.name}: {problem}")
+        raise ValueError(
+            f"--resume_from_checkpoint latest: no checkpoint in {output_dir / CHECKPOINTS} can be resumed "
+            f"({'; '.join(skipped)}). Remove them to start a new run there, or choose another --output_dir."
+        )
     path = Path(args.resume_from_checkpoint)
-    if not (path / "training_state.json").is_file():
+    if not path.is_dir():
         raise FileNotFoundError(
             f"--resume_from_checkpoint {path}: no checkpoint there (expected a folder written by this script, "
-            f"with training_state.json), or pass `latest`."
+            f"with {TRAINING_STATE}), or pass `latest`."
         )
+    problem = checkpoint_problem(path, args.use_ema)
+    if problem is not None:
+        raise ValueError(f"--resume_from_checkpoint {path} cannot be resumed: {problem}.")
     return path
 
 
 def check_output_dir(output_dir: Path, resuming: bool) -> None:
-    """Refuse an output_dir that holds anything but this script's own output, or a previous run not resumed."""
-    if not output_dir.exists():
-        return
-    if not output_dir.is_dir():
+    """
+    Refuse an output_dir that holds anything but this script's own output, a previous run not resumed, or a folder
+    that cannot be created or written to; then create it. All of this is found before training, not at the first
+    checkpoint hundreds of steps later.
+    """
+    if output_dir.exists() and not output_dir.is_dir():
         raise FileExistsError(f"--output_dir {output_dir} exists and is not a folder.")
-    foreign = sorted(p.name for p in output_dir.iterdir() if p.name not in RUN_ENTRIES and not p.name.startswith("."))
-    if foreign:
-        raise FileExistsError(
-            f"--output_dir {output_dir} already holds files this script did not write ({', '.join(foreign[:5])}); "
-            "choose an empty or new folder so that nothing there is overwritten."
-        )
-    if list_checkpoints(output_dir) and not resuming:
-        raise FileExistsError(
-            f"--output_dir {output_dir} holds checkpoints of an earlier run; pass --resume_from_checkpoint latest "
-            "to continue it, or choose another folder."
-        )
+    if output_dir.is_dir():
+        foreign = sorted(p.name for p in output_dir.iterdir()
+                         if p.name not in RUN_ENTRIES and not p.name.startswith("."))
+        if foreign:
+            raise FileExistsError(
+                f"--output_dir {output_dir} already holds files this script did not write ({', '.join(foreign[:5])}); "
+                "choose an empty or new folder so that nothing there is overwritten."
+            )
+        if list_checkpoints(output_dir) and not resuming:
+            raise FileExistsError(
+                f"--output_dir {output_dir} holds checkpoints of an earlier run; pass --resume_from_checkpoint latest "
+                "to continue it, or choose another folder."
+            )
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise OSError(f"--output_dir {output_dir} cannot be created or written to: {error}") from error
 
 
 def save_pipeline(pipeline: MNISTDDPMPipeline, output_dir: Path, training_record: dict) -> None:
@@ -311,6 +432,10 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
     # Every check and the data come before any training: a bad file or option fails here, on every rank.
     dataset = MNISTDataset(args.data_dir, split="train", download=accelerator.is_main_process)
     accelerator.wait_for_everyone()
+    # check_args knows the size of MNIST; a data set of its own (see data.CHECKSUMS_FILE) may be smaller.
+    problems = check_batch_size(args.train_batch_size, len(dataset), args.data_dir)
+    if problems:
+        raise ValueError(problems[0] + ".")
 
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     model = make_unet(args)
@@ -351,9 +476,21 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
 
     state = {"global_step": 0, "images_seen": 0, "train_seconds": 0.0}
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        state = json.loads((resume_from / "training_state.json").read_text())
+        try:
+            accelerator.load_state(str(resume_from))
+        except (RuntimeError, ValueError, KeyError) as error:  # intact files that do not fit this model or optimiser
+            raise ValueError(
+                f"--resume_from_checkpoint {resume_from} does not fit this run ({error}); resume with the model and "
+                "optimiser options it was written with."
+            ) from error
+        state = json.loads((resume_from / TRAINING_STATE).read_text())
         accelerator.print(f"Resumed from {resume_from} at step {state['global_step']}.")
+        newer = [p.name for p in list_checkpoints(output_dir) if checkpoint_step(p) > state["global_step"]]
+        if newer:
+            logger.warning(
+                f"Rolling back to step {state['global_step']}: the newer checkpoints {', '.join(newer)} belong to the "
+                "abandoned run and are deleted once this run writes its first checkpoint.", main_process_only=True,
+            )
 
     global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     if accelerator.is_main_process:
@@ -370,17 +507,27 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
 
     def save_checkpoint() -> None:
         final = output_dir / CHECKPOINTS / f"checkpoint-{state['global_step']}"
-        temporary = final.with_name(f".tmp-{final.name}")
+        temporary, retired = final.with_name(f".tmp-{final.name}"), final.with_name(f".old-{final.name}")
         if accelerator.is_main_process:
             shutil.rmtree(temporary, ignore_errors=True)
         accelerator.wait_for_everyone()
         accelerator.save_state(str(temporary))  # every rank writes its RNG state; the main rank the rest
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            (temporary / "training_state.json").write_text(json.dumps(state) + "\n")
+            (temporary / TRAINING_STATE).write_text(json.dumps(state) + "\n")
+            # A run rolled back to an older checkpoint re-writes the steps after it: the abandoned run's checkpoint of
+            # this step is moved aside first, since a folder cannot be renamed onto a non-empty one.
+            if final.exists():
+                shutil.rmtree(retired, ignore_errors=True)
+                os.replace(final, retired)
             os.replace(temporary, final)  # a checkpoint exists complete, or not at all
-            for old in list_checkpoints(output_dir)[: -args.checkpoints_total_limit]:
-                shutil.rmtree(old)
+            shutil.rmtree(retired, ignore_errors=True)
+            # Checkpoints newer than this one are the abandoned run's: once this run has one of its own they go, so
+            # that `latest` and --checkpoints_total_limit only ever see one history.
+            checkpoints = list_checkpoints(output_dir)
+            kept = checkpoints.index(final) + 1
+            for stale in checkpoints[kept:] + checkpoints[: max(kept - args.checkpoints_total_limit, 0)]:
+                shutil.rmtree(stale)
         accelerator.wait_for_everyone()
 
     def sampling_unet() -> ClassConditionedUNet:
@@ -396,7 +543,7 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
     def save_final_pipeline() -> None:
         if accelerator.is_main_process:
             record = {
-                "command": " ".join(["scripts/train.py", *sys.argv[1:]]),
+                "command": " ".join(["scripts/train.py", *redact_command(sys.argv[1:])]),
                 "args": recorded_options(args),
                 "global_step": state["global_step"],
                 "images_seen": state["images_seen"],

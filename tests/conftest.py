@@ -3,6 +3,8 @@ import torch
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
 
+from .synthetic_mnist import write_synthetic_mnist
+
 TINY_UNET = dict(block_out_channels=(8, 16, 16), layers_per_block=1, attention_head_dim=8, norm_num_groups=4)
 
 
@@ -26,3 +28,13 @@ def tiny_pipe(tiny_unet):
     pipe = MNISTDDPMPipeline(unet=tiny_unet, scheduler=MNISTDDPMScheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="session")
+def synthetic_mnist(tmp_path_factory):
+    """
+    A data folder with a generated MNIST in the real IDX format (320 training and 100 test digits, see
+    `tests/synthetic_mnist.py`), for the tests whose behaviour does not depend on real digits, so that they run on a
+    machine without the real files.
+    """
+    return write_synthetic_mnist(tmp_path_factory.mktemp("synthetic-mnist"))

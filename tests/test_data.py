@@ -5,9 +5,10 @@ import functools
 import gzip
 import hashlib
 import http.server
+import json
 import os
+import shutil
 import socket
-import struct
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,14 +19,18 @@ import torch
 
 from mnist_diffusion import data
 from mnist_diffusion.data import (
+    CHECKSUMS_FILE,
     MNIST_FILES,
     MNISTDataError,
     MNISTDataset,
     ensure_mnist,
     load_mnist,
     read_idx,
+    read_idx_bytes,
     to_model_range,
 )
+
+from .synthetic_mnist import idx_bytes
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 ALL_SPECS = [spec for specs in MNIST_FILES.values() for spec in specs]
@@ -36,11 +41,9 @@ TRAIN_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
 FAKE_COUNT = 32  # images per split in the stand-in files used when the real ones are absent
 
 
-def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
-    """Uncompressed IDX bytes: big-endian magic (0x00000803 images, 0x00000801 labels), one size per dimension, data."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    magic = 0x00000800 | array.ndim if magic is None else magic
-    return struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+def content_md5(path: Path) -> str:
+    """The md5 the loader verifies: of the IDX bytes, decompressed."""
+    return hashlib.md5(gzip.decompress(path.read_bytes())).hexdigest()
 
 
 def write_gz(path: Path, payload: bytes) -> Path:
@@ -249,7 +252,7 @@ def test_tiny_file_with_a_canonical_name_fails_the_md5_check(tmp_path, split):
         message = str(info.value)
         assert images_spec.md5 in message
         assert str(images_path.resolve()) in message
-        assert hashlib.md5(images_path.read_bytes()).hexdigest() in message  # the actual md5 is reported too
+        assert content_md5(images_path) in message  # the actual md5 is reported too
 
 
 def test_existing_corrupt_file_is_reported_not_redownloaded(tmp_path):
@@ -355,7 +358,8 @@ def canonical(source_bytes, monkeypatch):
     if not HAVE_REAL:
         for split, specs in list(data.MNIST_FILES.items()):
             monkeypatch.setitem(data.MNIST_FILES, split, tuple(
-                dataclasses.replace(spec, md5=hashlib.md5(source_bytes[spec.name]).hexdigest(), count=FAKE_COUNT)
+                dataclasses.replace(spec, md5=hashlib.md5(gzip.decompress(source_bytes[spec.name])).hexdigest(),
+                                    count=FAKE_COUNT)
                 for spec in specs))
     return source_bytes
 
@@ -378,7 +382,7 @@ def test_download_verifies_and_is_not_repeated(tmp_path, server, canonical):
     assert sorted(server.requests) == sorted("/" + spec.name for spec in specs("train"))
     for path, spec in zip(paths, specs("train")):
         assert path.read_bytes() == canonical[spec.name]
-        assert data.md5sum(path) == spec.md5
+        assert hashlib.md5(read_idx_bytes(path)).hexdigest() == spec.md5
     assert sorted(os.listdir(dest)) == sorted(spec.name for spec in specs("train"))  # no .part left over
 
     assert ensure_mnist(dest, "train", download=True, mirror=server.url) == paths
@@ -495,3 +499,101 @@ def test_download_file_directly_leaves_no_part_file(tmp_path, server, canonical)
 def test_malformed_mirror_raises_mnist_data_error(tmp_path):
     with pytest.raises(MNISTDataError):
         ensure_mnist(tmp_path / "dest", "test", download=True, mirror="/not/a/url/")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 5. Other copies of the files, and data sets of their own
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_plain_and_recompressed_copies_of_the_canonical_files_load(tmp_path, canonical):
+    # The md5 is over the IDX content, so the same digits pass however they are stored.
+    images_spec, labels_spec = specs("test")
+    original = tmp_path / "original"
+    original.mkdir()
+    for spec in (images_spec, labels_spec):
+        (original / spec.name).write_bytes(canonical[spec.name])
+    expected_images, expected_labels = load_mnist(original, "test", download=False)
+
+    plain, recompressed = tmp_path / "plain", tmp_path / "recompressed"
+    plain.mkdir()
+    recompressed.mkdir()
+    for spec in (images_spec, labels_spec):
+        content = gzip.decompress(canonical[spec.name])
+        (plain / spec.plain_name).write_bytes(content)
+        (recompressed / spec.name).write_bytes(gzip.compress(content, compresslevel=1, mtime=1))
+        assert (recompressed / spec.name).read_bytes() != canonical[spec.name]
+    assert ensure_mnist(plain, "test", download=False) == (plain / images_spec.plain_name,
+                                                            plain / labels_spec.plain_name)
+    for folder in (plain, recompressed):
+        images, labels = load_mnist(folder, "test", download=False)
+        assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+
+
+def test_a_plain_copy_with_other_digits_is_corrupt(tmp_path, canonical):
+    images_spec, labels_spec = specs("test")
+    content = bytearray(gzip.decompress(canonical[images_spec.name]))
+    content[-1] ^= 0xFF  # one pixel of the last digit
+    (tmp_path / images_spec.plain_name).write_bytes(bytes(content))
+    (tmp_path / labels_spec.name).write_bytes(canonical[labels_spec.name])
+    with pytest.raises(MNISTDataError, match="corrupt") as info:
+        load_mnist(tmp_path, "test", download=False)
+    assert str((tmp_path / images_spec.plain_name).resolve()) in str(info.value) and images_spec.md5 in str(info.value)
+
+
+def test_a_data_dir_that_is_a_file_is_named(tmp_path):
+    not_a_folder = tmp_path / "mnist.tar"
+    not_a_folder.write_bytes(b"not a folder")
+    for download in (False, True):
+        with pytest.raises(MNISTDataError, match="is a file; pass the folder") as info:
+            load_mnist(not_a_folder, "train", download=download)
+        assert str(not_a_folder.resolve()) in str(info.value)
+
+
+def test_a_declared_data_set_loads_with_its_own_checksums(synthetic_mnist):
+    # What the real-file tests check of the loader, on a machine without the real files: the generated set of
+    # tests/synthetic_mnist.py, in the same format, passes with the checksums it declares.
+    images, labels = load_mnist(synthetic_mnist, "train", download=False)
+    assert images.shape == (320, 28, 28) and images.dtype == torch.uint8
+    assert labels.shape == (320,) and labels.dtype == torch.int64
+    assert torch.bincount(labels, minlength=10).tolist() == [32] * 10
+    assert images.min().item() == 0 and images.max().item() == 255
+    assert load_mnist(synthetic_mnist, "test", download=False)[0].shape == (100, 28, 28)
+    dataset = MNISTDataset(synthetic_mnist, "test", download=False)
+    image, label = dataset[0]
+    assert len(dataset) == 100 and image.shape == (1, 28, 28) and image.dtype == torch.float32
+    assert label.dtype == torch.int64 and 0 <= label.item() <= 9
+    assert dataset.images.min().item() == -1.0 and dataset.images.max().item() == 1.0
+
+
+def test_a_declared_data_set_is_still_verified(tmp_path, synthetic_mnist):
+    folder = tmp_path / "copy"
+    shutil.copytree(synthetic_mnist, folder)
+    images_spec = MNIST_FILES["test"][0]
+    declared = folder / CHECKSUMS_FILE
+    write_idx(folder / images_spec.name, np.zeros((100, 28, 28), np.uint8))  # well-formed, but other images
+    with pytest.raises(MNISTDataError, match="corrupt") as info:
+        load_mnist(folder, "test", download=False)
+    assert f"declared in {declared.resolve()}" in str(info.value)
+
+    checksums = json.loads(declared.read_text())
+    del checksums[images_spec.plain_name]
+    declared.write_text(json.dumps(checksums))
+    with pytest.raises(MNISTDataError, match=f"declares no md5 for {images_spec.plain_name}"):
+        load_mnist(folder, "test", download=False)
+    declared.write_text('{"t10k-images-idx3-ubyte": 12}')
+    with pytest.raises(MNISTDataError, match="must map each IDX file to the md5"):
+        load_mnist(folder, "test", download=False)
+    declared.write_text("{")
+    with pytest.raises(MNISTDataError, match="not readable JSON"):
+        load_mnist(folder, "test", download=False)
+
+
+def test_without_its_checksums_a_data_set_of_its_own_is_refused(tmp_path, synthetic_mnist):
+    # The declaration is the only way in: the same files without checksums.json are held to the canonical md5s.
+    folder = tmp_path / "copy"
+    shutil.copytree(synthetic_mnist, folder)
+    (folder / CHECKSUMS_FILE).unlink()
+    with pytest.raises(MNISTDataError, match=r"corrupt: .* \(the canonical file\)") as info:
+        load_mnist(folder, "train", download=False)
+    assert MNIST_FILES["train"][0].md5 in str(info.value)
