@@ -25,7 +25,6 @@ from mnist_diffusion.data import load_mnist  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
-needs_mnist = pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"real MNIST files not found at {MNIST_DIR}")
 
 TINY = dict(hidden_sizes=(8, 16), depths=(1, 1), embedding_size=8)
 TINY_ARGS = ["--hidden_sizes", "8", "16", "--depths", "1", "1", "--embedding_size", "8"]
@@ -156,34 +155,32 @@ def test_augmentation_moves_digits_but_keeps_them_whole(digits):
     assert ink_ratio.min() > 0.7 and ink_ratio.max() < 1.3  # ±10% scale changes the ink by ±20%, no digit is cut off
 
 
-@needs_mnist
-def test_one_epoch_of_training_writes_a_folder_the_auto_classes_load(tmp_path):
+def test_one_epoch_of_training_writes_a_folder_the_auto_classes_load(tmp_path, synthetic_mnist):
     out = tmp_path / "classifier"
     record = train_classifier(parse_args([
-        "--data_dir", str(MNIST_DIR), "--output_dir", str(out), *TINY_ARGS, "--num_epochs", "1",
-        "--max_train_samples", "512", "--max_eval_samples", "200", "--train_batch_size", "64",
+        "--data_dir", str(synthetic_mnist), "--output_dir", str(out), *TINY_ARGS, "--num_epochs", "1",
+        "--max_train_samples", "256", "--max_eval_samples", "100", "--train_batch_size", "64",
     ]))
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "training_results.json"} <= {
         p.name for p in out.iterdir()}
     saved = json.loads((out / "training_results.json").read_text())
     assert saved == json.loads(json.dumps(record))
-    assert saved["epochs_completed"] == 1 and saved["global_step"] == 512 // 64 and not saved["stopped_by_time_limit"]
-    assert saved["test_total"] == 200 and saved["config"]["hidden_sizes"] == [8, 16]
+    assert saved["epochs_completed"] == 1 and saved["global_step"] == 256 // 64 and not saved["stopped_by_time_limit"]
+    assert saved["test_total"] == 100 and saved["config"]["hidden_sizes"] == [8, 16]
     assert saved["mixed_precision"] == "bf16" and saved["command"].startswith("scripts/train_classifier.py")
 
     model = AutoModelForImageClassification.from_pretrained(out)
     assert isinstance(model, RegNetForImageClassification)
     assert list(AutoImageProcessor.from_pretrained(out).image_mean) == [0.5]
-    test_images, test_labels = load_mnist(MNIST_DIR, "test", download=False)
-    predicted = DigitClassifier.from_pretrained(out).predict(test_images[:200])
-    assert (predicted == test_labels[:200]).float().mean().item() == pytest.approx(saved["test_accuracy"])
+    test_images, test_labels = load_mnist(synthetic_mnist, "test", download=False)
+    predicted = DigitClassifier.from_pretrained(out).predict(test_images[:100])
+    assert (predicted == test_labels[:100]).float().mean().item() == pytest.approx(saved["test_accuracy"])
 
 
-@needs_mnist
-def test_time_limit_stops_training_and_still_saves(tmp_path):
+def test_time_limit_stops_training_and_still_saves(tmp_path, synthetic_mnist):
     out = tmp_path / "classifier"
     record = train_classifier(parse_args([
-        "--data_dir", str(MNIST_DIR), "--output_dir", str(out), *TINY_ARGS, "--num_epochs", "3",
+        "--data_dir", str(synthetic_mnist), "--output_dir", str(out), *TINY_ARGS, "--num_epochs", "3",
         "--max_train_samples", "256", "--max_eval_samples", "50", "--train_batch_size", "64",
         "--max_train_minutes", "1e-9",
     ]))

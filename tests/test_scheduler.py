@@ -179,3 +179,20 @@ def test_previous_timestep_returns_what_diffusers_returns():
             mine, theirs = ours.previous_timestep(t), reference.previous_timestep(t)
             assert torch.is_tensor(mine) and mine.ndim == 0 and mine.dtype == theirs.dtype
             assert mine.item() == theirs.item()
+
+
+@pytest.mark.parametrize("variance_type, differs", [("fixed_small", False), ("fixed_large", True)])
+def test_the_noiseless_last_step_differs_from_diffusers_only_for_fixed_large(variance_type, differs):
+    # The README's claim: on a trailing schedule's last step (t > 0), diffusers' fixed_small variance is β̃_t = 0
+    # (clamped to 1e-20), so only fixed_large makes diffusers add visible noise there.
+    ours = MNISTDDPMScheduler(variance_type=variance_type, timestep_spacing="trailing")
+    reference = DDPMScheduler(variance_type=variance_type, timestep_spacing="trailing")
+    ours.set_timesteps(10)
+    reference.set_timesteps(10)
+    last = ours.timesteps[-1]
+    assert int(last) > 0
+    x, eps = torch.randn(4, 1, 28, 28), torch.randn(4, 1, 28, 28)
+    a = ours.step(eps, last, x, generator=torch.Generator().manual_seed(0)).prev_sample
+    b = reference.step(eps, last, x, generator=torch.Generator().manual_seed(0)).prev_sample
+    gap = (a - b).abs().max().item()
+    assert gap > 0.1 if differs else gap < 1e-8
