@@ -8,7 +8,10 @@ Because a Fréchet distance estimated from n samples is biased upwards, every di
 """
 
 import argparse
+import hashlib
+import itertools
 import json
+import os
 import time
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import numpy as np
 import torch
 
 from .data import load_mnist
-from .generate import SHIPPED_MODEL, use_sampler
+from .generate import SHIPPED_MODEL, every_step_if_all, guidance_interval_type, use_sampler
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 
 SHIPPED_CLASSIFIER = SHIPPED_MODEL.parent / "mnist-classifier"
@@ -79,18 +82,50 @@ def accuracy_report(predicted: torch.Tensor, requested: torch.Tensor, num_classe
 
 
 def generate_balanced(pipe: MNISTDDPMPipeline, samples_per_digit: int, batch_size: int, seed: int,
-                      num_inference_steps: int | None, guidance_scale: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """`samples_per_digit` images of each digit 0–9, as a float tensor (N, 1, 28, 28) in [0, 1], and their labels."""
+                      num_inference_steps: int | None, guidance_scale: float | None,
+                      guidance_interval: tuple[float, float] | None = None,
+                      cache_dir: Path | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """
+    `samples_per_digit` images of each digit 0–9, as a float tensor (N, 1, 28, 28) in [0, 1], their labels, and the
+    seconds spent generating them.
+
+    Batch `start` is drawn with the seed `seed + start`, so batches are independent: with `cache_dir`, each finished
+    batch is kept there with its generation time (written atomically), and a rerun after a kill generates only the
+    missing ones; the seconds returned are still those of every batch.
+    """
     labels = torch.arange(10).repeat_interleave(samples_per_digit)
-    images = []
+    images, seconds = [], 0.0
     for start in range(0, len(labels), batch_size):
-        batch = labels[start : start + batch_size]
-        generator = torch.Generator().manual_seed(seed + start)
-        images.append(
-            pipe(labels=batch, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                 generator=generator, output_type="pt").images.cpu()
-        )
-    return torch.cat(images), labels
+        cached = None if cache_dir is None else cache_dir / f"batch-{start:06d}.pt"
+        if cached is not None and cached.is_file():
+            batch_result = torch.load(cached)
+        else:
+            generator = torch.Generator().manual_seed(seed + start)
+            started = time.perf_counter()
+            batch_images = pipe(labels=labels[start : start + batch_size], num_inference_steps=num_inference_steps,
+                                guidance_scale=guidance_scale, guidance_interval=guidance_interval,
+                                generator=generator, output_type="pt").images.cpu()
+            batch_result = {"images": batch_images, "seconds": time.perf_counter() - started}
+            if cached is not None:
+                torch.save(batch_result, cached.with_suffix(".tmp"))
+                os.replace(cached.with_suffix(".tmp"), cached)
+        images.append(batch_result["images"])
+        seconds += batch_result["seconds"]
+    return torch.cat(images), labels, seconds
+
+
+def run_cache_dir(cache_root: Path, model_dir: str, settings: dict) -> Path:
+    """
+    The cache folder of one configuration: named by a hash of the settings and of the model's weights and scheduler
+    config, so that a retrained model or any other setting never reuses another run's images.
+    """
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for path in sorted(Path(model_dir).glob("unet/*")) + sorted(Path(model_dir).glob("scheduler/*")):
+        digest.update(path.name.encode() + path.read_bytes())
+    folder = cache_root / digest.hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "settings.json").write_text(json.dumps({"model_dir": str(model_dir), **settings}, indent=2) + "\n")
+    return folder
 
 
 def real_floor(classifier, test_features: np.ndarray, n: int, data_dir: str, seed: int) -> float:
@@ -102,9 +137,10 @@ def real_floor(classifier, test_features: np.ndarray, n: int, data_dir: str, see
 
 def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[str], guidance_scales: list[float],
              samples_per_digit: int, num_inference_steps: int | None = None, batch_size: int = 500,
-             seed: int = 0, torch_dtype: torch.dtype = torch.float32) -> dict:
+             seed: int = 0, torch_dtype: torch.dtype = torch.float32,
+             guidance_intervals: list[tuple[float, float] | None] = (None,), cache_dir: str | None = None) -> dict:
     """
-    Generate a balanced set of digits for every (sampler, guidance scale) and score it.
+    Generate a balanced set of digits for every (sampler, guidance scale, guidance interval) and score it.
 
     Returns:
         A dict with the set-up (model, classifier, n, seed), the real floor and one entry per configuration:
@@ -112,7 +148,9 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
         floor, and the wall time of generation.
 
     `torch_dtype` is the UNet's dtype (`from_pretrained(..., torch_dtype=...)`): bfloat16 measures what the faster
-    bf16 network costs in quality.
+    bf16 network costs in quality. A guidance interval `(t_low, t_high)` guides only the steps whose timestep lies
+    in it (None: the model's default). With `cache_dir`, generated batches are kept there, so that an evaluation
+    killed after hours resumes where it stopped.
     """
     from .classifier import DigitClassifier  # transformers is an extra: imported only when evaluating
 
@@ -124,21 +162,31 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
 
     pipe = MNISTDDPMPipeline.from_pretrained(model_dir, torch_dtype=torch_dtype)
     pipe.set_progress_bar_config(disable=True)
+    every_step = (0, pipe.scheduler.config.num_train_timesteps)
     runs = []
     for sampler in samplers:
         default_steps = use_sampler(pipe, sampler)
         steps = num_inference_steps or default_steps or pipe.scheduler.config.num_train_timesteps
-        for guidance_scale in guidance_scales:
+        for guidance_scale, guidance_interval in itertools.product(guidance_scales, guidance_intervals):
             if guidance_scale is None:
                 guidance_scale = pipe.config.default_guidance_scale
-            started = time.perf_counter()
-            images, labels = generate_balanced(pipe, samples_per_digit, batch_size, seed, steps, guidance_scale)
-            seconds = time.perf_counter() - started
+            if guidance_interval is None:
+                guidance_interval = pipe.config.default_guidance_interval
+            guidance_interval = every_step_if_all(guidance_interval, pipe)
+            if guidance_interval is not None and tuple(guidance_interval) == every_step:
+                guidance_interval = None  # None: guided at every step, as the run is recorded
+            settings = {"sampler": sampler, "num_inference_steps": steps, "guidance_scale": guidance_scale,
+                        "guidance_interval": guidance_interval, "unet_dtype": str(torch_dtype), "seed": seed,
+                        "samples_per_digit": samples_per_digit, "batch_size": batch_size}
+            cache = None if cache_dir is None else run_cache_dir(Path(cache_dir), model_dir, settings)
+            images, labels, seconds = generate_balanced(pipe, samples_per_digit, batch_size, seed, steps,
+                                                        guidance_scale, guidance_interval or every_step, cache)
             distance = frechet_distance_between(classifier.features(images), test_features)
             runs.append({
                 "sampler": sampler,
                 "num_inference_steps": steps,
                 "guidance_scale": guidance_scale,
+                "guidance_interval": None if guidance_interval is None else list(guidance_interval),
                 "unet_dtype": str(torch_dtype).removeprefix("torch."),
                 **accuracy_report(classifier.predict(images), labels),
                 "frechet_distance": distance,
@@ -156,6 +204,68 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
     }
 
 
+# The rule that picks the stored default (README, "Evaluation"): the most realistic set among the legible ones.
+DEFAULT_RULE = {"min_accuracy": 0.995, "min_worst_digit_accuracy": 0.985, "min_samples": 5000}
+
+
+def worst_digit_accuracy(run: dict) -> float:
+    """The accuracy of the digit the classifier reads worst in `run`."""
+    return run["per_digit"][run["worst_digit"]]["accuracy"]
+
+
+def choose_default(results: dict, min_accuracy: float = DEFAULT_RULE["min_accuracy"],
+                   min_worst_digit_accuracy: float = DEFAULT_RULE["min_worst_digit_accuracy"],
+                   min_samples: int = DEFAULT_RULE["min_samples"]) -> dict:
+    """
+    The run of an evaluation with the smallest Fréchet ratio to the real floor among those whose accuracy is at least
+    `min_accuracy` and whose worst digit is read correctly at least `min_worst_digit_accuracy` of the time.
+
+    Args:
+        results (`dict`): the output of [`evaluate`], measured on at least `min_samples` digits.
+
+    Returns:
+        `dict`: the chosen run.
+
+    Raises:
+        `ValueError`: the evaluation is smaller than `min_samples`, or no run meets both accuracy bars.
+    """
+    if results["num_samples"] < min_samples:
+        raise ValueError(f"The rule compares Fréchet ratios at n ≥ {min_samples}; this evaluation has "
+                         f"n = {results['num_samples']}.")
+    legible = [run for run in results["runs"]
+               if run["accuracy"] >= min_accuracy and worst_digit_accuracy(run) >= min_worst_digit_accuracy]
+    if not legible:
+        raise ValueError(f"No run reaches accuracy ≥ {min_accuracy:.1%} with every digit ≥ "
+                         f"{min_worst_digit_accuracy:.1%}; widen the sweep.")
+    return min(legible, key=lambda run: run["frechet_ratio_to_real_floor"])
+
+
+def store_default(model_dir: str | Path, run: dict) -> None:
+    """Write `run`'s guidance scale and interval into the pipeline's model_index.json as its call defaults."""
+    path = Path(model_dir) / "model_index.json"
+    index = json.loads(path.read_text())
+    index["default_guidance_scale"] = run["guidance_scale"]
+    index["default_guidance_interval"] = run.get("guidance_interval")
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    temporary.replace(path)  # a reader sees the old file or the new one, never half of one
+
+
+def append_runs(path: str | Path, results: dict) -> dict:
+    """
+    `results` added to the evaluation already in `path`: its runs appended, after checking that both were measured
+    the same way (model, classifier, n, seed and therefore the same real floor), so one sweep can grow over runs.
+    """
+    earlier = json.loads(Path(path).read_text())
+    for key in ("model_dir", "classifier_dir", "num_samples", "seed"):
+        if earlier[key] != results[key]:
+            raise ValueError(f"Cannot append to {path}: its {key} is {earlier[key]!r}, this run's is {results[key]!r}.")
+    if abs(earlier["real_floor_frechet_distance"] - results["real_floor_frechet_distance"]) > 1e-9:
+        raise ValueError(f"Cannot append to {path}: its real floor differs ({earlier['real_floor_frechet_distance']} "
+                         f"against {results['real_floor_frechet_distance']}), so its ratios are not comparable.")
+    return {**earlier, "runs": earlier["runs"] + results["runs"]}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evaluate.py",
@@ -169,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ddpm: the full 1000-step chain; dpm: DPM-Solver++ swapped in with from_config.")
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=[None],
                         help="Classifier-free guidance weights to sweep (default: the model's stored default).")
+    parser.add_argument("--guidance_intervals", type=guidance_interval_type, nargs="+", default=[None],
+                        help="Timestep intervals LOW,HIGH that are guided (a single conditional pass elsewhere), "
+                             "or 'all' for every step (default: the model's stored default).")
     parser.add_argument("--num_inference_steps", type=int, default=None, help="Steps (default: the sampler's).")
     parser.add_argument("--samples_per_digit", type=int, default=100, help="Generated images per digit.")
     parser.add_argument("--batch_size", type=int, default=500, help="Images generated at once.")
@@ -176,6 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--torch_dtype", choices=["float32", "bfloat16"], default="float32",
                         help="dtype of the UNet's weights and activations (the latents stay float32).")
     parser.add_argument("--output", default="results.json", help="Where to write the results JSON.")
+    parser.add_argument("--cache_dir", default=None,
+                        help="Keep generated batches here, so that a killed evaluation resumes where it stopped.")
+    parser.add_argument("--append", action="store_true",
+                        help="Add the runs to the evaluation already in --output (same model, classifier, n, seed).")
+    parser.add_argument("--store_default", action="store_true",
+                        help="Apply the README's rule to all runs in --output and store the chosen guidance in the "
+                             "model's model_index.json.")
     return parser
 
 
@@ -183,14 +303,24 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.samples_per_digit < 2:
         raise SystemExit(f"--samples_per_digit must be at least 2 (a covariance needs two samples), got {args.samples_per_digit}.")
+    if args.append and not Path(args.output).is_file():
+        raise SystemExit(f"--append adds to an existing evaluation, but {args.output} does not exist.")
     results = evaluate(args.model_dir, args.classifier_dir, args.data_dir, args.samplers, args.guidance_scales,
                        args.samples_per_digit, args.num_inference_steps, args.batch_size, args.seed,
-                       getattr(torch, args.torch_dtype))
+                       getattr(torch, args.torch_dtype), args.guidance_intervals, args.cache_dir)
+    new_runs = results["runs"]
+    if args.append:
+        results = append_runs(args.output, results)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
-    for run in results["runs"]:
+    if args.store_default:
+        chosen = choose_default(results)
+        store_default(args.model_dir, chosen)
+        print(f"Stored the default guidance {chosen['guidance_scale']} (interval {chosen['guidance_interval']}) in "
+              f"{Path(args.model_dir) / 'model_index.json'}")
+    for run in new_runs:
         print(f"{run['sampler']:>5} {run['num_inference_steps']:>4} steps, {run['unet_dtype']}, "
-              f"guidance {run['guidance_scale']}: "
+              f"guidance {run['guidance_scale']} in {run['guidance_interval'] or 'every step'}: "
               f"accuracy {100 * run['accuracy']:.2f}% (worst digit {run['worst_digit']}), "
               f"Fréchet {run['frechet_distance']:.3f} = {run['frechet_ratio_to_real_floor']:.2f}× the real floor")
 

@@ -80,6 +80,30 @@ def number_argument(minimum: float, maximum: float | None = None, *, integer: bo
     return parse
 
 
+def guidance_interval_type(text: str) -> tuple[float, float] | str:
+    """
+    argparse type of a guidance interval: `LOW,HIGH` in training timesteps, or `all` for every step (kept as the
+    string, since only the loaded model knows its last timestep; see [`every_step_if_all`]).
+    """
+    if text == "all":
+        return text
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. 82,579) or 'all', got {text!r}") from None
+    if not 0 <= low <= high:
+        raise argparse.ArgumentTypeError(f"expected 0 ≤ LOW ≤ HIGH, got {text!r}")
+    return low, high
+
+
+def every_step_if_all(guidance_interval, pipe: MNISTDDPMPipeline):
+    """A guidance interval as the pipeline takes it: `all` becomes (0, T), which guides every step even when the
+    model stores a narrower default; anything else is passed on."""
+    if guidance_interval == "all":
+        return 0, pipe.scheduler.config.num_train_timesteps
+    return guidance_interval
+
+
 def image_path(text: str) -> Path:
     """An argparse `type` for `--output`: a path whose extension names an image format (PIL picks it by extension)."""
     if Path(text).suffix.lower() not in IMAGE_EXTENSIONS:
@@ -99,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_images_per_label", type=positive_int, default=1, help="Images per digit (grid columns).")
     parser.add_argument("--guidance_scale", type=number_argument(0), default=None,
                         help="Classifier-free guidance weight, ≥ 0; the model's stored default when not given.")
+    parser.add_argument("--guidance_interval", type=guidance_interval_type, default=None,
+                        help="LOW,HIGH: guide only the steps whose timestep t has LOW ≤ t ≤ HIGH (a single "
+                             "conditional pass elsewhere), or 'all' for every step; the model's default when not given.")
     parser.add_argument("--scheduler", choices=sorted(SAMPLERS), default="ddpm",
                         help="ddpm: the 1000-step chain of the paper; dpm: DPM-Solver++ (20 steps); ddim: DDIM (50).")
     parser.add_argument("--num_inference_steps", type=positive_int, default=None,
@@ -120,6 +147,7 @@ def generate(args: argparse.Namespace) -> Path:
         num_images_per_label=args.num_images_per_label,
         num_inference_steps=default_steps if args.num_inference_steps is None else args.num_inference_steps,
         guidance_scale=args.guidance_scale,
+        guidance_interval=every_step_if_all(args.guidance_interval, pipe),
         generator=torch.Generator().manual_seed(args.seed),
     ).images
     row_labels = [str(label) for label in args.labels] if len(args.labels) > 1 else None

@@ -1,8 +1,14 @@
+import argparse
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from mnist_diffusion.evaluation import accuracy_report, feature_statistics, frechet_distance, frechet_distance_between
+from mnist_diffusion import MNISTDDPMPipeline
+from mnist_diffusion.evaluation import (accuracy_report, append_runs, choose_default, evaluate, feature_statistics,
+                                        frechet_distance, frechet_distance_between, guidance_interval_type,
+                                        run_cache_dir, store_default)
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero():
@@ -40,3 +46,113 @@ def test_accuracy_report_counts_per_digit():
     assert report["per_digit"]["1"] == {"accuracy": 1.0, "correct": 2, "total": 2}
     assert report["per_digit"]["7"]["accuracy"] == 0.5 and report["worst_digit"] == "7"
     assert set(report["per_digit"]) == {"0", "1", "7"}
+
+
+def run_record(scale, accuracy, worst, ratio, interval=None):
+    return {"guidance_scale": scale, "guidance_interval": interval, "accuracy": accuracy, "worst_digit": "3",
+            "per_digit": {"3": {"accuracy": worst}}, "frechet_ratio_to_real_floor": ratio}
+
+
+def sweep(*runs, n=5000):
+    return {"model_dir": "m", "classifier_dir": "c", "num_samples": n, "seed": 0,
+            "real_floor_frechet_distance": 0.07, "runs": list(runs)}
+
+
+def test_choose_default_takes_the_most_realistic_legible_run():
+    results = sweep(run_record(1.0, 0.971, 0.95, 2.8),             # not legible enough
+                    run_record(1.3, 0.996, 0.984, 3.5),            # worst digit under 98.5%
+                    run_record(1.4, 0.995, 0.985, 4.0),            # both bars met exactly
+                    run_record(2.0, 0.999, 0.99, 9.0),
+                    run_record(2.0, 0.997, 0.99, 3.9, [82, 579]))  # legible and closer to real: the winner
+    assert choose_default(results) == results["runs"][4]
+    assert choose_default({**results, "runs": results["runs"][:4]})["guidance_scale"] == 1.4
+
+
+def test_choose_default_refuses_small_evaluations_and_sweeps_without_a_legible_run():
+    with pytest.raises(ValueError, match="n = 500"):
+        choose_default(sweep(run_record(2.0, 1.0, 1.0, 9.0), n=500))
+    with pytest.raises(ValueError, match="widen the sweep"):
+        choose_default(sweep(run_record(1.0, 0.971, 0.95, 2.8)))
+
+
+def test_store_default_writes_scale_and_interval_into_model_index(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "MNISTDDPMPipeline",
+                                                           "default_guidance_scale": 1.5}))
+    store_default(tmp_path, run_record(1.3, 0.996, 0.99, 3.0, [82, 579]))
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index == {"_class_name": "MNISTDDPMPipeline", "default_guidance_scale": 1.3,
+                     "default_guidance_interval": [82, 579]}
+    assert [p.name for p in tmp_path.iterdir()] == ["model_index.json"]
+
+
+def test_append_runs_grows_a_sweep_measured_the_same_way_only(tmp_path):
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps(sweep(run_record(1.0, 0.97, 0.95, 2.8))))
+    grown = append_runs(path, sweep(run_record(2.0, 0.99, 0.98, 5.0, [82, 579])))
+    assert [run["guidance_scale"] for run in grown["runs"]] == [1.0, 2.0]
+    with pytest.raises(ValueError, match="num_samples"):
+        append_runs(path, sweep(n=500))
+    with pytest.raises(ValueError, match="real floor"):
+        append_runs(path, {**sweep(), "real_floor_frechet_distance": 0.08})
+
+
+@pytest.mark.parametrize("text, expected", [("all", "all"), ("82,579", (82.0, 579.0)), ("0,0", (0.0, 0.0))])
+def test_guidance_interval_type_reads_low_high_or_all(text, expected):
+    assert guidance_interval_type(text) == expected
+
+
+@pytest.mark.parametrize("text", ["82", "a,b", "600,100", "-1,5", "1,2,3"])
+def test_guidance_interval_type_names_a_bad_interval(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=text):
+        guidance_interval_type(text)
+
+
+@pytest.fixture
+def tiny_model_and_classifier(tmp_path, tiny_pipe):
+    from mnist_diffusion.classifier import build_classifier
+
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    torch.manual_seed(0)
+    model, image_processor = build_classifier(hidden_sizes=(8, 16), depths=(1, 1), embedding_size=8)
+    model.save_pretrained(tmp_path / "classifier")
+    image_processor.save_pretrained(tmp_path / "classifier")
+    return tmp_path / "model", tmp_path / "classifier"
+
+
+def test_evaluate_scores_every_configuration_and_resumes_from_its_cache(tmp_path, tiny_model_and_classifier,
+                                                                         synthetic_mnist, monkeypatch):
+    model_dir, classifier_dir = tiny_model_and_classifier
+    settings = dict(model_dir=str(model_dir), classifier_dir=str(classifier_dir), data_dir=str(synthetic_mnist),
+                    samplers=["dpm"], guidance_scales=[1.0, 2.0], samples_per_digit=3, num_inference_steps=2,
+                    batch_size=10, guidance_intervals=[None, (0.0, 500.0)], cache_dir=str(tmp_path / "cache"))
+    results = evaluate(**settings)
+    assert results["num_samples"] == 30 and results["real_floor_frechet_distance"] > 0
+    runs = results["runs"]
+    assert [(r["guidance_scale"], r["guidance_interval"]) for r in runs] == [
+        (1.0, None), (1.0, [0.0, 500.0]), (2.0, None), (2.0, [0.0, 500.0])]
+    for run in runs:
+        assert run["total"] == 30 and set(run["per_digit"]) == set(map(str, range(10)))
+        assert run["frechet_ratio_to_real_floor"] == pytest.approx(run["frechet_distance"] / results["real_floor_frechet_distance"])
+    # Guidance 1 needs no interval: both runs draw the same digits.
+    assert runs[0]["frechet_distance"] == pytest.approx(runs[1]["frechet_distance"], rel=1e-9)
+    assert len(list((tmp_path / "cache").glob("*/batch-*.pt"))) == 4 * 3
+
+    # A rerun (after a kill, say) generates nothing: every batch comes from the cache, with its recorded time.
+    def no_generation(*args, **kwargs):
+        raise AssertionError("the pipeline ran although every batch was cached")
+
+    monkeypatch.setattr(MNISTDDPMPipeline, "__call__", no_generation)
+    again = evaluate(**settings)
+    assert [r["frechet_distance"] for r in again["runs"]] == [r["frechet_distance"] for r in runs]
+    assert [r["generation_seconds"] for r in again["runs"]] == [r["generation_seconds"] for r in runs]
+
+
+def test_the_cache_of_one_model_is_never_read_for_another(tmp_path, tiny_model_and_classifier):
+    model_dir, _ = tiny_model_and_classifier
+    settings = {"sampler": "dpm", "guidance_scale": 1.5}
+    first = run_cache_dir(tmp_path / "cache", model_dir, settings)
+    assert run_cache_dir(tmp_path / "cache", model_dir, settings) == first
+    assert run_cache_dir(tmp_path / "cache", model_dir, {**settings, "guidance_scale": 2.0}) != first
+    weights = next((model_dir / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")  # a retrained model in the same folder
+    assert run_cache_dir(tmp_path / "cache", model_dir, settings) != first

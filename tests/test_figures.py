@@ -4,7 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_diffusion.figures import guidance_plot, reverse_animation, reverse_process, reverse_strip, sample_grid
+from mnist_diffusion.evaluation import DEFAULT_RULE
+from mnist_diffusion.figures import (guidance_family, guidance_plot, reverse_animation, reverse_process, reverse_strip,
+                                     sample_grid)
 
 
 def test_sample_grid_has_one_row_per_digit(tiny_pipe):
@@ -27,12 +29,18 @@ def test_reverse_animation_is_a_gif(tiny_pipe, tmp_path):
         assert gif.format == "GIF" and gif.n_frames >= 4
 
 
-def test_guidance_plot_from_a_sweep(tmp_path):
-    runs = [{"sampler": "dpm", "num_inference_steps": 20, "guidance_scale": w, "accuracy": 0.9,
-             "frechet_ratio_to_real_floor": 2.0} for w in (1.0, 2.0)]
+def test_guidance_plot_draws_one_curve_per_family(tmp_path):
+    runs = [{"sampler": "dpm", "num_inference_steps": 20, "guidance_scale": w, "guidance_interval": interval,
+             "accuracy": 0.9, "frechet_ratio_to_real_floor": 2.0} for w in (1.0, 2.0) for interval in (None, [82, 579])]
+    runs.append({"sampler": "ddpm", "num_inference_steps": 1000, "guidance_scale": 1.5, "accuracy": 0.99,
+                 "frechet_ratio_to_real_floor": 1.0})  # an older sweep's run, recorded without an interval
     (tmp_path / "sweep.json").write_text(json.dumps({"num_samples": 20, "runs": runs}))
+    assert sorted({guidance_family(run) for run in runs}) == [
+        "ddpm 1000 steps, guidance at every step", "dpm 20 steps, guidance at every step",
+        "dpm 20 steps, guidance at t in [82, 579]"]
     pytest.importorskip("matplotlib")
-    assert Image.open(guidance_plot(tmp_path / "sweep.json", tmp_path / "plot.png")).size[0] > 500
+    path = guidance_plot(tmp_path / "sweep.json", tmp_path / "plot.png", DEFAULT_RULE)
+    assert Image.open(path).size[0] > 500
 
 
 def test_make_figures_writes_every_figure_of_the_card(tiny_pipe, tmp_path, synthetic_mnist):
