@@ -18,10 +18,9 @@ from PIL import Image
 
 from mnist_diffusion import MNISTDDPMInpaintPipeline, MNISTDDPMPipeline
 from mnist_diffusion.evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS  # the measured ones
-from mnist_diffusion.generate import MAX_SEED, check_number
+from mnist_diffusion.generate import MAX_SEED, SHIPPED_MODEL, check_number
 from mnist_diffusion.images import make_grid
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "pretrained" / "mnist-ddpm"
 DEFAULT_MODEL = str(SHIPPED_MODEL) if SHIPPED_MODEL.is_dir() else "org/mnist-ddpm"
 FAST, FULL = "DPM-Solver++ (fast)", "DDPM, 1000 steps (the paper's sampler)"
 # Limits that keep one visitor from holding the CPU for minutes.

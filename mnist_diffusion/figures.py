@@ -136,7 +136,7 @@ def guidance_plot(results_path: str | Path, path: str | Path, rule: dict | None 
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from .generate import SHIPPED_MODEL, use_sampler
+    from .generate import SAMPLERS, SHIPPED_MODEL, use_sampler
 
     parser = argparse.ArgumentParser(prog="make_figures.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sweep", default=None, help="An evaluation sweep's results JSON, for the guidance plot.")
     parser.add_argument("--output_dir", default=None, help="Where the figures go (default: MODEL/images).")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--grid_sampler", default="dpm", choices=["ddpm", "ddim", "dpm"],
+    parser.add_argument("--grid_sampler", default="dpm", choices=sorted(SAMPLERS),
                         help="Sampler of the 10 × 10 sample grid (at its default steps and the model's default "
                              "guidance); the reverse-process figures always show the full DDPM chain.")
     args = parser.parse_args(argv)
@@ -183,7 +183,7 @@ def inpainting_figure(model: str, data_dir: str, seed: int = 0, scale: int = 3) 
     masked[:, mask.bool()] = 60
     rows = [[Image.fromarray(m.numpy(), mode="L") for m in masked]]
     for shift in (0, 1):
-        rows.append(pipe(images[chosen], mask, labels=(labels[chosen] + shift) % 10,
+        rows.append(pipe(images[chosen][:, None], mask, labels=(labels[chosen] + shift) % 10,
                          generator=torch.Generator().manual_seed(seed), num_inference_steps=INPAINT_STEPS,
                          jump_length=INPAINT_JUMP_LENGTH, jump_n_sample=INPAINT_JUMP_N_SAMPLE).images)
     return make_grid([image for row in rows for image in row], rows=3, scale=scale,
