@@ -185,6 +185,8 @@ class MNISTDDPMPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["latents"]
+    # Steps when neither the call nor the config names any; None: the scheduler's full chain, the DDPM of the paper.
+    fallback_num_inference_steps: int | None = None
 
     def __init__(
         self,
@@ -363,6 +365,50 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         """Set `pipe._interrupt = True` (in a callback) to skip the remaining steps of the current call."""
         return self._interrupt
 
+    def resolve_defaults(
+        self,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        guidance_interval: tuple[float, float] | None = None,
+    ) -> tuple[int, float, tuple[float, float] | None]:
+        """
+        The number of steps, guidance scale and guidance interval that a call given these arguments uses, checked as
+        the call checks them. Each one given is used; for each None, the pipeline's stored default
+        (`default_num_inference_steps`, `default_guidance_scale`, `default_guidance_interval`), and where none is
+        stored, `fallback_num_inference_steps` steps (the scheduler's full `num_train_timesteps` when that is None)
+        and guidance at every step.
+
+        Args:
+            num_inference_steps (`int`, *optional*): as in [`~MNISTDDPMPipeline.__call__`].
+            guidance_scale (`float`, *optional*): as in [`~MNISTDDPMPipeline.__call__`].
+            guidance_interval (`tuple[float, float]`, *optional*): as in [`~MNISTDDPMPipeline.__call__`].
+
+        Returns:
+            `tuple[int, float, tuple[float, float] | None]`: the steps, the guidance scale and the guidance interval
+            (None: guidance at every step).
+
+        Raises:
+            `ValueError`: a given or stored value is not one a call accepts.
+        """
+        # Checked here, not by the scheduler: diffusers' solvers take 0 or negative steps and return the starting
+        # noise, round 2.5 to 3 steps, and fail deep inside on more steps than they were trained with.
+        num_train_timesteps = self.scheduler.config.num_train_timesteps
+        if num_inference_steps is None:
+            num_inference_steps = (
+                self.config.default_num_inference_steps or self.fallback_num_inference_steps or num_train_timesteps
+            )
+        num_inference_steps = check_positive_integer("num_inference_steps", num_inference_steps, num_train_timesteps)
+
+        if guidance_scale is None:
+            guidance_scale = self.config.default_guidance_scale
+        if not is_finite_number(guidance_scale) or guidance_scale < 0:
+            raise ValueError(f"`guidance_scale` must be a finite number ≥ 0, got {guidance_scale!r}.")
+        if guidance_interval is None:
+            guidance_interval = self.config.default_guidance_interval
+        if guidance_interval is not None:
+            guidance_interval = check_guidance_interval(guidance_interval, num_train_timesteps)
+        return num_inference_steps, float(guidance_scale), guidance_interval
+
     def check_inputs(
         self,
         labels,
@@ -381,26 +427,13 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         Returns:
             `tuple`: the class label of every image to generate (each label repeated `num_images_per_label` times),
             on the execution device; the number of inference steps, the guidance scale and the guidance interval
-            (the pipeline's defaults where None was given); the generator, or the list of them.
+            (from [`~MNISTDDPMPipeline.resolve_defaults`]); the generator, or the list of them.
         """
         labels = check_labels(labels, self.unet.config.num_classes)
         num_images_per_label = check_positive_integer("num_images_per_label", num_images_per_label)
-
-        # Checked here, not by the scheduler: diffusers' solvers take 0 or negative steps and return the starting
-        # noise, round 2.5 to 3 steps, and fail deep inside on more steps than they were trained with.
-        num_train_timesteps = self.scheduler.config.num_train_timesteps
-        if num_inference_steps is None:
-            num_inference_steps = self.config.default_num_inference_steps or num_train_timesteps
-        num_inference_steps = check_positive_integer("num_inference_steps", num_inference_steps, num_train_timesteps)
-
-        if guidance_scale is None:
-            guidance_scale = self.config.default_guidance_scale
-        if not is_finite_number(guidance_scale) or guidance_scale < 0:
-            raise ValueError(f"`guidance_scale` must be a finite number ≥ 0, got {guidance_scale!r}.")
-        if guidance_interval is None:
-            guidance_interval = self.config.default_guidance_interval
-        if guidance_interval is not None:
-            guidance_interval = check_guidance_interval(guidance_interval, num_train_timesteps)
+        num_inference_steps, guidance_scale, guidance_interval = self.resolve_defaults(
+            num_inference_steps, guidance_scale, guidance_interval
+        )
 
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
@@ -432,7 +465,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             )
 
         class_labels = torch.tensor(labels, device=self._execution_device).repeat_interleave(num_images_per_label)
-        return class_labels, num_inference_steps, float(guidance_scale), guidance_interval, generator
+        return class_labels, num_inference_steps, guidance_scale, guidance_interval, generator
 
     def predict_noise(
         self, latents: torch.Tensor, t, class_labels: torch.Tensor, guidance_scale: float, dtype: torch.dtype
@@ -464,27 +497,31 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
 
     def run_callback(
-        self, callback_on_step_end: Callable, step_index: int, t, step_tensors: dict, tensor_inputs: Sequence[str]
-    ) -> dict:
+        self, callback_on_step_end: Callable | None, step_index: int, t, latents: torch.Tensor,
+        tensor_inputs: Sequence[str],
+    ) -> torch.Tensor:
         """
-        Call `callback_on_step_end(self, step_index, t, kwargs)` with the tensors of `step_tensors` that
-        `tensor_inputs` names.
+        End a denoising step: call `callback_on_step_end(self, step_index, t, kwargs)`, if there is one, with the
+        tensors of the step that `tensor_inputs` names (from `_callback_tensor_inputs`).
 
         Returns:
-            `dict`: `step_tensors`, with those the callback returned in place of their old values.
+            `torch.Tensor`: the latents the callback returned, or `latents` if it returned none.
 
         Raises:
             `TypeError`: the callback returned something other than a dict or None.
         """
+        if callback_on_step_end is None:
+            return latents
+        step_tensors = {"latents": latents}
         outputs = callback_on_step_end(self, step_index, t, {name: step_tensors[name] for name in tensor_inputs})
         if outputs is None:
-            return step_tensors
+            return latents
         if not isinstance(outputs, dict):
             raise TypeError(
                 f"`callback_on_step_end` must return a dict of tensors by name (or None), got a "
                 f"{type(outputs).__name__}."
             )
-        return {name: outputs.get(name, tensor) for name, tensor in step_tensors.items()}
+        return outputs.get("latents", latents)
 
     def postprocess(self, latents: torch.Tensor, output_type: str):
         """Samples in [-1, 1] → images in [0, 1] as a tensor (`"pt"`), an array (`"np"`) or PIL images (`"pil"`)."""
@@ -493,6 +530,20 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             return images
         images = images.cpu().permute(0, 2, 3, 1).numpy()
         return self.numpy_to_pil(images) if output_type == "pil" else images
+
+    def finish(self, latents: torch.Tensor, output_type: str, return_dict: bool) -> ImagePipelineOutput | tuple:
+        """
+        End a call: the final latents as images of `output_type` (see [`~MNISTDDPMPipeline.postprocess`]), after
+        freeing the models that CPU offloading had moved to the GPU.
+
+        Returns:
+            [`ImagePipelineOutput`], or the tuple `(images,)` when `return_dict` is False.
+        """
+        images = self.postprocess(latents, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
 
     @torch.no_grad()
     def __call__(
@@ -570,15 +621,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
                 step_scale = step_guidance_scale(t, guidance_scale, guidance_interval)
                 noise_pred = self.predict_noise(latents, t, class_labels, step_scale, dtype)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
-
-                if callback_on_step_end is not None:
-                    latents = self.run_callback(
-                        callback_on_step_end, i, t, {"latents": latents}, callback_on_step_end_tensor_inputs
-                    )["latents"]
+                latents = self.run_callback(callback_on_step_end, i, t, latents, callback_on_step_end_tensor_inputs)
                 progress_bar.update()
 
-        images = self.postprocess(latents, output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images,)
-        return ImagePipelineOutput(images=images)
+        return self.finish(latents, output_type, return_dict)

@@ -7,6 +7,8 @@ q(x_{t−1} | x_0) of the given image and the unknown ones from the model's reve
 steps the chain jumps back by re-noising (`jump_n_sample` times in all) so that the two regions come to agree.
 """
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 import torch
 from diffusers import ImagePipelineOutput
@@ -17,28 +19,33 @@ from .pipeline_mnist_ddpm import MNISTDDPMPipeline, check_positive_integer, step
 from .scheduling_mnist_ddpm import MNISTDDPMScheduler
 
 
-def repaint_walk(num_levels: int, jump_length: int, jump_n_sample: int) -> list[int]:
+def repaint_schedule(timesteps: list[int], jump_length: int, jump_n_sample: int) -> list[tuple[int, int]]:
     """
-    The order in which RePaint visits the noise levels of a schedule with `num_levels` reverse steps.
+    RePaint's path through a reverse schedule (Lugmayr et al., 2022, Algorithm 1, in the order of diffusers'
+    `RePaintScheduler.set_timesteps`): down from x_T to x_0 one step at a time, except that on reaching x_0, and
+    every `jump_length` steps above it (short of the top `jump_length`), it climbs back `jump_length` steps,
+    `jump_n_sample − 1` times, so that each of those stretches is run `jump_n_sample` times.
 
-    Level `num_levels` is x_T and level 0 is x_0. The walk lists the level reached after each move: one lower for a
-    denoising step, one higher for a re-noising step. Every `jump_length` levels (above the last `jump_length`) the
-    walk climbs back `jump_length` levels, `jump_n_sample − 1` times.
+    Args:
+        timesteps (`list[int]`): the reverse schedule, `scheduler.timesteps` after `set_timesteps`.
+        jump_length (`int`): the length of a stretch, and of each climb back.
+        jump_n_sample (`int`): how often each stretch is run.
 
     Returns:
-        `list[int]`: the levels, starting with `num_levels − 1` (after the first denoising step) and ending with 0.
+        `list[tuple[int, int]]`: one `(t, t_next)` pair per move: a denoising step when t_next < t (t_next = −1 is
+        x_0, as in `scheduler.previous_timestep`), a re-noising step when t_next > t.
     """
-    jumps_left = {level: jump_n_sample - 1 for level in range(0, num_levels - jump_length, jump_length)}
-    level, walk = num_levels, []
+    levels = [-1, *reversed(timesteps)]  # levels[k]: the timestep k steps above x_0
+    jumps_left = {level: jump_n_sample - 1 for level in range(0, len(timesteps) - jump_length, jump_length)}
+    level, schedule = len(timesteps), []
     while level > 0:
+        schedule.append((levels[level], levels[level - 1]))
         level -= 1
-        walk.append(level)
         if jumps_left.get(level, 0) > 0:
             jumps_left[level] -= 1
-            for _ in range(jump_length):
-                level += 1
-                walk.append(level)
-    return walk
+            schedule += [(levels[level + k], levels[level + k + 1]) for k in range(jump_length)]
+            level += jump_length
+    return schedule
 
 
 def to_unit_tensor(value, name: str, size: int) -> torch.Tensor:
@@ -89,14 +96,48 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
     or repo. The scheduler must be an [`MNISTDDPMScheduler`], whose reverse step and forward jump RePaint combines.
     """
 
+    # RePaint's number of steps (T = 250 in the paper), when neither the call nor the config names any.
+    fallback_num_inference_steps = 250
+
+    def prepare_image_and_mask(
+        self, image, mask_image, num_labels: int, batch_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """
+        Check `image` and `mask_image` (see [`~MNISTDDPMInpaintPipeline.__call__`]) and give one of each per image of
+        the call: one for all labels, or one per label, repeated for the images of that label.
+
+        Returns:
+            `tuple[torch.Tensor, torch.Tensor]`: x_0 of the known region, in [-1, 1], and the mask, 1 where pixels are
+            generated and 0 where they are kept; both float32 of shape (batch_size, 1, 28, 28) on the execution
+            device.
+        """
+        size = self.unet.config.sample_size
+        known = to_unit_tensor(image, "image", size) * 2 - 1
+        mask = (to_unit_tensor(mask_image, "mask_image", size) >= 0.5).float()
+        if (mask.flatten(1).sum(1) == 0).any():
+            raise ValueError(
+                "`mask_image` is all black: there is nothing to generate. White (≥ 0.5, or ≥ 128 in a uint8 or PIL "
+                "mask, which is read in 0–255) marks the pixels to fill; multiply a 0/1 uint8 mask by 255, or pass "
+                "it as bool or float."
+            )
+        if (mask.flatten(1).sum(1) == size * size).any():
+            raise ValueError("`mask_image` is all white: nothing of `image` is kept; use MNISTDDPMPipeline instead.")
+        for name, tensor in (("image", known), ("mask_image", mask)):
+            if len(tensor) not in (1, num_labels):
+                raise ValueError(f"Got {len(tensor)} `{name}`s for {num_labels} labels: pass one, or one per label.")
+        device = self._execution_device
+        known = known.to(device=device, dtype=torch.float32).repeat_interleave(batch_size // len(known), dim=0)
+        mask = mask.to(device=device, dtype=torch.float32).repeat_interleave(batch_size // len(mask), dim=0)
+        return known, mask
+
     @torch.no_grad()
     def __call__(
         self,
         image,
         mask_image,
-        labels,
+        labels: int | Sequence[int] | torch.Tensor,
         num_images_per_label: int = 1,
-        num_inference_steps: int = 250,
+        num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         guidance_interval: tuple[float, float] | None = None,
         jump_length: int = 10,
@@ -104,7 +145,7 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        callback_on_step_end=None,
+        callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
     ) -> ImagePipelineOutput | tuple:
         """
@@ -117,19 +158,21 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
                 (3, 28, 28) or (4, 28, 28), which could be one colour image.
             mask_image (same forms as `image`): white (≥ 0.5, so 255 in a uint8 mask) where pixels are to be
                 generated, black where `image` is kept; one mask for all, or one per entry of `labels`.
-            labels (`int`, `list[int]` or `torch.Tensor`): the digit(s) the completions must show, 0–9; one
+            labels (`int`, `Sequence[int]` or `torch.Tensor`): the digit(s) the completions must show, 0–9; one
                 completion per entry, in order.
-            num_images_per_label (`int`, defaults to 1): completions per entry of `labels`.
-            num_inference_steps (`int`, defaults to 250): reverse steps of the (strided) DDPM schedule, before
-                resampling; the model runs about `num_inference_steps × jump_n_sample` times.
+            num_images_per_label (`int`, *optional*, defaults to 1): completions per entry of `labels`.
+            num_inference_steps (`int`, *optional*): the steps of the (strided) DDPM schedule that RePaint walks,
+                before resampling: the model runs about `num_inference_steps × jump_n_sample` times. Defaults to the
+                pipeline's `default_num_inference_steps`, the steps generation takes, or else 250 (RePaint's T).
             guidance_scale (`float`, *optional*): classifier-free guidance weight; the pipeline's default if None.
             guidance_interval (`tuple[float, float]`, *optional*): `(t_low, t_high)`: guide only the denoising steps
                 with t_low ≤ t ≤ t_high, as in [`MNISTDDPMPipeline.__call__`]; the pipeline's default if None.
-            jump_length (`int`, defaults to 10): steps between RePaint's jumps back, and their length.
-            jump_n_sample (`int`, defaults to 5): how often each stretch of `jump_length` steps is run (1: no
-                resampling, plain replacement of the known region).
+            jump_length (`int`, *optional*, defaults to 10): steps between RePaint's jumps back, and their length.
+            jump_n_sample (`int`, *optional*, defaults to 5): how often each stretch of `jump_length` steps is run
+                (1: no resampling, plain replacement of the known region).
             generator, output_type, return_dict, callback_on_step_end, callback_on_step_end_tensor_inputs: as in
-                [`MNISTDDPMPipeline.__call__`]; the callback runs after every denoising step.
+                [`MNISTDDPMPipeline.__call__`]; the callback runs after every denoising step, with the index of the
+                move among all of RePaint's moves (steps down and jumps back).
 
         Returns:
             [`ImagePipelineOutput`] or `tuple`: the completed digits.
@@ -147,68 +190,35 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
             generator, callback_on_step_end, callback_on_step_end_tensor_inputs,
         )
         self._interrupt = False
-        size, device, dtype = self.unet.config.sample_size, self._execution_device, torch.float32
-        known = to_unit_tensor(image, "image", size) * 2 - 1  # x_0 of the known region, in [-1, 1]
-        mask = (to_unit_tensor(mask_image, "mask_image", size) >= 0.5).float()
-        if (mask.flatten(1).sum(1) == 0).any():
-            raise ValueError(
-                "`mask_image` is all black: there is nothing to generate. White (≥ 0.5, or ≥ 128 in a uint8 or PIL "
-                "mask, which is read in 0–255) marks the pixels to fill; multiply a 0/1 uint8 mask by 255, or pass "
-                "it as bool or float."
-            )
-        if (mask.flatten(1).sum(1) == size * size).any():
-            raise ValueError("`mask_image` is all white: nothing of `image` is kept; use MNISTDDPMPipeline instead.")
-        # One image completed as every label, or one image per label; each repeated num_images_per_label times.
-        num_labels = len(class_labels) // num_images_per_label
-        for name, tensor in (("image", known), ("mask_image", mask)):
-            if len(tensor) not in (1, num_labels):
-                raise ValueError(f"Got {len(tensor)} `{name}`s for {num_labels} labels: pass one, or one per label.")
-        batch = len(class_labels)
-        known = known.to(device=device, dtype=dtype).repeat_interleave(batch // len(known), dim=0)
-        mask = mask.to(device=device, dtype=dtype).repeat_interleave(batch // len(mask), dim=0)
+        known, mask = self.prepare_image_and_mask(
+            image, mask_image, len(class_labels) // num_images_per_label, len(class_labels)
+        )
 
+        config, device = self.unet.config, self._execution_device
+        shape = (len(class_labels), config.in_channels, config.sample_size, config.sample_size)
+        latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps.tolist()  # level k ≥ 1 is timesteps[n − k]; level 0 is x_0
-        num_levels = len(timesteps)
-        alphas_cumprod = self.scheduler.alphas_cumprod.tolist()
+        schedule = repaint_schedule(self.scheduler.timesteps.tolist(), jump_length, jump_n_sample)
+        dtype = self.unet.dtype  # read once: see `predict_noise`
 
-        def alpha_bar(level: int) -> float:
-            return 1.0 if level == 0 else alphas_cumprod[timesteps[num_levels - level]]
-
-        unet_dtype = self.unet.dtype  # read once: see `predict_noise`
-        shape = (batch, self.unet.config.in_channels, size, size)
-        latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        walk = repaint_walk(num_levels, jump_length, jump_n_sample)
-        level = num_levels
-        with self.progress_bar(total=len(walk)) as progress_bar:
-            for step_index, next_level in enumerate(walk):
+        with self.progress_bar(total=len(schedule)) as progress_bar:
+            for i, (t, t_next) in enumerate(schedule):
                 if self.interrupt:
                     continue
-                if next_level < level:  # denoise: unknown pixels from the model, known ones from q(x_{t−1} | x_0)
-                    t = timesteps[num_levels - level]
+                if t_next < t:  # denoise: unknown pixels from the model's step, known ones from q(x_t_next | x_0)
                     step_scale = step_guidance_scale(t, guidance_scale, guidance_interval)
-                    noise_pred = self.predict_noise(latents, t, class_labels, step_scale, unet_dtype)
+                    noise_pred = self.predict_noise(latents, t, class_labels, step_scale, dtype)
                     generated = self.scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
-                    if next_level == 0:
-                        forward = known
+                    if t_next == -1:  # the last step lands on x_0: the kept pixels exactly as given
+                        known_next = known
                     else:
-                        noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-                        forward = alpha_bar(next_level) ** 0.5 * known + (1 - alpha_bar(next_level)) ** 0.5 * noise
-                    latents = mask * generated + (1 - mask) * forward
-                    if callback_on_step_end is not None:
-                        step_tensors = {"latents": latents}
-                        latents = self.run_callback(
-                            callback_on_step_end, step_index, t, step_tensors, callback_on_step_end_tensor_inputs
-                        )["latents"]
-                else:  # jump back: one forward step q(x_t | x_{t−1}) of the whole image
-                    alpha = alpha_bar(next_level) / alpha_bar(level)
-                    noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-                    latents = alpha**0.5 * latents + (1 - alpha) ** 0.5 * noise
-                level = next_level
+                        noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+                        known_next = self.scheduler.renoise(known, noise, -1, t_next)
+                    latents = mask * generated + (1 - mask) * known_next
+                    latents = self.run_callback(callback_on_step_end, i, t, latents, callback_on_step_end_tensor_inputs)
+                else:  # jump back: re-noise the whole image, q(x_t_next | x_t)
+                    noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+                    latents = self.scheduler.renoise(latents, noise, t, t_next)
                 progress_bar.update()
 
-        images = self.postprocess(latents, output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images,)
-        return ImagePipelineOutput(images=images)
+        return self.finish(latents, output_type, return_dict)

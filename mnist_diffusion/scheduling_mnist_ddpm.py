@@ -69,7 +69,8 @@ class MNISTDDPMScheduler(SchedulerMixin, ConfigMixin):
     """
     Denoising diffusion probabilistic model (DDPM) scheduler, implementing
 
-    - the forward jump  x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε  ([`~MNISTDDPMScheduler.add_noise`]), and
+    - the forward jump  x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε  ([`~MNISTDDPMScheduler.add_noise`]), and on from x_t to
+      a later x_t'  ([`~MNISTDDPMScheduler.renoise`]), and
     - the reverse step  x_{t−1} = 1/√α_t · (x_t − β_t/√(1 − ᾱ_t) · ε_θ) + σ_t · z, written through x̂_0 so that
       strided schedules (fewer inference steps than training steps) use the same formula with
       α_t := ᾱ_t / ᾱ_prev ([`~MNISTDDPMScheduler.step`]).
@@ -334,6 +335,33 @@ class MNISTDDPMScheduler(SchedulerMixin, ConfigMixin):
         """
         sqrt_alpha_prod, sqrt_one_minus_alpha_prod = self._sqrt_alphas_cumprod(timesteps, original_samples)
         return sqrt_alpha_prod * original_samples + sqrt_one_minus_alpha_prod * noise
+
+    def renoise(self, sample: torch.Tensor, noise: torch.Tensor, timestep: int, later_timestep: int) -> torch.Tensor:
+        """
+        The forward process from x_t to a noisier x_t' (t < t'), q(x_t' | x_t) in closed form:
+        x_t' = √(ᾱ_t'/ᾱ_t) · x_t + √(1 − ᾱ_t'/ᾱ_t) · ε. Timestep −1 stands for x_0 (ᾱ = 1), as in
+        [`~MNISTDDPMScheduler.previous_timestep`], so that `renoise(x_0, ε, −1, t)` is `add_noise` at one timestep.
+        RePaint (Lugmayr et al., 2022) draws its known region and its jumps back with it.
+
+        Args:
+            sample (`torch.Tensor`): x_t.
+            noise (`torch.Tensor`): ε, same shape.
+            timestep (`int`): t, a training timestep (0-based), or −1 for x_0.
+            later_timestep (`int`): t', a training timestep after t.
+
+        Returns:
+            `torch.Tensor`: x_t'.
+        """
+        timestep, later_timestep = int(timestep), int(later_timestep)
+        if not -1 <= timestep < later_timestep < self.config.num_train_timesteps:
+            raise ValueError(
+                f"`renoise` goes from a timestep to a later one, both in [-1, {self.config.num_train_timesteps - 1}]; "
+                f"got {timestep} to {later_timestep}."
+            )
+        # One pair of timesteps for the whole batch, so the coefficients are Python floats (double precision).
+        alpha_prod_t = 1.0 if timestep == -1 else self.alphas_cumprod[timestep].item()
+        alpha_prod = self.alphas_cumprod[later_timestep].item() / alpha_prod_t  # α_{t+1} · … · α_t'
+        return alpha_prod**0.5 * sample + (1 - alpha_prod) ** 0.5 * noise
 
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """

@@ -7,7 +7,7 @@ from diffusers import DPMSolverMultistepScheduler
 from PIL import Image
 
 from mnist_diffusion import MNISTDDPMInpaintPipeline
-from mnist_diffusion.pipeline_mnist_inpaint import repaint_walk
+from mnist_diffusion.pipeline_mnist_inpaint import repaint_schedule
 
 FAST = dict(num_inference_steps=12, jump_length=3, jump_n_sample=2)
 
@@ -26,11 +26,43 @@ def digit_and_bottom_mask():
     return Image.fromarray(pixels, mode="L"), Image.fromarray(mask, mode="L")
 
 
-def test_repaint_walk_goes_down_with_jumps_back():
-    walk = repaint_walk(num_levels=6, jump_length=2, jump_n_sample=2)
-    assert walk == [5, 4, 3, 2, 3, 4, 3, 2, 1, 0, 1, 2, 1, 0]
-    assert all(abs(b - a) == 1 for a, b in zip([6] + walk, walk))
-    assert repaint_walk(10, 3, 1) == list(range(9, -1, -1))  # one sample per stretch: no jumps
+def test_repaint_schedule_goes_down_with_jumps_back():
+    timesteps = [600, 500, 400, 300, 200, 100]
+    schedule = repaint_schedule(timesteps, jump_length=2, jump_n_sample=2)
+    # The steps above x_0 after each move: 5, 4, 3, 2, (back up) 3, 4, 3, 2, 1, 0, (back up) 1, 2, 1, 0.
+    at = dict(zip([-1, *reversed(timesteps)], range(7)))
+    assert [at[t_next] for _, t_next in schedule] == [5, 4, 3, 2, 3, 4, 3, 2, 1, 0, 1, 2, 1, 0]
+    assert schedule[:5] == [(600, 500), (500, 400), (400, 300), (300, 200), (200, 300)]
+    assert schedule[-4:] == [(-1, 100), (100, 200), (200, 100), (100, -1)]
+    assert all(abs(at[t] - at[t_next]) == 1 for t, t_next in schedule)  # one step down or up at a time
+    assert all(move[1] == following[0] for move, following in zip(schedule, schedule[1:]))  # from where it is
+    assert repaint_schedule([9, 6, 3, 0], 3, 1) == [(9, 6), (6, 3), (3, 0), (0, -1)]  # one sample: no jumps
+    assert repaint_schedule([500, 0], 1, 3) == [(500, 0), (0, -1), (-1, 0), (0, -1), (-1, 0), (0, -1)]
+    assert repaint_schedule([500], 1, 3) == [(500, -1)]  # no stretch below the top one: nothing to resample
+
+
+def test_the_callback_sees_each_denoising_step_with_its_index_among_all_moves(inpaint):
+    seen = []
+    inpaint(*digit_and_bottom_mask(), labels=[1], callback_on_step_end=lambda pipe, i, t, kw: seen.append((i, t)),
+            **FAST)
+    inpaint.scheduler.set_timesteps(FAST["num_inference_steps"])
+    schedule = repaint_schedule(inpaint.scheduler.timesteps.tolist(), FAST["jump_length"], FAST["jump_n_sample"])
+    assert seen == [(i, t) for i, (t, t_next) in enumerate(schedule) if t_next < t]
+    assert len(seen) == 12 + 3 * 3 and len(schedule) == 12 + 3 * 3 * 2  # 3 stretches of 3 steps run twice
+
+
+def test_the_default_steps_are_the_stored_ones_else_the_250_of_repaint(inpaint):
+    def stop(pipe, i, t, tensors):
+        pipe._interrupt = True
+
+    inpaint(*digit_and_bottom_mask(), labels=[1], callback_on_step_end=stop)
+    assert inpaint.scheduler.num_inference_steps == 250
+    assert inpaint.resolve_defaults() == (250, 1.0, None)
+    inpaint.register_to_config(default_num_inference_steps=7)
+    inpaint(*digit_and_bottom_mask(), labels=[1], callback_on_step_end=stop)
+    assert inpaint.scheduler.num_inference_steps == 7
+    inpaint(*digit_and_bottom_mask(), labels=[1], num_inference_steps=5, callback_on_step_end=stop)
+    assert inpaint.scheduler.num_inference_steps == 5
 
 
 def test_kept_pixels_are_exactly_the_given_ones(inpaint):
@@ -62,7 +94,7 @@ def test_same_generator_same_completion_and_forms_of_input_agree(inpaint):
         (np.zeros((28, 28), np.uint8), np.zeros((28, 28), np.uint8), "all black"),
         (np.zeros((28, 28), np.uint8), np.full((28, 28), 255, np.uint8), "all white"),
         (torch.full((28, 28), 2.0), np.full((28, 28), 255, np.uint8), r"must lie in \[0, 1\]"),
-        ("digit.png", np.full((28, 28), 255, np.uint8), "PIL image \(or a list of them\), a numpy array or a tensor"),
+        ("digit.png", np.full((28, 28), 255, np.uint8), r"PIL image \(or a list of them\), a numpy array or a tensor"),
     ],
 )
 def test_bad_inputs_are_clear_errors(inpaint, image, mask, match):

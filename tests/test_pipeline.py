@@ -120,6 +120,21 @@ def test_default_is_the_full_ddpm_chain_and_pipeline_defaults_are_config(tiny_un
     assert len(steps) == 4 + 1000 and steps[4] == 999 and steps[-1] == 0
 
 
+def test_resolve_defaults_gives_the_arguments_else_the_stored_defaults_else_the_full_chain(tiny_unet):
+    plain = MNISTDDPMPipeline(tiny_unet, MNISTDDPMScheduler(num_train_timesteps=500))
+    assert plain.resolve_defaults() == (500, 1.0, None)
+    stored = MNISTDDPMPipeline(tiny_unet, MNISTDDPMScheduler(), default_guidance_scale=3,
+                               default_num_inference_steps=4, default_guidance_interval=[250, 500])
+    assert stored.resolve_defaults() == (4, 3.0, (250.0, 500.0))
+    assert stored.resolve_defaults(np.int64(20), np.float32(1.5), (0, 1000)) == (20, 1.5, (0.0, 1000.0))
+    assert type(stored.resolve_defaults(np.int64(20))[0]) is int
+    with pytest.raises(ValueError, match="`num_inference_steps` must be a positive integer, at most 1000"):
+        stored.resolve_defaults(num_inference_steps=1001)
+    stored.register_to_config(default_guidance_scale=float("nan"))  # a stored value is checked as a given one
+    with pytest.raises(ValueError, match="`guidance_scale` must be a finite number"):
+        stored.resolve_defaults()
+
+
 def test_callback_can_replace_latents(tiny_pipe):
     def zero_latents(pipe, i, t, kwargs):
         return {"latents": torch.zeros_like(kwargs["latents"])}

@@ -105,6 +105,34 @@ def test_add_noise_is_the_closed_form_of_the_spec():
     assert alpha_bar[-1] < 1e-4
 
 
+@pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2"])
+def test_renoise_is_the_forward_process_from_one_timestep_to_a_later_one(beta_schedule):
+    """x_t' = √(ᾱ_t'/ᾱ_t) x_t + √(1 − ᾱ_t'/ᾱ_t) ε; from t = −1 (x_0) that is add_noise."""
+    scheduler = MNISTDDPMScheduler(beta_schedule=beta_schedule)
+    alpha_bar = scheduler.alphas_cumprod.double()
+    x, noise = torch.rand(2, 1, 4, 4) * 2 - 1, torch.randn(2, 1, 4, 4)
+    for t, later in [(99, 119), (0, 999), (500, 501)]:
+        ratio = alpha_bar[later] / alpha_bar[t]
+        expected = ratio.sqrt() * x.double() + (1 - ratio).sqrt() * noise.double()
+        torch.testing.assert_close(scheduler.renoise(x, noise, t, later).double(), expected, atol=1e-6, rtol=0)
+    for later in (0, 420, 999):
+        torch.testing.assert_close(scheduler.renoise(x, noise, -1, later),
+                                   scheduler.add_noise(x, noise, torch.tensor([later, later])), atol=1e-6, rtol=0)
+    # Two jumps are one: the means multiply, and the variances add to 1 − ᾱ_t''/ᾱ_t.
+    zero, one = torch.zeros(1), torch.ones(1)
+    mean = scheduler.renoise(scheduler.renoise(one, zero, 100, 300), zero, 300, 700)
+    variance = scheduler.renoise(scheduler.renoise(zero, one, 100, 300), zero, 300, 700) ** 2 + (
+        scheduler.renoise(zero, one, 300, 700) ** 2)
+    torch.testing.assert_close(mean, scheduler.renoise(one, zero, 100, 700), atol=1e-6, rtol=0)
+    torch.testing.assert_close(variance, scheduler.renoise(zero, one, 100, 700) ** 2, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("t,later", [(300, 300), (300, 200), (-2, 10), (10, 1000)])
+def test_renoise_refuses_a_timestep_that_is_not_later(t, later):
+    with pytest.raises(ValueError, match=f"from a timestep to a later one.*got {t} to {later}"):
+        MNISTDDPMScheduler().renoise(torch.zeros(1), torch.zeros(1), t, later)
+
+
 def test_step_is_the_reverse_mean_of_the_spec_plus_fixed_small_noise():
     """x_{t−1} = 1/√α_t (x_t − β_t/√(1−ᾱ_t) ε) + σ_t z, with σ_t² = β̃_t, at a single full-chain step."""
     scheduler = MNISTDDPMScheduler(clip_sample=False)
