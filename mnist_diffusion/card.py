@@ -16,6 +16,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCardData
 
+from .evaluation import DEFAULT_RULE
 from .redaction import redact, redact_command
 from .unet_mnist import ClassConditionedUNet
 
@@ -55,14 +56,28 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+EVALUATION_HEADER = [
+    "| sampler | steps | guidance | guided steps | n per digit | accuracy | worst digit | Fréchet distance | ÷ real floor |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+]
+
+
+def guided_steps(run: dict) -> str:
+    """Which timesteps a run guided: all of them, or its guidance interval `t_low ≤ t ≤ t_high`."""
+    interval = run.get("guidance_interval")
+    if run["guidance_scale"] == 1:
+        return "none"
+    return "all" if interval is None else f"{interval[0]:g} ≤ t ≤ {interval[1]:g}"
+
+
 def evaluation_rows(results: dict) -> list[str]:
-    """Markdown table rows, one per evaluated configuration."""
+    """Markdown table rows (under `EVALUATION_HEADER`), one per evaluated configuration."""
     rows = []
     for run in results["runs"]:
         per_digit = run["per_digit"][run["worst_digit"]]["accuracy"]
         sampler = run["sampler"] + (" (bf16 UNet)" if run.get("unet_dtype") == "bfloat16" else "")
         rows.append(
-            f"| {sampler} | {run['num_inference_steps']} | {run['guidance_scale']:g} | "
+            f"| {sampler} | {run['num_inference_steps']} | {run['guidance_scale']:g} | {guided_steps(run)} | "
             f"{results['samples_per_digit']} | {100 * run['accuracy']:.2f}% | {run['worst_digit']} "
             f"({100 * per_digit:.1f}%) | {run['frechet_distance']:.2f} | {run['frechet_ratio_to_real_floor']:.2f}× |"
         )
@@ -74,14 +89,17 @@ def read_evaluations(model_dir: str | Path) -> tuple[list[dict], dict | None]:
     The evaluation results stored in a model folder: the main table's results (the pipeline's defaults, the fast
     solver, the fast solver with a bf16 UNet; whichever exist) and the guidance sweep (or None).
 
-    Without a `fast.json`, the sweep's run at the model's default guidance scale is the fast solver's result.
+    Without a `fast.json`, the sweep's run at the model's default guidance (scale and interval) is the fast solver's
+    result.
     """
     model_dir = Path(model_dir)
-    guidance = json.loads((model_dir / "model_index.json").read_text()).get("default_guidance_scale", 1.0)
+    model_index = json.loads((model_dir / "model_index.json").read_text())
+    default = (model_index.get("default_guidance_scale", 1.0), model_index.get("default_guidance_interval"))
     sweep = read_json(model_dir / SWEEP_RESULTS)
     fast = read_json(model_dir / FAST_RESULTS)
     if fast is None and sweep is not None:
-        fast = {**sweep, "runs": [run for run in sweep["runs"] if run["guidance_scale"] == guidance]}
+        fast = {**sweep, "runs": [run for run in sweep["runs"]
+                                  if (run["guidance_scale"], run.get("guidance_interval")) == default]}
     evaluations = [
         results for results in (read_json(model_dir / DEFAULT_RESULTS), fast, read_json(model_dir / BF16_RESULTS))
         if results is not None and results["runs"]
@@ -112,7 +130,10 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
     unet_config = json.loads((model_dir / "unet" / "config.json").read_text())
     scheduler_config = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())
     training = read_json(model_dir / "training_config.json")
-    guidance = model_index.get("default_guidance_scale", 1.0)
+    guidance = f"guidance scale {model_index.get('default_guidance_scale', 1.0):g}"
+    if model_index.get("default_guidance_interval") is not None:
+        low, high = model_index["default_guidance_interval"]
+        guidance += f", applied only at timesteps {low:g} ≤ t ≤ {high:g}"
     evaluations, sweep = read_evaluations(model_dir)
     num_parameters = ClassConditionedUNet.from_pretrained(model_dir / "unet").num_parameters()
 
@@ -166,7 +187,7 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
         "", "```python", "from diffusers import DiffusionPipeline", "",
         f'pipe = DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True)',
         "image = pipe(labels=[7]).images[0]  # a 28×28 PIL image of a handwritten 7", "```", "",
-        f"Defaults stored with the model: {steps} denoising steps, guidance scale {guidance:g}.", "",
+        f"Defaults stored with the model: {steps} denoising steps, {guidance}.", "",
         "Offline, download a full snapshot while online and load the folder: "
         f'`DiffusionPipeline.from_pretrained(huggingface_hub.snapshot_download("{repo_id}"), trust_remote_code=True)`.',
         "",
@@ -222,8 +243,7 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
             "An independent classifier (a transformers RegNet trained on MNIST, ≥ 99.5% test accuracy) reads every "
             "generated digit; its pooled features are the space of the Fréchet distance, reported as a ratio to the "
             "real floor (real training digits against the test set at the same n).", "",
-            "| sampler | steps | guidance | n per digit | accuracy | worst digit | Fréchet distance | ÷ real floor |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            *EVALUATION_HEADER,
         ]
         for results in evaluations:
             lines += evaluation_rows(results)
@@ -233,10 +253,12 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
     if sweep is not None:
         lines += [
             "### Guidance scale", "",
-            "The same sampler at every guidance scale of the sweep; the model's default is "
-            f"{guidance:g}.", "",
-            "| sampler | steps | guidance | n per digit | accuracy | worst digit | Fréchet distance | ÷ real floor |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "The same sampler at every guidance setting of the sweep (scales, and guidance limited to an interval of "
+            "timesteps). The model's default, "
+            f"{guidance}, is the setting with the smallest Fréchet ratio among those whose accuracy is at least "
+            f"{100 * DEFAULT_RULE['min_accuracy']:g}% and whose worst digit is at least "
+            f"{100 * DEFAULT_RULE['min_worst_digit_accuracy']:g}% (n ≥ {DEFAULT_RULE['min_samples']:,}).", "",
+            *EVALUATION_HEADER,
             *evaluation_rows(sweep), "",
         ]
         if (model_dir / "images/guidance.png").is_file():

@@ -166,14 +166,11 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
     runs = []
     for sampler in samplers:
         default_steps = use_sampler(pipe, sampler)
-        steps = num_inference_steps or default_steps or pipe.scheduler.config.num_train_timesteps
         for guidance_scale, guidance_interval in itertools.product(guidance_scales, guidance_intervals):
-            if guidance_scale is None:
-                guidance_scale = pipe.config.default_guidance_scale
-            if guidance_interval is None:
-                guidance_interval = pipe.config.default_guidance_interval
-            guidance_interval = every_step_if_all(guidance_interval, pipe)
-            if guidance_interval is not None and tuple(guidance_interval) == every_step:
+            steps, guidance_scale, guidance_interval = pipe.resolve_defaults(
+                num_inference_steps or default_steps, guidance_scale, every_step_if_all(guidance_interval, pipe)
+            )
+            if guidance_interval == every_step:
                 guidance_interval = None  # None: guided at every step, as the run is recorded
             settings = {"sampler": sampler, "num_inference_steps": steps, "guidance_scale": guidance_scale,
                         "guidance_interval": guidance_interval, "unet_dtype": str(torch_dtype), "seed": seed,

@@ -36,16 +36,18 @@ def test_card_numbers_come_from_the_folder(tiny_pipe, tmp_path):
         "samples_per_digit": 50, "num_samples": 500, "runs": [run_result("ddpm", 1000, 2.0, 0.9934)]}))
     card = render_model_card(tmp_path, repo_id="someone/digits")
     assert "| steps | 7 optimiser steps, 896 images (0.0 epochs) |" in card
-    assert "| ddpm | 1000 | 2 | 50 | 99.34% | 8 (98.3%) | 1.23 | 2.47× |" in card
+    assert "| ddpm | 1000 | 2 | all | 50 | 99.34% | 8 (98.3%) | 1.23 | 2.47× |" in card
     results = ModelCard(card).data.eval_results
     assert [(r.metric_type, r.metric_value) for r in results] == [("accuracy", 0.9934), ("frechet_ratio", 2.468)]
 
     # A guidance sweep: its own table, and its run at the default guidance scale (1 here) is the fast row.
     (tmp_path / "evaluation" / "guidance_sweep.json").write_text(json.dumps({
         "samples_per_digit": 500, "num_samples": 5000,
-        "runs": [run_result("dpm", 20, 1.0, 0.975), run_result("dpm", 20, 3.0, 0.996)]}))
+        "runs": [run_result("dpm", 20, 1.0, 0.975), run_result("dpm", 20, 3.0, 0.996),
+                 {**run_result("dpm", 20, 3.0, 0.998), "guidance_interval": [82, 579]}]}))
     card = render_model_card(tmp_path, repo_id="someone/digits")
-    assert "### Guidance scale" in card and "| dpm | 20 | 3 | 500 | 99.60% |" in card
+    assert "### Guidance scale" in card and "| dpm | 20 | 3 | all | 500 | 99.60% |" in card
+    assert "| dpm | 20 | 3 | 82 ≤ t ≤ 579 | 500 | 99.80% |" in card and "| dpm | 20 | 1 | none | 500 |" in card
     results = ModelCard(card).data.eval_results
     assert [r.metric_value for r in results] == [0.9934, 2.468, 0.975, 2.468]
     assert "dpm, 20 steps, guidance 1, n=5000" in results[2].metric_name
