@@ -9,6 +9,7 @@ next to a standard `ConvNextImageProcessor`, so that anyone classifies a digit w
 
 Its pooled penultimate features (`RegNetModel.pooler_output`, 128 numbers per image) are the space where
 `evaluation.py` measures the Fréchet distance. `DigitClassifier` runs the same model on whole tensors of digits.
+`classifier_training.py` trains it (`scripts/train_classifier.py`).
 
 Why this architecture. The processor only rescales and normalises (x / 255 − 0.5) / 0.5, with no resize, so that the
 batched torch preprocessing of `DigitClassifier` is exactly the processor's. That rules out upscaling, so the network
@@ -35,23 +36,12 @@ transformers' `pipeline("image-classification")` converts every image to RGB, wh
 image processor and the model directly, as above.
 """
 
-import argparse
-import json
 import math
-import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
-from tqdm.auto import tqdm
-
-from .data import load_mnist
 
 try:
-    import transformers
     from transformers import (
         AutoImageProcessor,
         AutoModelForImageClassification,
@@ -66,10 +56,6 @@ except ImportError as error:  # transformers is an extra of the evaluation, not 
 
 IMAGE_SIZE = 28
 DIGITS = [str(digit) for digit in range(10)]
-# Training augmentation: each digit is rotated, scaled and shifted by a random amount up to these bounds.
-MAX_ROTATION_DEGREES = 10.0
-MAX_SCALE_CHANGE = 0.1
-MAX_SHIFT_PIXELS = 2.0
 
 
 def build_classifier(hidden_sizes=(32, 64, 128), depths=(2, 2, 2), embedding_size=32):
@@ -139,22 +125,6 @@ def normalize(unit_images: torch.Tensor, image_processor) -> torch.Tensor:
     return (unit_images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
-def random_affine(images: torch.Tensor) -> torch.Tensor:
-    """Rotate, scale and shift each [0, 1] image by a random amount within the bounds above; new pixels are black."""
-    n = len(images)
-
-    def uniform(bound: float, *shape: int) -> torch.Tensor:
-        return (torch.rand(n, *shape) * 2 - 1) * bound
-
-    angle = uniform(math.radians(MAX_ROTATION_DEGREES))
-    scale = 1 + uniform(MAX_SCALE_CHANGE)
-    shift = uniform(2 * MAX_SHIFT_PIXELS / IMAGE_SIZE, 2)  # affine_grid coordinates span [-1, 1], i.e. 2 per width
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
 class DigitClassifier:
     """
     A trained digit classifier run on whole tensors of digits, in batches, in float32 under `torch.inference_mode`.
@@ -214,188 +184,3 @@ class DigitClassifier:
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled penultimate features (the input of the classification head), float64 (N, D): the Fréchet space."""
         return self._forward(images)[0].double()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="train_classifier.py",
-        description="Train the evaluation classifier (a transformers RegNet) on MNIST; run with `accelerate launch` "
-                    "for several processes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    data = parser.add_argument_group("data and output")
-    data.add_argument("--data_dir", default="data/mnist",
-                      help="Folder with the four MNIST IDX .gz files; missing files are downloaded there when online.")
-    data.add_argument("--output_dir", default="pretrained/mnist-classifier",
-                      help="Where the model, its image processor and training_results.json go.")
-    data.add_argument("--max_train_samples", type=int, default=None,
-                      help="Train on the first N training images only (for quick checks).")
-    data.add_argument("--max_eval_samples", type=int, default=None,
-                      help="Evaluate on the first N test images only (for quick checks).")
-    model = parser.add_argument_group("model")
-    model.add_argument("--hidden_sizes", type=int, nargs="+", default=[32, 64, 128],
-                       help="Channels of the RegNet stages (at 14, 7 and 4 pixels).")
-    model.add_argument("--depths", type=int, nargs="+", default=[2, 2, 2], help="Residual blocks per stage.")
-    model.add_argument("--embedding_size", type=int, default=32, help="Channels of the stem convolution.")
-    optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--seed", type=int, default=0, help="Seed of weights, data order and augmentation.")
-    optim.add_argument("--num_epochs", type=int, default=15, help="Passes over the 60k training images.")
-    optim.add_argument("--train_batch_size", type=int, default=128, help="Images per process per step.")
-    optim.add_argument("--learning_rate", type=float, default=3e-3,
-                       help="Peak learning rate of the one-cycle schedule.")
-    optim.add_argument("--weight_decay", type=float, default=0.05, help="Decoupled weight decay of AdamW.")
-    optim.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
-                       help=f"Randomly rotate (±{MAX_ROTATION_DEGREES:g}°), scale (±{100 * MAX_SCALE_CHANGE:g}%%) "
-                            f"and shift (±{MAX_SHIFT_PIXELS:g} px) every training digit.")
-    optim.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default="bf16",
-                       help="Autocast precision of training (bf16 is fast on recent CPUs); evaluation runs in "
-                            "float32.")
-    optim.add_argument("--max_train_minutes", type=float, default=None,
-                       help="Wall-clock budget: stop training once this much time has passed (the model is still "
-                            "evaluated and saved; the learning rate will not have finished its decay).")
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    problems = [f"--{name} must be a positive integer, got {getattr(args, name)}"
-                for name in ("num_epochs", "train_batch_size", "embedding_size") if getattr(args, name) < 1]
-    for name in ("max_train_samples", "max_eval_samples"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            problems.append(f"--{name} must be a positive integer, got {getattr(args, name)}")
-    if len(args.hidden_sizes) != len(args.depths) or min(args.hidden_sizes + args.depths) < 1:
-        problems.append(f"--hidden_sizes {args.hidden_sizes} and --depths {args.depths} must be positive and "
-                        "of the same length")
-    if not args.learning_rate > 0:
-        problems.append(f"--learning_rate must be positive, got {args.learning_rate}")
-    if args.weight_decay < 0:
-        problems.append(f"--weight_decay must be ≥ 0, got {args.weight_decay}")
-    if args.max_train_minutes is not None and args.max_train_minutes <= 0:
-        problems.append(f"--max_train_minutes must be positive, got {args.max_train_minutes}")
-    if problems:
-        parser.error("; ".join(problems))
-    return args
-
-
-def train_classifier(args: argparse.Namespace) -> dict:
-    """
-    Train the classifier on the MNIST training split, measure its accuracy on the test split and save it.
-
-    Args:
-        args: the options of `build_parser()`.
-
-    Returns:
-        The training record also written to `output_dir/training_results.json` (test accuracy, epochs, wall time,
-        command line, options and model config) on the main process, None on the others.
-    """
-    output_dir = Path(args.output_dir)
-    run_started = time.perf_counter()
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
-    with accelerator.main_process_first():  # the main process downloads missing files, the others then read them
-        train_images, train_labels = load_mnist(args.data_dir, "train")
-        test_images, test_labels = load_mnist(args.data_dir, "test")
-    train_images, train_labels = train_images[: args.max_train_samples], train_labels[: args.max_train_samples]
-    test_images, test_labels = test_images[: args.max_eval_samples], test_labels[: args.max_eval_samples]
-
-    torch.manual_seed(args.seed)  # the same initial weights on every rank
-    model, image_processor = build_classifier(args.hidden_sizes, args.depths, args.embedding_size)
-    set_seed(args.seed, device_specific=True)  # then different augmentations per rank
-    model = model.to(memory_format=torch.channels_last)  # ≈ 30% faster convolutions on CPU
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    dataloader = torch.utils.data.DataLoader(
-        torch.utils.data.TensorDataset(train_images, train_labels), batch_size=args.train_batch_size, shuffle=True,
-        drop_last=True, generator=torch.Generator().manual_seed(args.seed),
-    )
-    steps_per_epoch = math.ceil(len(dataloader) / accelerator.num_processes)
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_images)} training images make no full batch of {args.train_batch_size}.")
-    max_train_steps = args.num_epochs * steps_per_epoch
-    # accelerate steps a prepared scheduler once per process at every optimiser step, hence the factor.
-    lr_scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.learning_rate, total_steps=max_train_steps * accelerator.num_processes, pct_start=0.2,
-    )
-    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
-    accelerator.print(
-        f"{len(train_images)} training images, {accelerator.unwrap_model(model).num_parameters()} parameters, "
-        f"{accelerator.num_processes} process(es) ({accelerator.distributed_type}), {max_train_steps} steps."
-    )
-
-    progress = tqdm(total=max_train_steps, desc="train", disable=not accelerator.is_local_main_process)
-    started = time.perf_counter()
-    global_step, images_seen, epochs_completed, out_of_time = 0, 0, 0, False
-    for epoch in range(args.num_epochs):
-        dataloader.set_epoch(epoch)
-        model.train()
-        for images, labels in dataloader:
-            pixels = to_unit_range(images)
-            if args.augment:
-                pixels = random_affine(pixels)
-            pixel_values = normalize(pixels, image_processor).contiguous(memory_format=torch.channels_last)
-            logits = model(pixel_values=pixel_values).logits
-            loss = F.cross_entropy(logits.float(), labels)
-            accelerator.backward(loss)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            global_step += 1
-            images_seen += len(images) * accelerator.num_processes
-            progress.update(1)
-            if global_step % 10 == 0:
-                progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}",
-                                     img_s=f"{images_seen / (time.perf_counter() - started):.0f}")
-            if args.max_train_minutes is not None:
-                # All ranks must stop at the same step: the first rank to run out of time stops them all.
-                late = float(time.perf_counter() - started >= 60 * args.max_train_minutes)
-                out_of_time = bool(accelerator.reduce(torch.tensor(late, device=accelerator.device), reduction="max"))
-                if out_of_time:
-                    break
-        if out_of_time:
-            break
-        epochs_completed += 1
-    progress.close()
-    train_seconds = time.perf_counter() - started
-
-    record = None
-    if accelerator.is_main_process:
-        classifier = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-        classifier = classifier.to(memory_format=torch.contiguous_format)
-        predicted = DigitClassifier(classifier, image_processor).predict(test_images)
-        correct = int((predicted == test_labels).sum())
-        record = {
-            "test_accuracy": correct / len(test_labels),
-            "test_correct": correct,
-            "test_total": len(test_labels),
-            "epochs_completed": epochs_completed,
-            "num_epochs": args.num_epochs,
-            "global_step": global_step,
-            "stopped_by_time_limit": out_of_time,
-            "train_minutes": round(train_seconds / 60, 2),
-            "wall_minutes": round((time.perf_counter() - run_started) / 60, 2),  # with data loading and evaluation
-            "train_images_per_second": round(images_seen / train_seconds, 1),
-            "command": " ".join(["scripts/train_classifier.py", *sys.argv[1:]]),
-            "args": vars(args),
-            "config": classifier.config.to_dict(),
-            "num_parameters": classifier.num_parameters(),
-            "num_processes": accelerator.num_processes,
-            "distributed_type": str(accelerator.distributed_type),
-            "mixed_precision": accelerator.mixed_precision,
-            "torch_version": torch.__version__,
-            "transformers_version": transformers.__version__,
-        }
-        output_dir.mkdir(parents=True, exist_ok=True)
-        classifier.save_pretrained(output_dir)
-        image_processor.save_pretrained(output_dir)
-        (output_dir / "training_results.json").write_text(json.dumps(record, indent=2) + "\n")
-        accelerator.print(f"Test accuracy {correct}/{len(test_labels)} = {record['test_accuracy']:.2%}; saved to "
-                          f"{output_dir}.")
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return record
-
-
-def main(argv: list[str] | None = None) -> None:
-    train_classifier(parse_args(argv))

@@ -28,8 +28,9 @@ from .redaction import find_secrets
 logger = logging.get_logger(__name__)
 
 TRAINING_CONFIG = "training_config.json"
-# Training by-products that sit next to the pipeline in an output folder; none of them is ever pushed.
-NEVER_PUSHED = ("checkpoints", "logs", "samples")
+# Training by-products that sit next to the pipeline in a run's output folder; none of them is ever pushed.
+CHECKPOINTS, LOGS, SAMPLES = "checkpoints", "logs", "samples"
+NEVER_PUSHED = (CHECKPOINTS, LOGS, SAMPLES)
 # As git decides: a file with a NUL byte in its first 8,000 bytes is binary (weights, images); any other is text.
 BINARY_SNIFF_BYTES = 8000
 CARD_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)|<img\s[^>]*?src\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)

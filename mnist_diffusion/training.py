@@ -1,9 +1,15 @@
-"""Training of the class-conditional DDPM on MNIST, behind `accelerate launch scripts/train.py`.
+"""Training of the class-conditional DDPM on MNIST, behind `accelerate launch scripts/train.py`, and the pieces that
+every training loop of the project is made of.
 
 The loop is the algorithm of the spec: draw t uniformly, jump to x_t in closed form, regress the noise with a
 plain MSE; drop the label to the null label with probability `cond_drop_prob` for classifier-free guidance.
 Everything a run writes sits in `output_dir`: the pipeline (model_index.json, unet/, scheduler/) at the top,
 checkpoints in `checkpoints/`, TensorBoard logs in `logs/`, validation grids in `samples/`.
+
+[`train`] reads as numbered steps: accelerator, models, data, resume, loop, save. Each step is a function of this
+module that takes what it needs and knows nothing of the DDPM's loss, so that another loop (the evaluation
+classifier's in `classifier_training.py`, say) is made of the same pieces: option groups and their checks, seeding,
+the length of a run and its batches after a resume, checkpoints that survive a kill, the time budget, the run record.
 """
 
 import argparse
@@ -17,6 +23,8 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast, set_seed
 from accelerate.utils.constants import OPTIMIZER_NAME, SAFE_WEIGHTS_NAME, SCHEDULER_NAME
-from diffusers import DPMSolverMultistepScheduler
+from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, ModelMixin
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from PIL import Image
@@ -34,7 +42,8 @@ from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
 from .data import MNIST_FILES, MNISTDataset
-from .hub import add_hub_arguments, check_hub_arguments, push_pipeline_to_hub
+from .hub import (CHECKPOINTS, LOGS, SAMPLES, TRAINING_CONFIG, add_hub_arguments, check_hub_arguments,
+                  push_pipeline_to_hub)
 from .images import make_grid
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .redaction import redact, redact_command
@@ -43,20 +52,31 @@ from .unet_mnist import ClassConditionedUNet
 
 logger = get_logger(__name__)
 
-CHECKPOINTS, LOGS, SAMPLES = "checkpoints", "logs", "samples"
-PIPELINE_ENTRIES = ("model_index.json", "unet", "scheduler", "training_config.json")
+SCRIPT = "scripts/train.py"
+PIPELINE_ENTRIES = ("model_index.json", "unet", "scheduler", TRAINING_CONFIG)
 RUN_ENTRIES = set(PIPELINE_ENTRIES) | {CHECKPOINTS, LOGS, SAMPLES}
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TRAINING_STATE = "training_state.json"
-# What `accelerator.save_state` writes besides the random states: the model, optimiser and lr schedule, and the
-# objects registered for checkpointing (here the EMA, the first and only one) as `custom_checkpoint_<i>.pkl`.
+# What `accelerator.save_state` writes besides the random states: the model, optimiser and lr schedule; each object
+# registered for checkpointing (an EMA, say) goes to `custom_checkpoint_<i>.pkl`.
 CHECKPOINT_FILES = (SAFE_WEIGHTS_NAME, f"{OPTIMIZER_NAME}.bin", f"{SCHEDULER_NAME}.bin")
-EMA_CHECKPOINT_FILE = "custom_checkpoint_0.pkl"
 TRAINING_IMAGES = MNIST_FILES["train"][0].count
 LR_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+# The ranges that option checks name, and the test of each (NaN passes none of them).
+RANGES = {
+    "a positive integer": lambda value: value >= 1,
+    "positive": lambda value: value > 0,
+    "≥ 0": lambda value: value >= 0,
+    "in [0, 1)": lambda value: 0 <= value < 1,
+    "in (0, 1)": lambda value: 0 < value < 1,
+}
+
+
+# Options ------------------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The options of `scripts/train.py`: data and model here, then the shared groups."""
     parser = argparse.ArgumentParser(
         prog="train.py",
         description="Train a class-conditional DDPM on MNIST (run with `accelerate launch` for several processes).",
@@ -85,6 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="What the UNet learns to predict; the spec's L_simple is `epsilon`.")
     model.add_argument("--cond_drop_prob", type=float, default=0.1,
                        help="Probability of replacing the label by the null label (classifier-free guidance).")
+    add_optimizer_arguments(parser)
+    add_ema_arguments(parser)
+    add_checkpoint_arguments(parser)
+    add_hub_arguments(parser)
+    return parser
+
+
+def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
+    """
+    The "optimisation" options: seed, batch size, length and time budget of the run, AdamW and its lr schedule,
+    gradient accumulation and clipping, mixed precision. Checked by [`check_optimizer_arguments`]; another script
+    changes a default with `parser.set_defaults(learning_rate=...)`.
+    """
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--seed", type=int, default=0, help="Seed of weights, data order and noise.")
     optim.add_argument("--train_batch_size", type=int, default=128, help="Images per process per step.")
@@ -107,12 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--mixed_precision", choices=["no", "bf16", "fp16"], default=None,
                        help="Autocast precision; defaults to accelerate's config (bf16 is fast on recent CPUs).")
     optim.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for activation memory.")
+
+
+def add_ema_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the EMA of the weights that [`make_ema`] keeps; checked by [`check_ema_arguments`]."""
     ema = parser.add_argument_group("exponential moving average (EMA) of the weights")
     ema.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True,
                      help="Keep an EMA of the weights; the EMA is what validation samples and what gets saved.")
     ema.add_argument("--ema_max_decay", type=float, default=0.9995, help="Upper bound of the EMA decay.")
     ema.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warm-up: decay = 1 − (1 + step/γ)^−p.")
     ema.add_argument("--ema_power", type=float, default=0.75, help="EMA warm-up power p.")
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """
+    The options of checkpoints and resuming, of the pipeline written during the run, of validation grids and of the
+    logger; checked by [`check_checkpoint_arguments`].
+    """
     save = parser.add_argument_group("checkpoints, validation and logging")
     save.add_argument("--checkpointing_steps", type=int, default=500,
                       help="Save a resumable checkpoint (weights, optimiser, lr schedule, EMA, RNG) every N steps.")
@@ -128,52 +172,45 @@ def build_parser() -> argparse.ArgumentParser:
                       help="DPM-Solver++ steps for validation samples (fast; the final model uses the full DDPM).")
     save.add_argument("--validation_guidance_scale", type=float, default=2.0, help="Guidance of validation samples.")
     save.add_argument("--logger", choices=["tensorboard", "none"], default="tensorboard", help="Where scalars go.")
-    add_hub_arguments(parser)
-    return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
+    """The options of `scripts/train.py`, checked by [`check_args`]."""
+    return parse_checked(build_parser(), check_args, argv)
+
+
+def parse_checked(
+    parser: argparse.ArgumentParser, check: Callable[[argparse.Namespace], list[str]], argv: list[str] | None = None
+) -> argparse.Namespace:
+    """
+    Parse `argv` with `parser`, then stop with one usage error that names every problem `check(args)` finds, so that
+    nothing starts with a nonsense option value and the user fixes them all at once.
+    """
     args = parser.parse_args(argv)
-    problems = check_args(args)
+    problems = check(args)
     if problems:
         parser.error("; ".join(problems))
     return args
 
 
+def out_of_range(args: argparse.Namespace, names: list[str], expected: str) -> list[str]:
+    """
+    `--name must be <expected>, got <value>` for each of the options `names` that is set (not None) and outside the
+    range `expected`, one of the keys of `RANGES` (`"a positive integer"`, `"positive"`, `"≥ 0"`, ...).
+    """
+    valid = RANGES[expected]
+    return [f"--{name} must be {expected}, got {getattr(args, name)}"
+            for name in names if getattr(args, name) is not None and not valid(getattr(args, name))]
+
+
 def check_args(args: argparse.Namespace) -> list[str]:
-    """Every nonsense option value, named, so that nothing starts training with it."""
-    positive = ["train_batch_size", "num_epochs", "gradient_accumulation_steps", "checkpointing_steps",
-                "validation_steps", "validation_images_per_digit", "validation_inference_steps", "layers_per_block",
-                "num_train_timesteps", "attention_head_dim", "norm_num_groups", "checkpoints_total_limit"]
-    problems = [f"--{name} must be a positive integer, got {getattr(args, name)}"
-                for name in positive if getattr(args, name) < 1]
-    for name in ("max_train_steps", "save_model_steps"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            problems.append(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    """Every nonsense option value of `scripts/train.py`, named, so that nothing starts training with it."""
+    problems = out_of_range(args, ["layers_per_block", "num_train_timesteps", "attention_head_dim", "norm_num_groups"],
+                            "a positive integer")
+    problems += out_of_range(args, ["dataloader_num_workers"], "≥ 0")
+    problems += out_of_range(args, ["cond_drop_prob", "dropout"], "in [0, 1)")
     problems += check_batch_size(args.train_batch_size, TRAINING_IMAGES, "the MNIST training split")
-    if args.max_train_minutes is not None and args.max_train_minutes <= 0:
-        problems.append(f"--max_train_minutes must be positive, got {args.max_train_minutes}")
-    if not args.learning_rate > 0:
-        problems.append(f"--learning_rate must be positive, got {args.learning_rate}")
-    for name in ("lr_warmup_steps", "dataloader_num_workers", "seed"):
-        if getattr(args, name) < 0:
-            problems.append(f"--{name} must be ≥ 0, got {getattr(args, name)}")
-    # numpy takes 32-bit seeds, and every process seeds itself with --seed plus its index.
-    if args.seed >= 2**31:
-        problems.append(f"--seed must be below 2**31 = {2**31}, got {args.seed}")
-    for name in ("cond_drop_prob", "dropout", "adam_beta1", "adam_beta2"):
-        if not 0 <= getattr(args, name) < 1:
-            problems.append(f"--{name} must be in [0, 1), got {getattr(args, name)}")
-    for name in ("adam_weight_decay", "adam_epsilon", "max_grad_norm", "validation_guidance_scale"):
-        if not getattr(args, name) >= 0:
-            problems.append(f"--{name} must be ≥ 0, got {getattr(args, name)}")
-    if not 0 < args.ema_max_decay < 1:
-        problems.append(f"--ema_max_decay must be in (0, 1), got {args.ema_max_decay}")
-    for name in ("ema_inv_gamma", "ema_power"):  # the warm-up decay 1 − (1 + step/γ)^−p needs both positive
-        if not getattr(args, name) > 0:
-            problems.append(f"--{name} must be positive, got {getattr(args, name)}")
-    if any(c < 1 or c % args.norm_num_groups for c in args.block_out_channels):
+    if any(c < 1 or (args.norm_num_groups >= 1 and c % args.norm_num_groups) for c in args.block_out_channels):
         problems.append(f"--block_out_channels {args.block_out_channels} must be positive multiples of "
                         f"--norm_num_groups {args.norm_num_groups}")
     if 28 % 2 ** (len(args.block_out_channels) - 1):
@@ -186,8 +223,48 @@ def check_args(args: argparse.Namespace) -> list[str]:
     if args.attention_head_dim >= 1 and any(channels % args.attention_head_dim for channels in attended):
         problems.append(f"--attention_head_dim {args.attention_head_dim} must divide the width of every level with "
                         f"attention, {sorted(attended)}")
+    problems += check_optimizer_arguments(args)
+    problems += check_ema_arguments(args)
+    problems += check_checkpoint_arguments(args)
     problems += check_hub_arguments(args)
     return problems
+
+
+def check_optimizer_arguments(args: argparse.Namespace) -> list[str]:
+    """The problems with the options of [`add_optimizer_arguments`]."""
+    problems = out_of_range(args, ["train_batch_size", "num_epochs", "gradient_accumulation_steps", "max_train_steps"],
+                            "a positive integer")
+    problems += out_of_range(args, ["learning_rate", "max_train_minutes"], "positive")
+    problems += out_of_range(args, ["lr_warmup_steps", "adam_weight_decay", "adam_epsilon", "max_grad_norm"], "≥ 0")
+    problems += out_of_range(args, ["adam_beta1", "adam_beta2"], "in [0, 1)")
+    return problems + check_seed(args.seed)
+
+
+def check_seed(seed: int) -> list[str]:
+    """
+    The problem with a `--seed` that [`build_seeded`] cannot use: numpy takes 32-bit seeds, and every process seeds
+    itself with the seed plus its index.
+    """
+    if seed < 0:
+        return [f"--seed must be ≥ 0, got {seed}"]
+    if seed >= 2**31:
+        return [f"--seed must be below 2**31 = {2**31}, got {seed}"]
+    return []
+
+
+def check_ema_arguments(args: argparse.Namespace) -> list[str]:
+    """The problems with the options of [`add_ema_arguments`]."""
+    # The warm-up decay 1 − (1 + step/γ)^−p needs both γ and p positive.
+    return (out_of_range(args, ["ema_max_decay"], "in (0, 1)")
+            + out_of_range(args, ["ema_inv_gamma", "ema_power"], "positive"))
+
+
+def check_checkpoint_arguments(args: argparse.Namespace) -> list[str]:
+    """The problems with the options of [`add_checkpoint_arguments`]."""
+    positive = ["checkpointing_steps", "checkpoints_total_limit", "save_model_steps", "validation_steps",
+                "validation_images_per_digit", "validation_inference_steps"]
+    return (out_of_range(args, positive, "a positive integer")
+            + out_of_range(args, ["validation_guidance_scale"], "≥ 0"))
 
 
 def check_batch_size(batch_size: int, num_images: int, data: str) -> list[str]:
@@ -206,6 +283,9 @@ def check_batch_size(batch_size: int, num_images: int, data: str) -> list[str]:
         return [f"--train_batch_size {batch_size} is more than the {num_images} images of {data}: an epoch would "
                 "have no full batch"]
     return []
+
+
+# The run record -----------------------------------------------------------------------------------------------------
 
 
 def recorded_options(args: argparse.Namespace) -> dict:
@@ -230,7 +310,69 @@ def describe_hardware(accelerator: Accelerator) -> str:
             f"{torch.get_num_threads()} thread(s), no GPU")
 
 
+def run_record(accelerator: Accelerator, script: str, args: argparse.Namespace, state: dict, model) -> dict:
+    """
+    What a run did, as saved beside the model it trained: the command line and the options (secrets redacted), the
+    steps, images and minutes of training (from `state`, summed over resumed runs) and what it ran on.
+
+    Args:
+        accelerator: the run's accelerator.
+        script: the script as the command line should name it, e.g. `"scripts/train.py"`.
+        args: the parsed options.
+        state: the training state of [`new_training_state`], as the loop has counted it.
+        model: the model being trained (wrapped or not), whose parameters are counted.
+    """
+    return {
+        "command": " ".join([script, *redact_command(sys.argv[1:])]),
+        "args": recorded_options(args),
+        "global_step": state["global_step"],
+        "images_seen": state["images_seen"],
+        "train_minutes": round(state["train_seconds"] / 60, 2),
+        "num_processes": accelerator.num_processes,
+        "distributed_type": str(accelerator.distributed_type),
+        "hardware": describe_hardware(accelerator),
+        "mixed_precision": accelerator.mixed_precision,
+        "num_parameters": accelerator.unwrap_model(model).num_parameters(),
+        "torch_version": torch.__version__,
+    }
+
+
+# Accelerator, models and data ---------------------------------------------------------------------------------------
+
+
+def make_accelerator(
+    run_dir: Path, mixed_precision: str | None, gradient_accumulation_steps: int = 1, log_with: str = "none"
+) -> Accelerator:
+    """
+    The accelerator of a run writing to `run_dir`, with TensorBoard logs (`log_with="tensorboard"`) in its `logs/`.
+    Its seedable sampler shuffles by seed and epoch alone, so that a resumed run sees the batches of an uninterrupted
+    one.
+    """
+    return Accelerator(
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        log_with=None if log_with == "none" else log_with,
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / LOGS)),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+
+def build_seeded(seed: int, build: Callable):
+    """
+    `build()`, seeded so that every rank starts from the same weights; then each rank is seeded apart (with the seed
+    plus its index) so that ranks draw different noise, timesteps, label drops and augmentations.
+
+    Returns:
+        What `build()` returns.
+    """
+    torch.manual_seed(seed)
+    built = build()
+    set_seed(seed, device_specific=True)
+    return built
+
+
 def make_unet(args: argparse.Namespace) -> ClassConditionedUNet:
+    """A fresh UNet of the model options of [`build_parser`]."""
     return ClassConditionedUNet(
         block_out_channels=tuple(args.block_out_channels),
         layers_per_block=args.layers_per_block,
@@ -241,37 +383,134 @@ def make_unet(args: argparse.Namespace) -> ClassConditionedUNet:
     )
 
 
+def make_ema(accelerator: Accelerator, model: ModelMixin, args: argparse.Namespace) -> EMAModel | None:
+    """
+    The EMA of `model`'s weights that `--use_ema` asks for (None without it), with the warm-up of
+    [`add_ema_arguments`], on the accelerator's device and registered so that checkpoints hold it.
+    """
+    if not args.use_ema:
+        return None
+    ema = EMAModel(
+        model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
+        power=args.ema_power, model_cls=type(model), model_config=model.config,
+    )
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema)
+    return ema
+
+
+def make_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.AdamW:
+    """AdamW over `model`'s parameters, with the options of [`add_optimizer_arguments`]."""
+    return torch.optim.AdamW(
+        model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
+    )
+
+
+def make_dataloader(
+    dataset: torch.utils.data.Dataset, batch_size: int, seed: int, source: str, num_workers: int = 0
+) -> torch.utils.data.DataLoader:
+    """
+    The shuffled training batches of `dataset`, incomplete ones dropped, in an order set by `seed`.
+
+    Raises:
+        `ValueError`: if `dataset` (read from `source`, for the message) has fewer images than one batch. The option
+        checks know the size of MNIST; a data set of its own (see `data.CHECKSUMS_FILE`) may be smaller.
+    """
+    problems = check_batch_size(batch_size, len(dataset), source)
+    if problems:
+        raise ValueError(problems[0] + ".")
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+@dataclass
+class TrainingLength:
+    """How long a run is: optimiser steps per epoch, optimiser steps in all, and the epochs that takes."""
+
+    steps_per_epoch: int
+    max_train_steps: int
+    num_epochs: int
+
+
+def training_length(
+    num_batches: int, num_processes: int, gradient_accumulation_steps: int, num_epochs: int,
+    max_train_steps: int | None = None,
+) -> TrainingLength:
+    """
+    The length of a run over `num_batches` batches an epoch (the data loader before `accelerator.prepare` shards it
+    over `num_processes`), one optimiser step per `gradient_accumulation_steps` batches: `num_epochs` epochs, or
+    `max_train_steps` steps when given, over as many epochs as they take.
+    """
+    steps_per_epoch = math.ceil(num_batches / num_processes / gradient_accumulation_steps)
+    max_train_steps = max_train_steps or num_epochs * steps_per_epoch
+    return TrainingLength(steps_per_epoch, max_train_steps, math.ceil(max_train_steps / steps_per_epoch))
+
+
+def make_lr_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, max_train_steps: int,
+                      num_processes: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """
+    The `--lr_scheduler` schedule with `--lr_warmup_steps` of warm-up over `max_train_steps`. accelerate steps a
+    prepared schedule once per process at every optimiser step, hence the factor `num_processes`.
+    """
+    return get_scheduler(
+        args.lr_scheduler, optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * num_processes,
+        num_training_steps=max_train_steps * num_processes,
+    )
+
+
+def start_trackers(accelerator: Accelerator, project_name: str, args: argparse.Namespace) -> None:
+    """Start the logger's run (TensorBoard: in logs/) on the main process, with the recorded options as hparams."""
+    if accelerator.is_main_process:
+        # TensorBoard's hparams take numbers, strings and booleans only.
+        config = {name: str(value) if isinstance(value, (list, tuple)) or value is None else value
+                  for name, value in recorded_options(args).items()}
+        accelerator.init_trackers(project_name, config=config)
+
+
+# Checkpoints --------------------------------------------------------------------------------------------------------
+
+
+def new_training_state() -> dict:
+    """The training state of a new run, as a checkpoint's training_state.json holds it."""
+    return {"global_step": 0, "images_seen": 0, "train_seconds": 0.0}
+
+
 def checkpoint_step(checkpoint: Path) -> int:
     """The step of a checkpoint folder `checkpoint-N`: N."""
     return int(CHECKPOINT_PATTERN.match(checkpoint.name).group(1))
 
 
-def list_checkpoints(output_dir: Path) -> list[Path]:
+def list_checkpoints(run_dir: Path) -> list[Path]:
     """The checkpoints of a run, oldest first (a half-written one has a temporary name and is not listed)."""
-    folder = output_dir / CHECKPOINTS
+    folder = run_dir / CHECKPOINTS
     if not folder.is_dir():
         return []
     return sorted((p for p in folder.iterdir() if CHECKPOINT_PATTERN.match(p.name) and p.is_dir()), key=checkpoint_step)
 
 
-def checkpoint_problem(checkpoint: Path, use_ema: bool) -> str | None:
+def checkpoint_problem(checkpoint: Path, num_registered: int) -> str | None:
     """
     What makes a checkpoint folder unusable, or None if it is complete and its files are intact.
 
     Each file is checked by its format, the safetensors header against the file's size and every torch archive
-    (optimiser, lr schedule, EMA, random states) against its CRCs, so that a missing, truncated or damaged file is
-    named here, before any work, rather than by a raw error from deep inside `accelerator.load_state`.
+    (optimiser, lr schedule, registered objects, random states) against its CRCs, so that a missing, truncated or
+    damaged file is named here, before any work, rather than by a raw error from deep inside `accelerator.load_state`.
 
     Args:
-        checkpoint (`Path`): a folder written by `save_checkpoint` in [`train`].
-        use_ema (`bool`): whether the run to resume keeps an EMA, which must then be in the checkpoint.
+        checkpoint (`Path`): a folder written by [`save_checkpoint`].
+        num_registered (`int`): how many objects the run to resume registers with
+            `accelerator.register_for_checkpointing` (the EMA of [`make_ema`], say); their files must be there.
 
     Returns:
         `str` or `None`: the problem, e.g. `"model.safetensors is missing"`.
     """
     if not checkpoint.is_dir():
         return "there is no such folder"
-    required = [TRAINING_STATE, *CHECKPOINT_FILES] + ([EMA_CHECKPOINT_FILE] if use_ema else [])
+    required = [TRAINING_STATE, *CHECKPOINT_FILES, *(f"custom_checkpoint_{i}.pkl" for i in range(num_registered))]
     missing = [name for name in required if not (checkpoint / name).is_file()]
     if missing:
         return f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
@@ -297,36 +536,37 @@ def checkpoint_problem(checkpoint: Path, use_ema: bool) -> str | None:
     return None
 
 
-def resolve_checkpoint(args: argparse.Namespace, output_dir: Path) -> Path | None:
+def resolve_checkpoint(resume_from_checkpoint: str | None, run_dir: Path, num_registered: int) -> Path | None:
     """
-    The checkpoint to resume from, or None to start fresh. `latest` is the newest complete checkpoint: newer ones
-    that are incomplete or damaged are skipped with a warning. A checkpoint named by its path must be usable.
+    The checkpoint that `--resume_from_checkpoint` names, or None to start fresh. `latest` is the newest complete
+    checkpoint of `run_dir`: newer ones that are incomplete or damaged are skipped with a warning. A checkpoint named
+    by its path must be usable. `num_registered` is that of [`checkpoint_problem`].
     """
-    if args.resume_from_checkpoint is None:
+    if resume_from_checkpoint is None:
         return None
-    if args.resume_from_checkpoint == "latest":
-        checkpoints = list_checkpoints(output_dir)
+    if resume_from_checkpoint == "latest":
+        checkpoints = list_checkpoints(run_dir)
         if not checkpoints:
-            logger.warning(f"No checkpoint in {output_dir / CHECKPOINTS}: starting a new run.", main_process_only=True)
+            logger.warning(f"No checkpoint in {run_dir / CHECKPOINTS}: starting a new run.", main_process_only=True)
             return None
         skipped = []
         for checkpoint in reversed(checkpoints):
-            problem = checkpoint_problem(checkpoint, args.use_ema)
+            problem = checkpoint_problem(checkpoint, num_registered)
             if problem is None:
                 return checkpoint
             logger.warning(f"Skipping the checkpoint {checkpoint}: {problem}.", main_process_only=True)
             skipped.append(f"{checkpoint.name}: {problem}")
         raise ValueError(
-            f"--resume_from_checkpoint latest: no checkpoint in {output_dir / CHECKPOINTS} can be resumed "
+            f"--resume_from_checkpoint latest: no checkpoint in {run_dir / CHECKPOINTS} can be resumed "
             f"({'; '.join(skipped)}). Remove them to start a new run there, or choose another --output_dir."
         )
-    path = Path(args.resume_from_checkpoint)
+    path = Path(resume_from_checkpoint)
     if not path.is_dir():
         raise FileNotFoundError(
             f"--resume_from_checkpoint {path}: no checkpoint there (expected a folder written by this script, "
             f"with {TRAINING_STATE}), or pass `latest`."
         )
-    problem = checkpoint_problem(path, args.use_ema)
+    problem = checkpoint_problem(path, num_registered)
     if problem is not None:
         raise ValueError(f"--resume_from_checkpoint {path} cannot be resumed: {problem}.")
     return path
@@ -361,17 +601,250 @@ def check_output_dir(output_dir: Path, resuming: bool) -> None:
         raise OSError(f"--output_dir {output_dir} cannot be created or written to: {error}") from error
 
 
-def save_pipeline(pipeline: MNISTDDPMPipeline, output_dir: Path, training_record: dict) -> None:
+def resume_state(accelerator: Accelerator, checkpoint: Path | None, run_dir: Path) -> dict:
     """
-    Write the pipeline into output_dir next to checkpoints/ and logs/: it is written whole to a staging folder,
-    then each entry is swapped in by rename, so an interrupted save never leaves a half-written file in place.
+    The training state to go on from: a new run's, or that of `checkpoint` (from [`resolve_checkpoint`]), whose
+    weights, optimiser, lr schedule, registered objects and random states are loaded into the prepared objects.
+    Resuming from an older checkpoint than the newest rolls the run back: the newer ones are the abandoned run's,
+    which [`save_checkpoint`] deletes once this run has a checkpoint of its own.
     """
-    staging = output_dir / ".tmp-pipeline"
+    if checkpoint is None:
+        return new_training_state()
+    try:
+        accelerator.load_state(str(checkpoint))
+    except (RuntimeError, ValueError, KeyError) as error:  # intact files that do not fit this model or optimiser
+        raise ValueError(
+            f"--resume_from_checkpoint {checkpoint} does not fit this run ({error}); resume with the model and "
+            "optimiser options it was written with."
+        ) from error
+    state = json.loads((checkpoint / TRAINING_STATE).read_text())
+    accelerator.print(f"Resumed from {checkpoint} at step {state['global_step']}.")
+    newer = [p.name for p in list_checkpoints(run_dir) if checkpoint_step(p) > state["global_step"]]
+    if newer:
+        logger.warning(
+            f"Rolling back to step {state['global_step']}: the newer checkpoints {', '.join(newer)} belong to the "
+            "abandoned run and are deleted once this run writes its first checkpoint.", main_process_only=True,
+        )
+    return state
+
+
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict, limit: int) -> None:
+    """
+    Save everything a resume needs (`accelerator.save_state` and `state`) to `run_dir/checkpoints/checkpoint-<step>`,
+    keeping the newest `limit` checkpoints. The folder is written under a temporary name and renamed when complete,
+    so that a run killed mid-save leaves no checkpoint that looks whole. Called on every rank.
+    """
+    final = run_dir / CHECKPOINTS / f"checkpoint-{state['global_step']}"
+    temporary, retired = final.with_name(f".tmp-{final.name}"), final.with_name(f".old-{final.name}")
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))  # every rank writes its RNG state; the main rank the rest
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (temporary / TRAINING_STATE).write_text(json.dumps(state) + "\n")
+        # A run rolled back to an older checkpoint re-writes the steps after it: the abandoned run's checkpoint of
+        # this step is moved aside first, since a folder cannot be renamed onto a non-empty one.
+        if final.exists():
+            shutil.rmtree(retired, ignore_errors=True)
+            os.replace(final, retired)
+        os.replace(temporary, final)  # a checkpoint exists complete, or not at all
+        shutil.rmtree(retired, ignore_errors=True)
+        # Checkpoints newer than this one are the abandoned run's: once this run has one of its own they go, so
+        # that `latest` and --checkpoints_total_limit only ever see one history.
+        checkpoints = list_checkpoints(run_dir)
+        kept = checkpoints.index(final) + 1
+        for stale in checkpoints[kept:] + checkpoints[: max(kept - limit, 0)]:
+            shutil.rmtree(stale)
+    accelerator.wait_for_everyone()
+
+
+# The loop -----------------------------------------------------------------------------------------------------------
+
+
+def training_batches(accelerator: Accelerator, dataloader, global_step: int, length: TrainingLength) -> Iterator:
+    """
+    The batches a run trains on from optimiser step `global_step` to the end of its last epoch: a resumed run skips
+    the batches of its epoch that it trained on before, so that it sees what an uninterrupted run would. A run that
+    has taken all its steps gets none.
+
+    Args:
+        accelerator: the run's accelerator (its `gradient_accumulation_steps` batches make one step).
+        dataloader: the prepared data loader, whose length is the batches of one process.
+        global_step: the optimiser steps taken so far.
+        length: the run's [`TrainingLength`].
+    """
+    if global_step >= length.max_train_steps:
+        return
+    first_epoch, skip_batches = divmod(global_step * accelerator.gradient_accumulation_steps, len(dataloader))
+    for epoch in range(first_epoch, length.num_epochs):
+        dataloader.set_epoch(epoch)
+        if epoch == first_epoch and skip_batches:
+            yield from accelerator.skip_first_batches(dataloader, skip_batches)
+        else:
+            yield from dataloader
+
+
+def ddpm_loss(model, noise_scheduler: MNISTDDPMScheduler, images: torch.Tensor, labels: torch.Tensor,
+              cond_drop_prob: float, null_label: int) -> torch.Tensor:
+    """
+    L_simple on one batch: t drawn uniformly, x_t in closed form, the label replaced by `null_label` with probability
+    `cond_drop_prob` (classifier-free guidance), and the MSE between the UNet's prediction and its target.
+    """
+    noise = torch.randn_like(images)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(images),), device=images.device)
+    drop = torch.rand(len(labels), device=labels.device) < cond_drop_prob
+    labels = torch.where(drop, torch.full_like(labels, null_label), labels)
+    noisy_images = noise_scheduler.add_noise(images, noise, timesteps)  # x_t, closed form
+    prediction = model(noisy_images, timesteps, labels).sample
+    target = training_target(noise_scheduler, images, noise, timesteps)
+    return F.mse_loss(prediction.float(), target.float())
+
+
+def training_target(scheduler: MNISTDDPMScheduler, images, noise, timesteps) -> torch.Tensor:
+    """What the UNet learns to predict under the scheduler's `prediction_type`."""
+    if scheduler.config.prediction_type == "epsilon":
+        return noise  # L_simple = ‖ε − ε_θ(x_t, t, y)‖²
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(images, noise, timesteps)
+    return images
+
+
+def backward_and_step(accelerator: Accelerator, loss: torch.Tensor, model, optimizer, lr_scheduler,
+                      max_grad_norm: float = 0.0) -> None:
+    """
+    Backpropagate `loss`, clip the gradient norm to `max_grad_norm` (0: no clipping) where gradients are synced, and
+    step the optimiser and lr schedule. Under `accelerator.accumulate` the prepared optimiser and schedule only step on
+    the last of the accumulated batches.
+    """
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and max_grad_norm > 0:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@dataclass
+class Stopwatch:
+    """The training time of a run, summed over resumed runs: `seconds_before` (from the checkpoint) plus this run's."""
+
+    seconds_before: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+
+@dataclass
+class Throughput:
+    """Images per second of training since the last reading, for the progress bar and the logs."""
+
+    images_seen: int = 0
+    since: float = field(default_factory=time.perf_counter)
+
+    def read(self, images_seen: int) -> float:
+        now = time.perf_counter()
+        rate = (images_seen - self.images_seen) / (now - self.since)
+        self.images_seen, self.since = images_seen, now
+        return rate
+
+
+def progress_bar(accelerator: Accelerator, state: dict, max_train_steps: int) -> tqdm:
+    """The progress bar of the optimiser steps, shown by the first process of each machine."""
+    return tqdm(total=max_train_steps, initial=state["global_step"], desc="train",
+                disable=not accelerator.is_local_main_process)
+
+
+def count_step(state: dict, images: int, seconds: float) -> int:
+    """Count one optimiser step on `images` images (over all processes) and the training time so far in `state`."""
+    state["global_step"] += 1
+    state["images_seen"] += images
+    state["train_seconds"] = seconds
+    return state["global_step"]
+
+
+def log_step(accelerator: Accelerator, progress: tqdm, step: int, loss: torch.Tensor, lr: float,
+             images_per_second: float) -> None:
+    """Show the loss, learning rate and speed on the progress bar, and send them to the logger."""
+    logs = {"loss": loss.detach().item(), "lr": lr, "images_per_second": images_per_second}
+    progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_second:.0f}")
+    accelerator.log(logs, step=step)
+
+
+def should_stop(accelerator: Accelerator, state: dict, max_train_steps: int, max_train_minutes: float | None) -> bool:
+    """
+    Whether the run ends with the step just counted in `state`: it has taken `max_train_steps` steps, or its training
+    time (summed over resumed runs) has used up `max_train_minutes`.
+
+    All ranks must stop at the same step, and the main rank's clock decides: the main rank's verdict is broadcast to
+    the others. The flag lives on `accelerator.device`, since NCCL only communicates tensors on the GPU.
+    """
+    if state["global_step"] >= max_train_steps:
+        return True
+    if max_train_minutes is None:
+        return False
+    out_of_time = torch.tensor(float(state["train_seconds"] >= 60 * max_train_minutes), device=accelerator.device)
+    return bool(broadcast(out_of_time, from_process=0).item())
+
+
+# What a run writes --------------------------------------------------------------------------------------------------
+
+
+def ema_copy(accelerator: Accelerator, model, ema: EMAModel | None) -> ModelMixin:
+    """
+    A copy of the weights to sample with, in eval mode: the EMA's, or the live ones without an EMA. A pipeline never
+    touches the model being trained. The copy starts as a fresh model, whose initialisation draws on the random state
+    of the process that calls this.
+    """
+    unwrapped = accelerator.unwrap_model(model)
+    copy = type(unwrapped).from_config(unwrapped.config).to(accelerator.device)
+    if ema is None:
+        copy.load_state_dict(unwrapped.state_dict())
+    else:
+        ema.copy_to(copy.parameters())
+    return copy.eval()
+
+
+def validation_grid(unet, scheduler, num_inference_steps: int, images_per_digit: int, guidance_scale: float,
+                    seed: int) -> Image.Image:
+    """
+    A 10 × `images_per_digit` grid, one row per digit, sampled from `unet` (a copy such as [`ema_copy`] makes) with
+    `scheduler` in `num_inference_steps` steps, from the same noise (`seed`) at every validation.
+    """
+    pipeline = MNISTDDPMPipeline(unet=unet, scheduler=scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    images = pipeline(
+        labels=list(range(10)),
+        num_images_per_label=images_per_digit,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        generator=torch.Generator(device="cpu").manual_seed(seed),
+    ).images
+    return make_grid(images, rows=10)
+
+
+def save_validation_grid(accelerator: Accelerator, run_dir: Path, grid: Image.Image, step: int) -> None:
+    """Save a validation grid to `run_dir/samples/step-<step>.png` and show it in TensorBoard, if that is the logger."""
+    (run_dir / SAMPLES).mkdir(parents=True, exist_ok=True)
+    grid.save(run_dir / SAMPLES / f"step-{step:06d}.png")
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image("validation", np.asarray(grid)[None], step)
+
+
+def write_pipeline(pipeline: DiffusionPipeline, run_dir: Path, record: dict) -> None:
+    """
+    Write the pipeline, and the run's `record` as training_config.json, into run_dir next to checkpoints/ and logs/:
+    it is written whole to a staging folder, then each entry is swapped in by rename, so an interrupted save never
+    leaves a half-written file in place. Called on the main process.
+    """
+    staging = run_dir / ".tmp-pipeline"
     shutil.rmtree(staging, ignore_errors=True)
     pipeline.save_pretrained(staging)
-    (staging / "training_config.json").write_text(json.dumps(training_record, indent=2) + "\n")
+    (staging / TRAINING_CONFIG).write_text(json.dumps(record, indent=2) + "\n")
     for name in PIPELINE_ENTRIES:
-        target, retired = output_dir / name, output_dir / f".old-{name}"
+        target, retired = run_dir / name, run_dir / f".old-{name}"
         if target.exists():
             shutil.rmtree(retired, ignore_errors=True)
             os.replace(target, retired)
@@ -383,27 +856,19 @@ def save_pipeline(pipeline: MNISTDDPMPipeline, output_dir: Path, training_record
     shutil.rmtree(staging)
 
 
-def training_target(scheduler: MNISTDDPMScheduler, images, noise, timesteps) -> torch.Tensor:
-    if scheduler.config.prediction_type == "epsilon":
-        return noise  # L_simple = ‖ε − ε_θ(x_t, t, y)‖²
-    if scheduler.config.prediction_type == "v_prediction":
-        return scheduler.get_velocity(images, noise, timesteps)
-    return images
+def save_ddpm_pipeline(accelerator: Accelerator, args: argparse.Namespace, model, ema: EMAModel | None,
+                       noise_scheduler: MNISTDDPMScheduler, state: dict) -> None:
+    """
+    Write the pipeline with the EMA (or live) weights and the run record to `args.output_dir`. Only the main process
+    builds it, so that [`ema_copy`] leaves the random state of the other ranks alone; they wait for it.
+    """
+    if accelerator.is_main_process:
+        pipeline = MNISTDDPMPipeline(unet=ema_copy(accelerator, model, ema), scheduler=noise_scheduler)
+        write_pipeline(pipeline, Path(args.output_dir), run_record(accelerator, SCRIPT, args, state, model))
+    accelerator.wait_for_everyone()
 
 
-def validation_grid(unet, noise_scheduler, args) -> Image.Image:
-    """A 10 × N grid, one row per digit, sampled with the current (EMA) weights and a fast solver."""
-    pipeline = MNISTDDPMPipeline(unet=unet, scheduler=DPMSolverMultistepScheduler.from_config(noise_scheduler.config))
-    pipeline.set_progress_bar_config(disable=True)
-    generator = torch.Generator(device="cpu").manual_seed(args.seed)
-    images = pipeline(
-        labels=list(range(10)),
-        num_images_per_label=args.validation_images_per_digit,
-        num_inference_steps=args.validation_inference_steps,
-        guidance_scale=args.validation_guidance_scale,
-        generator=generator,
-    ).images
-    return make_grid(images, rows=10)
+# The DDPM's training ------------------------------------------------------------------------------------------------
 
 
 def train(args: argparse.Namespace, on_step=None) -> Path:
@@ -419,222 +884,81 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
         The output folder, which `MNISTDDPMPipeline.from_pretrained` loads.
     """
     output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.logger == "none" else args.logger,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / LOGS)),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
-    resume_from = resolve_checkpoint(args, output_dir)
+
+    # 1. accelerator, and the checks that need no data: the checkpoint to resume and the output folder
+    accelerator = make_accelerator(output_dir, args.mixed_precision, args.gradient_accumulation_steps, args.logger)
+    resume_from = resolve_checkpoint(args.resume_from_checkpoint, output_dir, num_registered=1 if args.use_ema else 0)
     if accelerator.is_main_process:
         check_output_dir(output_dir, resuming=args.resume_from_checkpoint is not None)
-    # Every check and the data come before any training: a bad file or option fails here, on every rank.
-    dataset = MNISTDataset(args.data_dir, split="train", download=accelerator.is_main_process)
-    accelerator.wait_for_everyone()
-    # check_args knows the size of MNIST; a data set of its own (see data.CHECKSUMS_FILE) may be smaller.
-    problems = check_batch_size(args.train_batch_size, len(dataset), args.data_dir)
-    if problems:
-        raise ValueError(problems[0] + ".")
 
-    torch.manual_seed(args.seed)  # the same initial weights on every rank
-    model = make_unet(args)
-    set_seed(args.seed, device_specific=True)  # then different noise, timesteps and label drops per rank
+    # 2. models: the UNet with its EMA and optimiser, and the noise schedule
+    model = build_seeded(args.seed, lambda: make_unet(args))
     if args.gradient_checkpointing:
         model.enable_gradient_checkpointing()
+    ema = make_ema(accelerator, model, args)
+    optimizer = make_optimizer(model, args)
     noise_scheduler = MNISTDDPMScheduler(
         num_train_timesteps=args.num_train_timesteps,
         beta_schedule=args.beta_schedule,
         prediction_type=args.prediction_type,
     )
-    ema = None
-    if args.use_ema:
-        ema = EMAModel(
-            model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
-            power=args.ema_power, model_cls=ClassConditionedUNet, model_config=model.config,
-        )
-        accelerator.register_for_checkpointing(ema)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
-    )
-    dataloader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True,
-        num_workers=args.dataloader_num_workers, generator=torch.Generator().manual_seed(args.seed),
-    )
-    steps_per_epoch = math.ceil(len(dataloader) / accelerator.num_processes / args.gradient_accumulation_steps)
-    max_train_steps = args.max_train_steps or args.num_epochs * steps_per_epoch
-    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler, optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_train_steps * accelerator.num_processes,
-    )
+
+    # 3. data, which sets the length of the run and of its lr schedule; a bad file or batch size fails here
+    dataset = MNISTDataset(args.data_dir, split="train", download=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    dataloader = make_dataloader(dataset, args.train_batch_size, args.seed, args.data_dir, args.dataloader_num_workers)
+    length = training_length(len(dataloader), accelerator.num_processes, args.gradient_accumulation_steps,
+                             args.num_epochs, args.max_train_steps)
+    lr_scheduler = make_lr_scheduler(optimizer, args, length.max_train_steps, accelerator.num_processes)
     model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
-    if ema is not None:
-        ema.to(accelerator.device)
 
-    state = {"global_step": 0, "images_seen": 0, "train_seconds": 0.0}
-    if resume_from is not None:
-        try:
-            accelerator.load_state(str(resume_from))
-        except (RuntimeError, ValueError, KeyError) as error:  # intact files that do not fit this model or optimiser
-            raise ValueError(
-                f"--resume_from_checkpoint {resume_from} does not fit this run ({error}); resume with the model and "
-                "optimiser options it was written with."
-            ) from error
-        state = json.loads((resume_from / TRAINING_STATE).read_text())
-        accelerator.print(f"Resumed from {resume_from} at step {state['global_step']}.")
-        newer = [p.name for p in list_checkpoints(output_dir) if checkpoint_step(p) > state["global_step"]]
-        if newer:
-            logger.warning(
-                f"Rolling back to step {state['global_step']}: the newer checkpoints {', '.join(newer)} belong to the "
-                "abandoned run and are deleted once this run writes its first checkpoint.", main_process_only=True,
-            )
-
+    # 4. resume, and start the logs
+    state = resume_state(accelerator, resume_from, output_dir)
     global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    if accelerator.is_main_process:
-        tracker_config = {
-            k: (str(v) if isinstance(v, (list, tuple)) or v is None else v) for k, v in recorded_options(args).items()
-        }
-        accelerator.init_trackers("train_mnist_ddpm", config=tracker_config)
-        unwrapped = accelerator.unwrap_model(model)
-        logger.info(
-            f"{len(dataset)} images, {unwrapped.num_parameters()} UNet parameters, {accelerator.num_processes} "
-            f"process(es) ({accelerator.distributed_type}), global batch {global_batch}, {max_train_steps} steps.",
-            main_process_only=True,
-        )
-
-    def save_checkpoint() -> None:
-        final = output_dir / CHECKPOINTS / f"checkpoint-{state['global_step']}"
-        temporary, retired = final.with_name(f".tmp-{final.name}"), final.with_name(f".old-{final.name}")
-        if accelerator.is_main_process:
-            shutil.rmtree(temporary, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(temporary))  # every rank writes its RNG state; the main rank the rest
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            (temporary / TRAINING_STATE).write_text(json.dumps(state) + "\n")
-            # A run rolled back to an older checkpoint re-writes the steps after it: the abandoned run's checkpoint of
-            # this step is moved aside first, since a folder cannot be renamed onto a non-empty one.
-            if final.exists():
-                shutil.rmtree(retired, ignore_errors=True)
-                os.replace(final, retired)
-            os.replace(temporary, final)  # a checkpoint exists complete, or not at all
-            shutil.rmtree(retired, ignore_errors=True)
-            # Checkpoints newer than this one are the abandoned run's: once this run has one of its own they go, so
-            # that `latest` and --checkpoints_total_limit only ever see one history.
-            checkpoints = list_checkpoints(output_dir)
-            kept = checkpoints.index(final) + 1
-            for stale in checkpoints[kept:] + checkpoints[: max(kept - args.checkpoints_total_limit, 0)]:
-                shutil.rmtree(stale)
-        accelerator.wait_for_everyone()
-
-    def sampling_unet() -> ClassConditionedUNet:
-        """A copy of the weights to sample with (EMA or live): a pipeline never touches the model being trained."""
-        unet = accelerator.unwrap_model(model)
-        sampling = ClassConditionedUNet.from_config(unet.config).to(accelerator.device)
-        if ema is None:
-            sampling.load_state_dict(unet.state_dict())
-        else:
-            ema.copy_to(sampling.parameters())
-        return sampling.eval()
-
-    def save_final_pipeline() -> None:
-        if accelerator.is_main_process:
-            record = {
-                "command": " ".join(["scripts/train.py", *redact_command(sys.argv[1:])]),
-                "args": recorded_options(args),
-                "global_step": state["global_step"],
-                "images_seen": state["images_seen"],
-                "train_minutes": round(state["train_seconds"] / 60, 2),
-                "num_processes": accelerator.num_processes,
-                "distributed_type": str(accelerator.distributed_type),
-                "hardware": describe_hardware(accelerator),
-                "mixed_precision": accelerator.mixed_precision,
-                "num_parameters": accelerator.unwrap_model(model).num_parameters(),
-                "torch_version": torch.__version__,
-            }
-            pipeline = MNISTDDPMPipeline(unet=sampling_unet(), scheduler=noise_scheduler)
-            save_pipeline(pipeline, output_dir, record)
-        accelerator.wait_for_everyone()
-
-    first_epoch, skip_batches = divmod(state["global_step"] * args.gradient_accumulation_steps, len(dataloader))
-    progress = tqdm(
-        total=max_train_steps, initial=state["global_step"], desc="train", disable=not accelerator.is_local_main_process
+    start_trackers(accelerator, "train_mnist_ddpm", args)
+    logger.info(
+        f"{len(dataset)} images, {accelerator.unwrap_model(model).num_parameters()} UNet parameters, "
+        f"{accelerator.num_processes} process(es) ({accelerator.distributed_type}), global batch {global_batch}, "
+        f"{length.max_train_steps} steps.", main_process_only=True,
     )
-    null_label = accelerator.unwrap_model(model).null_class_label
-    started, window_start, window_images = time.perf_counter(), time.perf_counter(), 0
-    seconds_before = state["train_seconds"]
-    done = state["global_step"] >= max_train_steps
 
-    for epoch in range(first_epoch, num_epochs):
+    # 5. loop: one optimiser step per `gradient_accumulation_steps` batches, until the steps or the minutes run out
+    null_label = accelerator.unwrap_model(model).null_class_label
+    progress = progress_bar(accelerator, state, length.max_train_steps)
+    stopwatch, throughput = Stopwatch(state["train_seconds"]), Throughput(state["images_seen"])
+    model.train()
+    for images, labels in training_batches(accelerator, dataloader, state["global_step"], length):
+        with accelerator.accumulate(model):
+            loss = ddpm_loss(model, noise_scheduler, images, labels, args.cond_drop_prob, null_label)
+            backward_and_step(accelerator, loss, model, optimizer, lr_scheduler, args.max_grad_norm)
+        if not accelerator.sync_gradients:
+            continue
+        if ema is not None:
+            ema.step(model.parameters())
+        step = count_step(state, global_batch, stopwatch.seconds())
+        if on_step is not None:
+            on_step(accelerator, model, (images, labels), step)
+        if step % 10 == 0 or step == length.max_train_steps:
+            log_step(accelerator, progress, step, loss, lr_scheduler.get_last_lr()[0],
+                     throughput.read(state["images_seen"]))
+        progress.update(1)
+        done = should_stop(accelerator, state, length.max_train_steps, args.max_train_minutes)
+        if step % args.checkpointing_steps == 0 or done:
+            save_checkpoint(accelerator, output_dir, state, args.checkpoints_total_limit)
+        if args.save_model_steps and step % args.save_model_steps == 0 and not done:
+            save_ddpm_pipeline(accelerator, args, model, ema, noise_scheduler, state)
+        if step % args.validation_steps == 0 and accelerator.is_main_process:
+            sampler = DPMSolverMultistepScheduler.from_config(noise_scheduler.config)  # a preview in a few steps
+            grid = validation_grid(ema_copy(accelerator, model, ema), sampler, args.validation_inference_steps,
+                                   args.validation_images_per_digit, args.validation_guidance_scale, args.seed)
+            save_validation_grid(accelerator, output_dir, grid, step)
         if done:
             break
-        dataloader.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(dataloader, skip_batches) if epoch == first_epoch else dataloader
-        model.train()
-        for images, labels in batches:
-            with accelerator.accumulate(model):
-                noise = torch.randn_like(images)
-                timesteps = torch.randint(0, args.num_train_timesteps, (len(images),), device=images.device)
-                drop = torch.rand(len(labels), device=labels.device) < args.cond_drop_prob
-                labels = torch.where(drop, torch.full_like(labels, null_label), labels)
-                noisy_images = noise_scheduler.add_noise(images, noise, timesteps)  # x_t, closed form
-                prediction = model(noisy_images, timesteps, labels).sample
-                target = training_target(noise_scheduler, images, noise, timesteps)
-                loss = F.mse_loss(prediction.float(), target.float())
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            window_images += len(images) * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-
-            if ema is not None:
-                ema.step(model.parameters())
-            state["global_step"] += 1
-            state["images_seen"] += global_batch
-            state["train_seconds"] = seconds_before + time.perf_counter() - started
-            step = state["global_step"]
-            if on_step is not None:
-                on_step(accelerator, model, (images, labels), step)
-
-            if step % 10 == 0 or step == max_train_steps:
-                now = time.perf_counter()
-                logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0],
-                        "images_per_second": window_images / (now - window_start)}
-                window_start, window_images = now, 0
-                progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}",
-                                     img_s=f"{logs['images_per_second']:.0f}")
-                accelerator.log(logs, step=step)
-            progress.update(1)
-
-            out_of_time = args.max_train_minutes is not None and state["train_seconds"] >= 60 * args.max_train_minutes
-            if args.max_train_minutes is not None:
-                # All ranks must stop at the same step: the main rank's clock decides.
-                out_of_time = bool(accelerator.reduce(torch.tensor(float(out_of_time)), reduction="max"))
-            done = step >= max_train_steps or out_of_time
-
-            if step % args.checkpointing_steps == 0 or done:
-                save_checkpoint()
-            if args.save_model_steps and step % args.save_model_steps == 0 and not done:
-                save_final_pipeline()
-            if step % args.validation_steps == 0 and accelerator.is_main_process:
-                grid = validation_grid(sampling_unet(), noise_scheduler, args)
-                (output_dir / SAMPLES).mkdir(parents=True, exist_ok=True)
-                grid.save(output_dir / SAMPLES / f"step-{step:06d}.png")
-                for tracker in accelerator.trackers:
-                    if tracker.name == "tensorboard":
-                        tracker.writer.add_image("validation", np.asarray(grid)[None], step)
-            if done:
-                break
-
     progress.close()
-    save_final_pipeline()
+
+    # 6. save: the pipeline (also after a resume that found the run finished: a kill may have come before this), then
+    # the Hub
+    save_ddpm_pipeline(accelerator, args, model, ema, noise_scheduler, state)
     accelerator.end_training()
     if args.push_to_hub and accelerator.is_main_process:
         commit = push_pipeline_to_hub(output_dir, args.hub_model_id, token=args.hub_token)

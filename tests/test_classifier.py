@@ -1,7 +1,6 @@
-"""Tests of the evaluation classifier: a transformers model that loads with the Auto classes, the batched
-`DigitClassifier` that must agree with the image processor, and a tiny training run."""
+"""Tests of the evaluation classifier: a transformers model that loads with the Auto classes, and the batched
+`DigitClassifier` that must agree with the image processor. Its training is tested in test_classifier_training.py."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,21 +12,13 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 from transformers import AutoImageProcessor, AutoModelForImageClassification, RegNetForImageClassification  # noqa: E402
 
-from mnist_diffusion.classifier import (  # noqa: E402
-    DigitClassifier,
-    build_classifier,
-    parse_args,
-    random_affine,
-    to_unit_range,
-    train_classifier,
-)
+from mnist_diffusion.classifier import DigitClassifier, build_classifier  # noqa: E402
 from mnist_diffusion.data import load_mnist  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
 
 TINY = dict(hidden_sizes=(8, 16), depths=(1, 1), embedding_size=8)
-TINY_ARGS = ["--hidden_sizes", "8", "16", "--depths", "1", "1", "--embedding_size", "8"]
 
 
 @pytest.fixture(scope="module")
@@ -145,87 +136,24 @@ def test_a_resizing_image_processor_is_refused():
         DigitClassifier(model, image_processor)
 
 
-def test_augmentation_moves_digits_but_keeps_them_whole(digits):
-    torch.manual_seed(0)
-    images = to_unit_range(digits[0])
-    moved = random_affine(images)
-    assert moved.shape == images.shape and moved.min() >= 0 and moved.max() <= 1
-    assert (moved - images).abs().amax(dim=(1, 2, 3)).min() > 0.1  # every digit moved
-    ink_ratio = moved.sum(dim=(1, 2, 3)) / images.sum(dim=(1, 2, 3))
-    assert ink_ratio.min() > 0.7 and ink_ratio.max() < 1.3  # ±10% scale changes the ink by ±20%, no digit is cut off
-
-
-def test_one_epoch_of_training_writes_a_folder_the_auto_classes_load(tmp_path, synthetic_mnist):
-    out = tmp_path / "classifier"
-    record = train_classifier(parse_args([
-        "--data_dir", str(synthetic_mnist), "--output_dir", str(out), *TINY_ARGS, "--num_epochs", "1",
-        "--max_train_samples", "256", "--max_eval_samples", "100", "--train_batch_size", "64",
-    ]))
-    assert {"config.json", "model.safetensors", "preprocessor_config.json", "training_results.json"} <= {
-        p.name for p in out.iterdir()}
-    saved = json.loads((out / "training_results.json").read_text())
-    assert saved == json.loads(json.dumps(record))
-    assert saved["epochs_completed"] == 1 and saved["global_step"] == 256 // 64 and not saved["stopped_by_time_limit"]
-    assert saved["test_total"] == 100 and saved["config"]["hidden_sizes"] == [8, 16]
-    assert saved["mixed_precision"] == "bf16" and saved["command"].startswith("scripts/train_classifier.py")
-
-    model = AutoModelForImageClassification.from_pretrained(out)
-    assert isinstance(model, RegNetForImageClassification)
-    assert list(AutoImageProcessor.from_pretrained(out).image_mean) == [0.5]
-    test_images, test_labels = load_mnist(synthetic_mnist, "test", download=False)
-    predicted = DigitClassifier.from_pretrained(out).predict(test_images[:100])
-    assert (predicted == test_labels[:100]).float().mean().item() == pytest.approx(saved["test_accuracy"])
-
-
-def test_time_limit_stops_training_and_still_saves(tmp_path, synthetic_mnist):
-    out = tmp_path / "classifier"
-    record = train_classifier(parse_args([
-        "--data_dir", str(synthetic_mnist), "--output_dir", str(out), *TINY_ARGS, "--num_epochs", "3",
-        "--max_train_samples", "256", "--max_eval_samples", "50", "--train_batch_size", "64",
-        "--max_train_minutes", "1e-9",
-    ]))
-    assert record["stopped_by_time_limit"] and record["global_step"] == 1 and record["epochs_completed"] == 0
-    assert (out / "model.safetensors").is_file()
-
-
-@pytest.mark.parametrize(
-    "extra,message",
-    [
-        (["--hidden_sizes", "8", "16", "32"], "must be positive and of the same length"),
-        (["--num_epochs", "0"], "--num_epochs must be a positive integer, got 0"),
-        (["--max_train_samples", "0"], "--max_train_samples must be a positive integer, got 0"),
-    ],
-)
-def test_nonsense_options_fail_before_training(capsys, extra, message):
-    with pytest.raises(SystemExit):
-        parse_args([*TINY_ARGS, *extra])
-    assert message in capsys.readouterr().err
-
-
-def test_help_lists_every_option_with_its_default(capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")  # no line wrapping inside the strings looked for
-    with pytest.raises(SystemExit):
-        parse_args(["--help"])
-    help_text = capsys.readouterr().out
-    assert "scale (±10%)" in help_text and "(default: pretrained/mnist-classifier)" in help_text
-
-
 def test_the_pipeline_does_not_need_transformers():
-    # transformers is an extra of the evaluation: every module but the classifier imports without it (diffusers
-    # then sees it as absent, as on a machine without it), and the classifier says what to install.
+    # transformers is an extra of the evaluation: every module but the classifier and its training imports without it
+    # (diffusers then sees it as absent, as on a machine without it), and those two say what to install.
     script = """
 import importlib, pkgutil, sys
 sys.modules["transformers"] = None  # makes `import transformers` fail and find_spec report it missing
 import mnist_diffusion
+CLASSIFIER_MODULES = ("classifier", "classifier_training")
 for module in pkgutil.iter_modules(mnist_diffusion.__path__):
-    if module.name != "classifier":
+    if module.name not in CLASSIFIER_MODULES:
         importlib.import_module(f"mnist_diffusion.{module.name}")
-try:
-    import mnist_diffusion.classifier
-except ImportError as error:
-    print(error)
+for name in CLASSIFIER_MODULES:
+    try:
+        importlib.import_module(f"mnist_diffusion.{name}")
+    except ImportError as error:
+        print(error)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
                             env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
-    assert "pip install 'mnist-diffusion[eval]'" in result.stdout
+    assert result.stdout.count("pip install 'mnist-diffusion[eval]'") == 2, result.stdout

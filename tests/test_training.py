@@ -2,6 +2,7 @@
 loop, checkpoints, resuming, two processes, the options, what is recorded and pushed) does not depend on real digits,
 so they run wherever the tests do."""
 
+import argparse
 import json
 import os
 import shutil
@@ -10,14 +11,36 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file
 
-from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline
+from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, training
 from mnist_diffusion.data import MNISTDataError
-from mnist_diffusion.training import parse_args, recorded_options, train
+from mnist_diffusion.training import (
+    TrainingLength,
+    add_checkpoint_arguments,
+    add_ema_arguments,
+    add_optimizer_arguments,
+    check_checkpoint_arguments,
+    check_ema_arguments,
+    check_optimizer_arguments,
+    checkpoint_problem,
+    make_accelerator,
+    new_training_state,
+    parse_args,
+    parse_checked,
+    recorded_options,
+    resolve_checkpoint,
+    resume_state,
+    save_checkpoint,
+    should_stop,
+    train,
+    training_length,
+)
 
 from .hub_server import HubServer
 
@@ -339,3 +362,106 @@ def test_push_to_hub_publishes_no_token(tmp_path, synthetic_mnist):
     assert [path for path in written if HUB_TOKEN.encode() in path.read_bytes()] == []
     command_recorded = json.loads((out / "training_config.json").read_text())["command"]
     assert command_recorded.endswith("--push_to_hub --hub_model_id someone/x --hub_token <redacted>")
+
+
+def test_the_main_rank_clock_decides_the_time_budget_with_the_flag_on_the_device(monkeypatch):
+    # Under NCCL a collective takes tensors on the GPU: the flag must be on accelerator.device (here "meta", which no
+    # CPU default would give). And every rank follows the main rank's verdict, whatever its own clock says.
+    sent, main_rank_verdicts = [], iter([1.0, 0.0])  # the main rank is out of time, then in time
+
+    def broadcast(flag, from_process):
+        sent.append((flag.device, from_process))
+        return torch.tensor(next(main_rank_verdicts))
+
+    monkeypatch.setattr(training, "broadcast", broadcast)
+    accelerator = SimpleNamespace(device=torch.device("meta"))
+    in_time = {"global_step": 5, "images_seen": 80, "train_seconds": 0.0}
+    assert should_stop(accelerator, in_time, max_train_steps=10, max_train_minutes=1.0)
+    out_of_time = {**in_time, "train_seconds": 120.0}
+    assert not should_stop(accelerator, out_of_time, max_train_steps=10, max_train_minutes=1.0)
+    assert sent == [(torch.device("meta"), 0)] * 2
+    # At the last step, or without a budget, every rank knows by itself: no collective.
+    assert should_stop(accelerator, {**in_time, "global_step": 10}, 10, 1.0)
+    assert not should_stop(accelerator, out_of_time, 10, None)
+    assert len(sent) == 2
+
+
+STOP_PROBE = """
+import json, sys
+from pathlib import Path
+from accelerate import Accelerator
+from mnist_diffusion.training import should_stop
+
+accelerator = Accelerator()
+verdicts = []
+for out_of_time_rank in (1, 0):  # one rank's clock has used up the 1-minute budget, the other's has not
+    seconds = 120.0 if accelerator.process_index == out_of_time_rank else 0.0
+    verdicts.append(should_stop(accelerator, {"global_step": 1, "images_seen": 0, "train_seconds": seconds}, 10, 1.0))
+report = {"num_processes": accelerator.num_processes, "distributed_type": str(accelerator.distributed_type),
+          "verdicts": verdicts}
+Path(sys.argv[1], f"rank{accelerator.process_index}.json").write_text(json.dumps(report))
+"""
+
+
+def test_two_processes_stop_together_when_the_main_rank_runs_out_of_time(tmp_path):
+    probe = tmp_path / "stop_probe.py"
+    probe.write_text(STOP_PROBE)
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", "29518", str(probe), str(tmp_path)]
+    result = subprocess.run(command, env=subprocess_env(ACCELERATE_USE_CPU="true"), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert report["num_processes"] == 2 and report["distributed_type"] == "DistributedType.MULTI_CPU"
+        assert report["verdicts"] == [False, True], f"rank {rank}"  # rank 1's clock alone stops nobody
+
+
+def test_training_length_counts_optimizer_steps_per_process():
+    # 20 batches over 2 processes, 3 batches per step: ceil(10 / 3) = 4 steps an epoch.
+    assert training_length(20, 2, 3, num_epochs=5) == TrainingLength(4, 20, 5)
+    assert training_length(20, 2, 3, num_epochs=5, max_train_steps=10) == TrainingLength(4, 10, 3)
+
+
+def test_the_option_groups_serve_another_script(capsys):
+    # The distillation script's parser, say: the shared groups, a default of its own, and their checks.
+    parser = argparse.ArgumentParser(prog="distill.py")
+    add_optimizer_arguments(parser)
+    add_ema_arguments(parser)
+    add_checkpoint_arguments(parser)
+    parser.set_defaults(learning_rate=1e-5)
+
+    def check(args):
+        return check_optimizer_arguments(args) + check_ema_arguments(args) + check_checkpoint_arguments(args)
+
+    args = parse_checked(parser, check, ["--max_train_minutes", "5", "--resume_from_checkpoint", "latest"])
+    assert args.learning_rate == 1e-5 and args.max_train_minutes == 5
+    assert args.use_ema and args.checkpointing_steps == 500 and args.resume_from_checkpoint == "latest"
+    with pytest.raises(SystemExit):
+        parse_checked(parser, check, ["--seed=-1", "--ema_power", "0", "--save_model_steps", "0"])
+    assert ("distill.py: error: --seed must be ≥ 0, got -1; --ema_power must be positive, got 0.0; "
+            "--save_model_steps must be a positive integer, got 0") in capsys.readouterr().err
+
+
+def test_checkpoints_hold_any_model_and_its_registered_objects(tmp_path):
+    # Nothing in the checkpoint functions is the DDPM's: a linear model with an EMA of its own saves and resumes.
+    accelerator = make_accelerator(tmp_path, mixed_precision=None)
+    model = torch.nn.Linear(3, 2)
+    ema = EMAModel(model.parameters(), decay=0.5)
+    accelerator.register_for_checkpointing(ema)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    lr_scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    weights = model.weight.detach().clone()
+    state = {**new_training_state(), "global_step": 3, "images_seen": 12, "train_seconds": 1.5}
+    save_checkpoint(accelerator, tmp_path, state, limit=2)
+
+    checkpoint = resolve_checkpoint("latest", tmp_path, num_registered=1)
+    assert checkpoint == tmp_path / "checkpoints" / "checkpoint-3"
+    assert checkpoint_problem(checkpoint, num_registered=2) == "custom_checkpoint_1.pkl is missing"
+    with torch.no_grad():
+        model.weight.zero_()
+    ema.shadow_params[0].zero_()
+    assert resume_state(accelerator, checkpoint, tmp_path) == state
+    assert torch.equal(model.weight, weights) and torch.equal(ema.shadow_params[0], weights)
