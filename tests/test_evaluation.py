@@ -1,5 +1,6 @@
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +177,13 @@ def test_evaluate_inpainting_keeps_the_top_half_and_scores_both_labels(tiny_mode
         assert report[name]["total"] == 10 and set(report[name]["per_digit"]) == set(map(str, range(10)))
     table = inpainting_table(report)
     assert table.count("\n") == 3 and f"| {report['max_kept_pixel_change']} / 255 |" in table
+
+
+def test_the_readme_inpainting_table_is_the_shipped_measurement():
+    from mnist_diffusion.generate import SHIPPED_MODEL
+
+    results = SHIPPED_MODEL / "evaluation" / "inpainting.json"
+    if not results.is_file():
+        pytest.skip(f"no inpainting measurement at {results}")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert inpainting_table(json.loads(results.read_text())) in readme, "README's inpainting table is out of date"
