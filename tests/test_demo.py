@@ -179,16 +179,24 @@ def test_generate_shows_a_grid_of_28_pixel_digits(browser, demo_url):
 
 
 def test_inpaint_completes_an_uploaded_half_digit(browser, demo_url, half_digit):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     page = browser.new_page()
     page.goto(demo_url)
     page.get_by_role("tab", name="Inpaint").click()
     page.locator("#drawing input[type=file]").set_input_files(str(half_digit[0]))
-    page.wait_for_timeout(1000)  # the editor loads the picture as its background
-    page.locator("#complete").click()
-    page.wait_for_function(
-        "() => { const i = document.querySelector('#completions img'); return i && i.naturalWidth > 0; }",
-        timeout=120_000,
-    )
+    shown = "() => { const i = document.querySelector('#completions img'); return i && i.naturalWidth > 0; }"
+    # The editor loads the upload as its background in its own time (seconds on a cold browser); a click before that
+    # sends no drawing and gets the "draw or upload" error, so click again until the completions arrive.
+    for attempt in range(6):
+        page.wait_for_timeout(1000)
+        page.locator("#complete").click()
+        try:
+            page.wait_for_function(shown, timeout=20_000)
+            break
+        except PlaywrightTimeoutError:
+            if attempt == 5:
+                raise
     width, height = page.evaluate("() => { const i = document.querySelector('#completions img'); "
                                   "return [i.naturalWidth, i.naturalHeight]; }")
     columns, rows = (width // SCALE - 2) / 30, (height // SCALE - 2) / 30
