@@ -54,7 +54,8 @@ except ImportError as error:  # transformers is an extra of the evaluation, not 
         "The evaluation classifier needs `transformers`: pip install 'mnist-diffusion[eval]'."
     ) from error
 
-IMAGE_SIZE = 28
+from .images import IMAGE_SIZE, digits_to_unit_range
+
 DIGITS = [str(digit) for digit in range(10)]
 
 
@@ -96,28 +97,6 @@ def build_classifier(hidden_sizes=(32, 64, 128), depths=(2, 2, 2), embedding_siz
     return RegNetForImageClassification(config), image_processor
 
 
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """
-    Digits as float images (N, 1, 28, 28) in [0, 1]: uint8 pixels (N, 28, 28) are divided by 255, float images (what
-    `MNISTDDPMPipeline(..., output_type="pt")` returns) are taken as they are. A 3-D tensor gets its channel axis.
-    """
-    images = torch.as_tensor(images)
-    if images.ndim == 3:
-        images = images.unsqueeze(1)
-    if images.ndim != 4 or images.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"Expected digits shaped (N, 28, 28) or (N, 1, 28, 28), got {tuple(images.shape)}.")
-    if images.dtype == torch.uint8:
-        return images.float() / 255
-    if not images.is_floating_point():
-        raise ValueError(f"Expected uint8 pixels or float images in [0, 1], got dtype {images.dtype}.")
-    if len(images) and (images.min() < 0 or images.max() > 1):
-        raise ValueError(
-            f"Float images must be in [0, 1], got values in [{images.min():.3f}, {images.max():.3f}] "
-            "(images in the diffusion model's [-1, 1] need `images / 2 + 0.5` first)."
-        )
-    return images.float()
-
-
 def normalize(unit_images: torch.Tensor, image_processor) -> torch.Tensor:
     """The image processor's normalisation, in torch: [0, 1] images → the `pixel_values` the model was trained on."""
     mean = torch.tensor(image_processor.image_mean, dtype=unit_images.dtype, device=unit_images.device)
@@ -157,7 +136,7 @@ class DigitClassifier:
 
     def pixel_values(self, images: torch.Tensor) -> torch.Tensor:
         """The tensors the image processor would make of these digits: (N, 1, 28, 28) float32."""
-        unit_images = to_unit_range(images)
+        unit_images = digits_to_unit_range(images)
         if self.image_processor.do_normalize:
             unit_images = normalize(unit_images, self.image_processor)
         return unit_images

@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .classifier import IMAGE_SIZE, DigitClassifier, build_classifier, normalize, to_unit_range
+from .classifier import DigitClassifier, build_classifier, normalize
 from .data import load_mnist
+from .images import IMAGE_SIZE, digits_to_unit_range
 from .training import (
     Stopwatch,
     Throughput,
@@ -122,7 +123,7 @@ def random_affine(images: torch.Tensor) -> torch.Tensor:
 def classification_loss(model, image_processor, images: torch.Tensor, labels: torch.Tensor,
                         augment: bool) -> torch.Tensor:
     """The cross-entropy of one batch of uint8 digits, augmented by [`random_affine`] if `augment`."""
-    pixels = to_unit_range(images)
+    pixels = digits_to_unit_range(images)
     if augment:
         pixels = random_affine(pixels)
     pixel_values = normalize(pixels, image_processor).contiguous(memory_format=torch.channels_last)

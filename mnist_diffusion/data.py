@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .images import pixels_to_model_range
+
 # A public mirror of the original files (the one torchvision uses); override with MNIST_MIRROR.
 DEFAULT_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 # In a data folder, this file declares a data set other than MNIST: {"train-images-idx3-ubyte": "<md5>", ...}, the md5
@@ -262,17 +264,12 @@ def load_mnist(data_dir: str | os.PathLike, split: str = "train", download: bool
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
-def to_model_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels (N, H, W) → float images (N, 1, H, W) in [-1, 1], the range the diffusion model works in."""
-    return images.float().div(127.5).sub(1.0).unsqueeze(1)
-
-
 class MNISTDataset(torch.utils.data.Dataset):
     """MNIST as `(image, label)` pairs, images as float tensors `(1, 28, 28)` in [-1, 1], held in memory."""
 
     def __init__(self, data_dir: str | os.PathLike, split: str = "train", download: bool = True):
         images, self.labels = load_mnist(data_dir, split, download=download)
-        self.images = to_model_range(images)
+        self.images = pixels_to_model_range(images)
 
     def __len__(self) -> int:
         return len(self.labels)

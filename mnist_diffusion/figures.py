@@ -13,20 +13,14 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .data import load_mnist, to_model_range
+from .data import load_mnist
 from .evaluation import DEFAULT_RULE, INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS, bottom_half_task
-from .images import make_grid
+from .images import make_grid, model_range_to_pil, pixels_to_model_range
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 
 DIGITS = list(range(10))
 # Where the reverse chain is sampled for the strips: mostly late t, where the digit takes shape.
 STRIP_TIMESTEPS = (999, 800, 600, 500, 400, 300, 200, 100, 50, 0)
-
-
-def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """Images in the model's range [-1, 1], shaped (N, 1, H, W), as PIL images in mode "L"."""
-    pixels = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return [Image.fromarray(p[0].numpy(), mode="L") for p in pixels]
 
 
 def sample_grid(pipe: MNISTDDPMPipeline, images_per_digit: int = 10, seed: int = 0, scale: int = 3,
@@ -49,7 +43,7 @@ def reverse_process(pipe: MNISTDDPMPipeline, timesteps=STRIP_TIMESTEPS, seed: in
 
     def keep(pipeline, step_index, t, tensors):
         if int(t) in wanted:
-            captured[int(t)] = to_pil(tensors["latents"])
+            captured[int(t)] = model_range_to_pil(tensors["latents"])
         return tensors
 
     pipe(labels=DIGITS, generator=torch.Generator().manual_seed(seed), callback_on_step_end=keep, **call_kwargs)
@@ -70,12 +64,12 @@ def reverse_animation(pipe: MNISTDDPMPipeline, path: str | Path, every: int = 20
 
     def keep(pipeline, step_index, t, tensors):
         if step_index % every == 0:
-            frames.append(make_grid(to_pil(tensors["latents"]), rows=1, scale=scale))
+            frames.append(make_grid(model_range_to_pil(tensors["latents"]), rows=1, scale=scale))
         return tensors
 
     final = pipe(labels=DIGITS, generator=torch.Generator().manual_seed(seed), callback_on_step_end=keep,
                  output_type="pt", **call_kwargs).images
-    frames.append(make_grid(to_pil(final * 2 - 1), rows=1, scale=scale))
+    frames.append(make_grid(model_range_to_pil(final * 2 - 1), rows=1, scale=scale))
     path = Path(path)
     frames[0].save(path, save_all=True, append_images=frames[1:] + [frames[-1]] * 15, duration=60, loop=0)
     return path
@@ -84,9 +78,9 @@ def reverse_animation(pipe: MNISTDDPMPipeline, path: str | Path, every: int = 20
 def forward_process(scheduler, data_dir: str, timesteps=STRIP_TIMESTEPS, seed: int = 0, scale: int = 3) -> Image.Image:
     """The first real test digit of each class noised in closed form, x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε, at `timesteps`."""
     images, labels = load_mnist(data_dir, "test")
-    x0 = to_model_range(torch.stack([images[(labels == d).nonzero()[0, 0]] for d in DIGITS]))
+    x0 = pixels_to_model_range(torch.stack([images[(labels == d).nonzero()[0, 0]] for d in DIGITS]))
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-    columns = [to_pil(x0)] + [to_pil(scheduler.add_noise(x0, noise, torch.full((10,), t))) for t in reversed(timesteps)]
+    columns = [model_range_to_pil(x0)] + [model_range_to_pil(scheduler.add_noise(x0, noise, torch.full((10,), t))) for t in reversed(timesteps)]
     ordered = [columns[c][d] for d in DIGITS for c in range(len(columns))]
     return make_grid(ordered, rows=10, scale=scale, row_labels=[str(d) for d in DIGITS])
 

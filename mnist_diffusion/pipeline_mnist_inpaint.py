@@ -48,7 +48,7 @@ def repaint_schedule(timesteps: list[int], jump_length: int, jump_n_sample: int)
     return schedule
 
 
-def to_unit_tensor(value, name: str, size: int) -> torch.Tensor:
+def grey_images_to_unit_range(value, name: str, size: int) -> torch.Tensor:
     """
     Grey images as a float tensor (N, 1, size, size) in [0, 1], from a PIL image or a list of them, or from a numpy
     array or a tensor (uint8 in 0–255, or float in [0, 1]) shaped (H, W), (N, H, W) or (N, 1, H, W). (3, H, W) and
@@ -112,8 +112,8 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
             device.
         """
         size = self.unet.config.sample_size
-        known = to_unit_tensor(image, "image", size) * 2 - 1
-        mask = (to_unit_tensor(mask_image, "mask_image", size) >= 0.5).float()
+        known = grey_images_to_unit_range(image, "image", size) * 2 - 1
+        mask = (grey_images_to_unit_range(mask_image, "mask_image", size) >= 0.5).float()
         if (mask.flatten(1).sum(1) == 0).any():
             raise ValueError(
                 "`mask_image` is all black: there is nothing to generate. White (≥ 0.5, or ≥ 128 in a uint8 or PIL "

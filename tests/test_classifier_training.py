@@ -9,7 +9,8 @@ import torch
 pytest.importorskip("transformers")
 from transformers import AutoImageProcessor, AutoModelForImageClassification, RegNetForImageClassification  # noqa: E402
 
-from mnist_diffusion.classifier import DigitClassifier, to_unit_range  # noqa: E402
+from mnist_diffusion.classifier import DigitClassifier  # noqa: E402
+from mnist_diffusion.images import digits_to_unit_range  # noqa: E402
 from mnist_diffusion.classifier_training import parse_args, random_affine, train_classifier  # noqa: E402
 from mnist_diffusion.data import load_mnist  # noqa: E402
 
@@ -18,7 +19,7 @@ TINY_ARGS = ["--hidden_sizes", "8", "16", "--depths", "1", "1", "--embedding_siz
 
 def test_augmentation_moves_digits_but_keeps_them_whole(synthetic_mnist):
     torch.manual_seed(0)
-    images = to_unit_range(load_mnist(synthetic_mnist, "test", download=False)[0][:64])
+    images = digits_to_unit_range(load_mnist(synthetic_mnist, "test", download=False)[0][:64])
     moved = random_affine(images)
     assert moved.shape == images.shape and moved.min() >= 0 and moved.max() <= 1
     assert (moved - images).abs().amax(dim=(1, 2, 3)).min() > 0.1  # every digit moved

@@ -27,7 +27,6 @@ from mnist_diffusion.data import (
     load_mnist,
     read_idx,
     read_idx_bytes,
-    to_model_range,
 )
 
 from .synthetic_mnist import idx_bytes
@@ -107,13 +106,6 @@ def test_real_dataset_is_float_in_minus_one_one():
     assert label.dtype == torch.int64 and 0 <= label.item() <= 9
     assert dataset.images.shape == (10000, 1, 28, 28)
     assert dataset.images.min().item() == -1.0 and dataset.images.max().item() == 1.0
-
-
-def test_to_model_range_maps_0_and_255_to_minus_one_and_one():
-    out = to_model_range(torch.tensor([[[0, 255], [127, 128]]], dtype=torch.uint8))
-    assert out.shape == (1, 1, 2, 2) and out.dtype == torch.float32
-    assert out[0, 0, 0].tolist() == [-1.0, 1.0]
-    assert abs(out[0, 0, 1, 0].item()) < 0.01 and abs(out[0, 0, 1, 1].item()) < 0.01
 
 
 # ---------------------------------------------------------------------------------------------------------------------
