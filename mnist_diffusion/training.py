@@ -105,11 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="What the UNet learns to predict; the spec's L_simple is `epsilon`.")
     model.add_argument("--cond_drop_prob", type=float, default=0.1,
                        help="Probability of replacing the label by the null label (classifier-free guidance).")
+    add_run_arguments(parser)
+    return parser
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """
+    The option groups every run of a diffusion model shares, in their order on `--help`: optimisation, the EMA,
+    checkpoints and validation, the Hub ([`add_optimizer_arguments`], [`add_ema_arguments`],
+    [`add_checkpoint_arguments`], `hub.add_hub_arguments`); checked by [`check_run_arguments`].
+    """
     add_optimizer_arguments(parser)
     add_ema_arguments(parser)
     add_checkpoint_arguments(parser)
     add_hub_arguments(parser)
-    return parser
 
 
 def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -223,11 +232,13 @@ def check_args(args: argparse.Namespace) -> list[str]:
     if args.attention_head_dim >= 1 and any(channels % args.attention_head_dim for channels in attended):
         problems.append(f"--attention_head_dim {args.attention_head_dim} must divide the width of every level with "
                         f"attention, {sorted(attended)}")
-    problems += check_optimizer_arguments(args)
-    problems += check_ema_arguments(args)
-    problems += check_checkpoint_arguments(args)
-    problems += check_hub_arguments(args)
-    return problems
+    return problems + check_run_arguments(args)
+
+
+def check_run_arguments(args: argparse.Namespace) -> list[str]:
+    """The problems with the options of [`add_run_arguments`]."""
+    return (check_optimizer_arguments(args) + check_ema_arguments(args) + check_checkpoint_arguments(args)
+            + check_hub_arguments(args))
 
 
 def check_optimizer_arguments(args: argparse.Namespace) -> list[str]:
@@ -424,6 +435,23 @@ def make_dataloader(
         dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def mnist_training_data(accelerator: Accelerator, args: argparse.Namespace, optimizer: torch.optim.Optimizer) -> tuple[
+    MNISTDataset, torch.utils.data.DataLoader, "TrainingLength", torch.optim.lr_scheduler.LRScheduler
+]:
+    """
+    The data step of a run on the MNIST training split of `--data_dir` (the main process downloads missing files):
+    the data set, its data loader, the length of the run, and `optimizer`'s lr schedule over it. A bad file or a
+    batch larger than the data fails here, before any training.
+    """
+    dataset = MNISTDataset(args.data_dir, split="train", download=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    dataloader = make_dataloader(dataset, args.train_batch_size, args.seed, args.data_dir, args.dataloader_num_workers)
+    length = training_length(len(dataloader), accelerator.num_processes, args.gradient_accumulation_steps,
+                             args.num_epochs, args.max_train_steps)
+    lr_scheduler = make_lr_scheduler(optimizer, args, length.max_train_steps, accelerator.num_processes)
+    return dataset, dataloader, length, lr_scheduler
 
 
 @dataclass
@@ -788,6 +816,34 @@ def should_stop(accelerator: Accelerator, state: dict, max_train_steps: int, max
     return bool(broadcast(out_of_time, from_process=0).item())
 
 
+def end_of_step(
+    accelerator: Accelerator, args: argparse.Namespace, state: dict, length: TrainingLength, progress: tqdm,
+    throughput: Throughput, loss: torch.Tensor, lr: float, write_model: Callable[[], None],
+    sample_grid: Callable[[], Image.Image],
+) -> bool:
+    """
+    The bookkeeping after the optimiser step just counted in `state`, by the options of [`add_checkpoint_arguments`]:
+    log every 10 steps, checkpoint every `--checkpointing_steps` and at the end, write the model every
+    `--save_model_steps` (`write_model()`, on every rank), and save the validation grid `sample_grid()` every
+    `--validation_steps` (on the main rank).
+
+    Returns:
+        `bool`: whether the run ends with this step ([`should_stop`]).
+    """
+    step = state["global_step"]
+    if step % 10 == 0 or step == length.max_train_steps:
+        log_step(accelerator, progress, step, loss, lr, throughput.read(state["images_seen"]))
+    progress.update(1)
+    done = should_stop(accelerator, state, length.max_train_steps, args.max_train_minutes)
+    if step % args.checkpointing_steps == 0 or done:
+        save_checkpoint(accelerator, Path(args.output_dir), state, args.checkpoints_total_limit)
+    if args.save_model_steps and step % args.save_model_steps == 0 and not done:
+        write_model()
+    if step % args.validation_steps == 0 and accelerator.is_main_process:
+        save_validation_grid(accelerator, Path(args.output_dir), sample_grid(), step)
+    return done
+
+
 # What a run writes --------------------------------------------------------------------------------------------------
 
 
@@ -868,6 +924,14 @@ def save_ddpm_pipeline(accelerator: Accelerator, args: argparse.Namespace, model
     accelerator.wait_for_everyone()
 
 
+def end_run(accelerator: Accelerator, args: argparse.Namespace) -> None:
+    """End the logs, then push the pipeline written to `--output_dir` to the Hub if `--push_to_hub` asks for it."""
+    accelerator.end_training()
+    if args.push_to_hub and accelerator.is_main_process:
+        commit = push_pipeline_to_hub(Path(args.output_dir), args.hub_model_id, token=args.hub_token)
+        accelerator.print(f"Pushed the pipeline to {commit.commit_url}")
+
+
 # The DDPM's training ------------------------------------------------------------------------------------------------
 
 
@@ -904,12 +968,7 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
     )
 
     # 3. data, which sets the length of the run and of its lr schedule; a bad file or batch size fails here
-    dataset = MNISTDataset(args.data_dir, split="train", download=accelerator.is_main_process)
-    accelerator.wait_for_everyone()
-    dataloader = make_dataloader(dataset, args.train_batch_size, args.seed, args.data_dir, args.dataloader_num_workers)
-    length = training_length(len(dataloader), accelerator.num_processes, args.gradient_accumulation_steps,
-                             args.num_epochs, args.max_train_steps)
-    lr_scheduler = make_lr_scheduler(optimizer, args, length.max_train_steps, accelerator.num_processes)
+    dataset, dataloader, length, lr_scheduler = mnist_training_data(accelerator, args, optimizer)
     model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
 
     # 4. resume, and start the logs
@@ -938,20 +997,16 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
         step = count_step(state, global_batch, stopwatch.seconds())
         if on_step is not None:
             on_step(accelerator, model, (images, labels), step)
-        if step % 10 == 0 or step == length.max_train_steps:
-            log_step(accelerator, progress, step, loss, lr_scheduler.get_last_lr()[0],
-                     throughput.read(state["images_seen"]))
-        progress.update(1)
-        done = should_stop(accelerator, state, length.max_train_steps, args.max_train_minutes)
-        if step % args.checkpointing_steps == 0 or done:
-            save_checkpoint(accelerator, output_dir, state, args.checkpoints_total_limit)
-        if args.save_model_steps and step % args.save_model_steps == 0 and not done:
-            save_ddpm_pipeline(accelerator, args, model, ema, noise_scheduler, state)
-        if step % args.validation_steps == 0 and accelerator.is_main_process:
-            sampler = DPMSolverMultistepScheduler.from_config(noise_scheduler.config)  # a preview in a few steps
-            grid = validation_grid(ema_copy(accelerator, model, ema), sampler, args.validation_inference_steps,
-                                   args.validation_images_per_digit, args.validation_guidance_scale, args.seed)
-            save_validation_grid(accelerator, output_dir, grid, step)
+        done = end_of_step(
+            accelerator, args, state, length, progress, throughput, loss, lr_scheduler.get_last_lr()[0],
+            write_model=lambda: save_ddpm_pipeline(accelerator, args, model, ema, noise_scheduler, state),
+            sample_grid=lambda: validation_grid(
+                ema_copy(accelerator, model, ema),
+                DPMSolverMultistepScheduler.from_config(noise_scheduler.config),  # a preview in a few steps
+                args.validation_inference_steps, args.validation_images_per_digit, args.validation_guidance_scale,
+                args.seed,
+            ),
+        )
         if done:
             break
     progress.close()
@@ -959,10 +1014,7 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
     # 6. save: the pipeline (also after a resume that found the run finished: a kill may have come before this), then
     # the Hub
     save_ddpm_pipeline(accelerator, args, model, ema, noise_scheduler, state)
-    accelerator.end_training()
-    if args.push_to_hub and accelerator.is_main_process:
-        commit = push_pipeline_to_hub(output_dir, args.hub_model_id, token=args.hub_token)
-        accelerator.print(f"Pushed the pipeline to {commit.commit_url}")
+    end_run(accelerator, args)
     return output_dir
 
 

@@ -261,6 +261,18 @@ def test_latest_skips_incomplete_checkpoints_with_a_warning(tmp_path, synthetic_
         train(parse_args(tiny_args(synthetic_mnist, out, "--resume_from_checkpoint", "latest")))
 
 
+def kill_at_checkpoint(command: list[str], run_dir: Path, step: int, env: dict, timeout: float = 180) -> None:
+    """Run `command`, kill -9 it as soon as `run_dir` holds checkpoint-<step>, and check it died before its end."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not (run_dir / "checkpoints" / f"checkpoint-{step}").exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "model_index.json").exists()  # it really died mid-way
+
+
 def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path, synthetic_mnist):
     # 24 steps of 16 images cross an epoch of the 320 generated ones: resuming at 16 skips into the first epoch.
     common = ["--max_train_steps", "24", "--checkpointing_steps", "8", "--cond_drop_prob", "0.2"]
@@ -270,15 +282,7 @@ def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path
                    capture_output=True)
 
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen([*script, *tiny_args(synthetic_mnist, interrupted, *common)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (interrupted / "checkpoints" / "checkpoint-16").exists():
-        assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (interrupted / "model_index.json").exists()  # it really died mid-way
+    kill_at_checkpoint([*script, *tiny_args(synthetic_mnist, interrupted, *common)], interrupted, 16, env)
 
     resumed = subprocess.run(
         [*script, *tiny_args(synthetic_mnist, interrupted, *common, "--resume_from_checkpoint", "latest")],
