@@ -17,16 +17,19 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCardData
 
 from .evaluation import DEFAULT_RULE
+from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .redaction import redact, redact_command
-from .unet_mnist import ClassConditionedUNet
 
 # The evaluation files a card reads, relative to the model folder (written by scripts/evaluate.py --output).
 DEFAULT_RESULTS = "evaluation/default.json"  # the sampler and guidance of the pipeline's defaults
 FAST_RESULTS = "evaluation/fast.json"  # the fast solver
 SWEEP_RESULTS = "evaluation/guidance_sweep.json"
 BF16_RESULTS = "evaluation/bf16.json"  # the fast solver with a bfloat16 UNet (`torch_dtype=torch.bfloat16`)
+# A distilled student's folder may hold its teacher's evaluations at the guidance it was distilled with, for comparison.
+TEACHER_RESULTS = "evaluation/teacher_*.json"
 FIGURES = {
     "images/samples.png": "Generated digits, one row per class",
+    "images/steps.png": "The same starting noise in 1, 2, 4 and 8 steps (rows), one column per digit",
     "images/reverse_process.gif": "The reverse process: static, blur, digit shape, clear digit",
     "images/reverse_process.png": "x_t along the reverse chain for each digit",
     "images/forward_process.png": "The forward process: real digits noised in closed form",
@@ -50,6 +53,11 @@ def check_source_url(source_url: str) -> str:
             f"https://github.com/org/mnist-diffusion; got {source_url!r}."
         )
     return source_url
+
+
+def spoken_list(items: list[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def read_json(path: Path) -> dict | None:
@@ -93,8 +101,8 @@ def read_evaluations(model_dir: str | Path) -> tuple[list[dict], dict | None]:
     result.
     """
     model_dir = Path(model_dir)
-    model_index = json.loads((model_dir / "model_index.json").read_text())
-    default = (model_index.get("default_guidance_scale", 1.0), model_index.get("default_guidance_interval"))
+    _, guidance_scale, guidance_interval = MNISTDDPMPipeline.from_pretrained(model_dir).resolve_defaults()
+    default = (guidance_scale, None if guidance_interval is None else list(guidance_interval))
     sweep = read_json(model_dir / SWEEP_RESULTS)
     fast = read_json(model_dir / FAST_RESULTS)
     if fast is None and sweep is not None:
@@ -130,12 +138,15 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
     unet_config = json.loads((model_dir / "unet" / "config.json").read_text())
     scheduler_config = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())
     training = read_json(model_dir / "training_config.json")
-    guidance = f"guidance scale {model_index.get('default_guidance_scale', 1.0):g}"
-    if model_index.get("default_guidance_interval") is not None:
-        low, high = model_index["default_guidance_interval"]
+    # The defaults a call uses, resolved by the pipeline itself (the one place that knows the fallbacks).
+    pipeline = MNISTDDPMPipeline.from_pretrained(model_dir)
+    steps, guidance_scale, guidance_interval = pipeline.resolve_defaults()
+    guidance = f"guidance scale {guidance_scale:g}"
+    if guidance_interval is not None:
+        low, high = guidance_interval
         guidance += f", applied only at timesteps {low:g} ≤ t ≤ {high:g}"
     evaluations, sweep = read_evaluations(model_dir)
-    num_parameters = ClassConditionedUNet.from_pretrained(model_dir / "unet").num_parameters()
+    num_parameters = pipeline.unet.num_parameters()
 
     eval_results = [
         EvalResult(
@@ -161,27 +172,41 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
         eval_results=eval_results or None,
     )
 
-    steps = model_index.get("default_num_inference_steps") or scheduler_config["num_train_timesteps"]
     widths = ", ".join(str(w) for w in unet_config["block_out_channels"])
     beta_schedule = (
         f"linear from {scheduler_config['beta_start']:g} to {scheduler_config['beta_end']:g}"
         if scheduler_config["beta_schedule"] == "linear" else scheduler_config["beta_schedule"]
     )
-    lines = [
-        "---", metadata.to_yaml(), "---", "",
-        f"# {repo_id.split('/')[-1]}: a class-conditional DDPM for handwritten digits", "",
-        "Ask for a digit, get a freshly generated 28×28 handwritten digit of that class. A denoising diffusion "
-        "probabilistic model (Ho et al., 2020) whose noise predictor ε_θ(x_t, t, y) is conditioned on the digit label, "
-        "sampled with classifier-free guidance (Ho & Salimans, 2022). Made with "
-        f"{f'[mnist-diffusion]({source_url})' if source_url else 'mnist-diffusion'}.", "",
-    ]
+    made_with = f"{f'[mnist-diffusion]({source_url})' if source_url else 'mnist-diffusion'}"
+    distilled = (training or {}).get("distilled_from")
+    if distilled:
+        intro = [
+            f"# {repo_id.split('/')[-1]}: a digit in {steps} network calls", "",
+            "Ask for a digit, get a freshly generated 28×28 handwritten digit of that class in a few UNet passes. A "
+            "consistency-distilled student (Latent Consistency Models, Luo et al., 2023; Song et al., 2023) of a "
+            "class-conditional DDPM, whose classifier-free guidance at scale "
+            f"{distilled['guidance_scale']:g} is baked in: one conditional pass per step, sampled with diffusers' own "
+            f"`LCMScheduler`. Made with {made_with}.", "",
+        ]
+    else:
+        intro = [
+            f"# {repo_id.split('/')[-1]}: a class-conditional DDPM for handwritten digits", "",
+            "Ask for a digit, get a freshly generated 28×28 handwritten digit of that class. A denoising diffusion "
+            "probabilistic model (Ho et al., 2020) whose noise predictor ε_θ(x_t, t, y) is conditioned on the digit "
+            f"label, sampled with classifier-free guidance (Ho & Salimans, 2022). Made with {made_with}.", "",
+        ]
+    lines = ["---", metadata.to_yaml(), "---", "", *intro]
     lines += [f"![{alt}]({path})" for path, alt in FIGURES.items() if (model_dir / path).is_file() and "guidance" not in path]
     diffusers_version = model_index.get("_diffusers_version")
+    # The code the Hub repo carries: the pipeline's, and that of each component diffusers does not ship.
+    own_code = {"pipeline": "pipeline_mnist_ddpm.py"}
+    own_code |= {name.replace("unet", "UNet"): f"{name}/{model_index[name][0].split('.')[-1]}.py"
+                 for name in ("unet", "scheduler") if model_index.get(name, ["diffusers"])[0] != "diffusers"}
     lines += [
         "", "## Usage", "",
-        "diffusers alone loads this repo: it carries its own copy of the pipeline, UNet and scheduler code. "
-        "**`trust_remote_code=True` runs that code on your machine**: read `pipeline_mnist_ddpm.py`, "
-        "`unet/unet_mnist.py` and `scheduler/scheduling_mnist_ddpm.py` first.", "",
+        f"diffusers alone loads this repo: it carries its own copy of the {spoken_list(list(own_code))} code. "
+        "**`trust_remote_code=True` runs that code on your machine**: read "
+        f"{spoken_list([f'`{path}`' for path in own_code.values()])} first.", "",
         "```bash", "pip install torch==2.13.0   # the CPU build; skip on a GPU machine",
         f'pip install "diffusers=={diffusers_version}"' if diffusers_version else "pip install diffusers", "```",
         "", "```python", "from diffusers import DiffusionPipeline", "",
@@ -205,21 +230,54 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
     lines += [
         "```python", "from mnist_diffusion import MNISTDDPMPipeline", "",
         f'pipe = MNISTDDPMPipeline.from_pretrained("{repo_id}")', "image = pipe(labels=[7]).images[0]", "```", "",
-        "Fast sampling: swap in a diffusers solver.", "",
-        "```python", "from diffusers import DPMSolverMultistepScheduler", "",
-        "pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)",
-        "images = pipe(labels=list(range(10)), num_inference_steps=20).images", "```", "",
+    ]
+    if distilled:
+        lines += [
+            f"Fewer or more steps: `pipe(labels=[7], num_inference_steps=1)`, up to the {distilled['num_ddim_timesteps']} "
+            "steps of the schedule it was distilled on. The guidance is in the weights: leave `guidance_scale` at 1.",
+            "",
+        ]
+    else:
+        lines += [
+            "Fast sampling: swap in a diffusers solver.", "",
+            "```python", "from diffusers import DPMSolverMultistepScheduler", "",
+            "pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)",
+            "images = pipe(labels=list(range(10)), num_inference_steps=20).images", "```", "",
+        ]
+    lines += [
         "## Model", "",
         f"- **Noise predictor**: `ClassConditionedUNet`, {num_parameters:,} parameters; widths {widths} at 28, 14 and 7 "
         f"pixels, {unet_config['layers_per_block']} residual block(s) per resolution on the way down (one more on the "
         f"way up), self-attention at {', '.join(str(r) for r in unet_config['attention_resolutions']) or 'no'} pixels "
         "and in the bottleneck; time (sinusoidal embedding + MLP) and label (learned embedding with a null entry for "
         "classifier-free guidance) condition every block.",
-        f"- **Noise schedule**: T = {scheduler_config['num_train_timesteps']}, β {beta_schedule}; "
-        f"σ_t² {'= β̃_t' if scheduler_config['variance_type'] == 'fixed_small' else '= β_t'} "
-        f"(`{scheduler_config['variance_type']}`), `{scheduler_config['prediction_type']}` prediction.",
-        "- **Objective**: L_simple = E‖ε − ε_θ(x_t, t, y)‖² with t uniform and x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε.", "",
     ]
+    if "original_inference_steps" in scheduler_config:  # LCMScheduler
+        lines.append(
+            f"- **Noise schedule**: T = {scheduler_config['num_train_timesteps']}, β {beta_schedule}; "
+            f"`{scheduler_config['prediction_type']}` prediction; sampled by `LCMScheduler` on the skipping-step "
+            f"schedule of {scheduler_config['original_inference_steps']} timesteps."
+        )
+    else:
+        lines.append(
+            f"- **Noise schedule**: T = {scheduler_config['num_train_timesteps']}, β {beta_schedule}; "
+            f"σ_t² {'= β̃_t' if scheduler_config['variance_type'] == 'fixed_small' else '= β_t'} "
+            f"(`{scheduler_config['variance_type']}`), `{scheduler_config['prediction_type']}` prediction."
+        )
+    if distilled:
+        lines += [
+            f"- **Objective**: consistency distillation of `{distilled['teacher']}`. A training digit is noised to "
+            f"x_t at a timestep of the skipping-step schedule; the frozen teacher's {distilled['teacher_solver']} step "
+            f"with classifier-free guidance {distilled['guidance_scale']:g} takes it to the schedule's next lower "
+            "timestep s; the student's f(x_t, t) = c_skip(t)·x_t + c_out(t)·x̂_0 is regressed onto the target "
+            "network's (an EMA of the student's weights) f at s. c_skip and c_out are `LCMScheduler`'s boundary "
+            "condition, so f(x, 0) = x in training and sampling alike. Student and target start from the teacher.",
+            "",
+        ]
+    else:
+        lines += [
+            "- **Objective**: L_simple = E‖ε − ε_θ(x_t, t, y)‖² with t uniform and x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε.", "",
+        ]
     if training is not None:
         args = training["args"]
         lines += [
@@ -230,11 +288,14 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
             f"({training['images_seen'] / 60000:.1f} epochs) |",
             f"| batch, optimiser | {args['train_batch_size']} × {training['num_processes']} process(es); AdamW, lr "
             f"{args['learning_rate']:g}, {args['lr_scheduler']} schedule, {args['lr_warmup_steps']} warm-up steps |",
-            f"| label dropout (for guidance) | {args['cond_drop_prob']:g} |",
+            *([f"| label dropout (for guidance) | {args['cond_drop_prob']:g} |"] if "cond_drop_prob" in args else [
+                f"| distillation | teacher `{distilled['teacher']}`, guidance {distilled['guidance_scale']:g}, "
+                f"{distilled['num_ddim_timesteps']} skipping steps, {args['loss_type']} loss, target decay "
+                f"{args['target_decay']:g} |"]),
             f"| EMA | {'max decay ' + format(args['ema_max_decay'], 'g') if args['use_ema'] else 'off'} |",
             f"| precision | {training['mixed_precision']} |",
             f"| hardware | {training.get('hardware', 'not recorded')} |",
-            f"| wall time | {training['train_minutes']:.0f} minutes of training |",
+            f"| wall time | {training['train_minutes']:.0f} minutes of {'distillation' if distilled else 'training'} |",
             f"| command | `{' '.join(redact_command(training['command'].split()))}` |", "",
         ]
     lines += ["## Evaluation", ""]
@@ -248,6 +309,13 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
         for results in evaluations:
             lines += evaluation_rows(results)
         lines.append("")
+        teacher = [read_json(path) for path in sorted(model_dir.glob(TEACHER_RESULTS))]
+        if distilled and teacher:
+            lines += [
+                f"The teacher, `{distilled['teacher']}`, at the guidance the student was distilled with, for "
+                "comparison (two UNet passes per guided step):", "",
+                *EVALUATION_HEADER, *(row for results in teacher for row in evaluation_rows(results)), "",
+            ]
     else:
         lines += ["Not evaluated yet.", ""]
     if sweep is not None:
@@ -266,13 +334,23 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
     lines += [
         "## Limitations", "",
         "28×28 grey digits in the style of MNIST (centred, white on black), of the ten digit classes and nothing else. "
-        "The full DDPM chain takes seconds per image on a CPU; a solver with 20–25 steps is much faster.", "",
+        + ("Its variety is that of the guided teacher at the baked-in scale; one step gives blurrier digits than "
+           "four (see the table)." if distilled else
+           "The full DDPM chain takes seconds per image on a CPU; a solver with 20–25 steps is much faster."), "",
         "## Citations", "",
         "```bibtex",
         "@inproceedings{ho2020ddpm, title={Denoising Diffusion Probabilistic Models},",
         "  author={Ho, Jonathan and Jain, Ajay and Abbeel, Pieter}, booktitle={NeurIPS}, year={2020}}",
         "@article{ho2022cfg, title={Classifier-Free Diffusion Guidance},",
         "  author={Ho, Jonathan and Salimans, Tim}, journal={arXiv:2207.12598}, year={2022}}",
+        *([
+            "@article{luo2023lcm, title={Latent Consistency Models: Synthesizing High-Resolution Images with Few-Step "
+            "Inference},", "  author={Luo, Simian and Tan, Yiqin and Huang, Longbo and Li, Jian and Zhao, Hang},",
+            "  journal={arXiv:2310.04378}, year={2023}}",
+            "@inproceedings{song2023consistency, title={Consistency Models},",
+            "  author={Song, Yang and Dhariwal, Prafulla and Chen, Mark and Sutskever, Ilya}, booktitle={ICML}, "
+            "year={2023}}",
+        ] if distilled else []),
         "```", "",
     ]
     return redact("\n".join(lines))

@@ -136,18 +136,19 @@ def real_floor(classifier, test_features: np.ndarray, n: int, data_dir: str, see
 
 
 def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[str], guidance_scales: list[float],
-             samples_per_digit: int, num_inference_steps: int | None = None, batch_size: int = 500,
+             samples_per_digit: int, num_inference_steps: int | list[int | None] | None = None, batch_size: int = 500,
              seed: int = 0, torch_dtype: torch.dtype = torch.float32,
              guidance_intervals: list[tuple[float, float] | None] = (None,), cache_dir: str | None = None) -> dict:
     """
-    Generate a balanced set of digits for every (sampler, guidance scale, guidance interval) and score it.
+    Generate a balanced set of digits for every (sampler, steps, guidance scale, guidance interval) and score it.
 
     Returns:
         A dict with the set-up (model, classifier, n, seed), the real floor and one entry per configuration:
         sampler, steps, guidance scale, accuracy (overall and per digit), Fréchet distance, its ratio to the real
         floor, and the wall time of generation.
 
-    `torch_dtype` is the UNet's dtype (`from_pretrained(..., torch_dtype=...)`): bfloat16 measures what the faster
+    `num_inference_steps` is one number of steps or a list of them (None: the sampler's default, or else the
+    model's). `torch_dtype` is the UNet's dtype (`from_pretrained(..., torch_dtype=...)`): bfloat16 measures what the faster
     bf16 network costs in quality. A guidance interval `(t_low, t_high)` guides only the steps whose timestep lies
     in it (None: the model's default). With `cache_dir`, generated batches are kept there, so that an evaluation
     killed after hours resumes where it stopped.
@@ -166,9 +167,11 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
     runs = []
     for sampler in samplers:
         default_steps = use_sampler(pipe, sampler)
-        for guidance_scale, guidance_interval in itertools.product(guidance_scales, guidance_intervals):
+        step_counts = num_inference_steps if isinstance(num_inference_steps, (list, tuple)) else [num_inference_steps]
+        for steps, guidance_scale, guidance_interval in itertools.product(step_counts, guidance_scales,
+                                                                          guidance_intervals):
             steps, guidance_scale, guidance_interval = pipe.resolve_defaults(
-                num_inference_steps or default_steps, guidance_scale, every_step_if_all(guidance_interval, pipe)
+                steps or default_steps, guidance_scale, every_step_if_all(guidance_interval, pipe)
             )
             if guidance_interval == every_step:
                 guidance_interval = None  # None: guided at every step, as the run is recorded
@@ -273,13 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classifier_dir", default=str(SHIPPED_CLASSIFIER), help="Evaluation classifier folder.")
     parser.add_argument("--data_dir", default="data/mnist", help="Folder with the MNIST IDX files.")
     parser.add_argument("--samplers", nargs="+", default=["ddpm"], choices=sorted(SAMPLERS),
-                        help="ddpm: the full 1000-step chain; dpm: DPM-Solver++ swapped in with from_config.")
+                        help="ddpm: the full 1000-step chain; dpm: DPM-Solver++ swapped in with from_config; lcm: "
+                             "the sampler of a consistency-distilled student (pretrained/mnist-lcm).")
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=[None],
                         help="Classifier-free guidance weights to sweep (default: the model's stored default).")
     parser.add_argument("--guidance_intervals", type=guidance_interval_type, nargs="+", default=[None],
                         help="Timestep intervals LOW,HIGH that are guided (a single conditional pass elsewhere), "
                              "or 'all' for every step (default: the model's stored default).")
-    parser.add_argument("--num_inference_steps", type=int, default=None, help="Steps (default: the sampler's).")
+    parser.add_argument("--num_inference_steps", type=int, nargs="+", default=[None],
+                        help="Steps, one run for each (default: the sampler's, or else the model's).")
     parser.add_argument("--samples_per_digit", type=int, default=100, help="Generated images per digit.")
     parser.add_argument("--batch_size", type=int, default=500, help="Images generated at once.")
     parser.add_argument("--seed", type=int, default=0)

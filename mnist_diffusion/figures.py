@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import torch
+from diffusers import LCMScheduler
 from PIL import Image
 
 from .data import load_mnist
@@ -127,6 +128,15 @@ def guidance_plot(results_path: str | Path, path: str | Path, rule: dict | None 
     return path
 
 
+def steps_figure(pipe: MNISTDDPMPipeline, steps: tuple[int, ...] = (1, 2, 4, 8), seed: int = 0,
+                 scale: int = 3) -> Image.Image:
+    """One row per number of steps, one column per digit, each row from the same starting noise (`seed`)."""
+    rows = [pipe(labels=DIGITS, num_inference_steps=count, generator=torch.Generator().manual_seed(seed)).images
+            for count in steps]
+    return make_grid([image for row in rows for image in row], rows=len(steps), scale=scale,
+                     row_labels=[str(count) for count in steps])
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
@@ -148,6 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     pipe = MNISTDDPMPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
+    if isinstance(pipe.scheduler, LCMScheduler):  # a distilled student: its own sampler, at its stored defaults
+        sample_grid(pipe, seed=args.seed).save(output_dir / "samples.png")
+        steps_figure(pipe, seed=args.seed).save(output_dir / "steps.png")
+        print(f"Figures written to {output_dir}")
+        return
     grid_pipe = MNISTDDPMPipeline(**pipe.components)  # the same UNet, its own scheduler
     grid_pipe.set_progress_bar_config(disable=True)
     grid_steps = use_sampler(grid_pipe, args.grid_sampler)

@@ -6,19 +6,22 @@ import math
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LCMScheduler
 
 from .images import make_grid
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .scheduling_mnist_ddpm import MNISTDDPMScheduler
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "pretrained" / "mnist-ddpm"
+SHIPPED_STUDENT = SHIPPED_MODEL.parent / "mnist-lcm"  # its consistency-distilled few-step student
 
-# name → (scheduler class, steps used when none are asked for); the DDPM default is the pipeline's own (1000).
+# name → (scheduler class, steps used when none are asked for). None: the pipeline's stored default, or else the full
+# chain (1000 for the DDPM); the consistency-distilled student (pretrained/mnist-lcm) stores 4 for its LCMScheduler.
 SAMPLERS = {
     "ddpm": (MNISTDDPMScheduler, None),
     "ddim": (DDIMScheduler, 50),
     "dpm": (DPMSolverMultistepScheduler, 20),
+    "lcm": (LCMScheduler, None),
 }
 MAX_SEED = 2**64 - 1  # the largest seed `torch.Generator.manual_seed` takes
 # What `--output` may end in: formats PIL writes without extra software, lossless ones first.
@@ -35,7 +38,8 @@ def use_sampler(pipe: MNISTDDPMPipeline, name: str) -> int | None:
     if name not in SAMPLERS:
         raise ValueError(f"Unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}.")
     scheduler_class, default_steps = SAMPLERS[name]
-    pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    if not isinstance(pipe.scheduler, scheduler_class):  # the model's own sampler keeps its config as it is
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
     return default_steps
 
 
@@ -126,8 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--guidance_interval", type=guidance_interval_type, default=None,
                         help="LOW,HIGH: guide only the steps whose timestep t has LOW ≤ t ≤ HIGH (a single "
                              "conditional pass elsewhere), or 'all' for every step; the model's default when not given.")
-    parser.add_argument("--scheduler", choices=sorted(SAMPLERS), default="ddpm",
-                        help="ddpm: the 1000-step chain of the paper; dpm: DPM-Solver++ (20 steps); ddim: DDIM (50).")
+    parser.add_argument("--scheduler", choices=sorted(SAMPLERS), default=None,
+                        help="Default: the model's own (the 1000-step DDPM chain of pretrained/mnist-ddpm, the 4-step "
+                             "LCM of pretrained/mnist-lcm). ddpm: the paper's chain; dpm: DPM-Solver++ (20 steps); "
+                             "ddim: DDIM (50); lcm: the sampler of a consistency-distilled model.")
     parser.add_argument("--num_inference_steps", type=positive_int, default=None,
                         help="Denoising steps (sampler default).")
     parser.add_argument("--seed", type=number_argument(0, MAX_SEED, integer=True), default=0,
@@ -141,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def generate(args: argparse.Namespace) -> Path:
     pipe = MNISTDDPMPipeline.from_pretrained(args.model)
-    default_steps = use_sampler(pipe, args.scheduler)
+    default_steps = None if args.scheduler is None else use_sampler(pipe, args.scheduler)
     images = pipe(
         labels=args.labels,
         num_images_per_label=args.num_images_per_label,

@@ -397,7 +397,9 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             num_inference_steps = (
                 self.config.default_num_inference_steps or self.fallback_num_inference_steps or num_train_timesteps
             )
-        num_inference_steps = check_positive_integer("num_inference_steps", num_inference_steps, num_train_timesteps)
+        # A consistency-distilled model's `LCMScheduler` samples from the `original_inference_steps` it was distilled on.
+        max_steps = self.scheduler.config.get("original_inference_steps") or num_train_timesteps
+        num_inference_steps = check_positive_integer("num_inference_steps", num_inference_steps, max_steps)
 
         if guidance_scale is None:
             guidance_scale = self.config.default_guidance_scale
@@ -476,7 +478,8 @@ class MNISTDDPMPipeline(DiffusionPipeline):
 
         Args:
             latents (`torch.Tensor`): x_t, float32.
-            t: the timestep, an element of `scheduler.timesteps`.
+            t: the timestep, an element of `scheduler.timesteps`, or a tensor of one timestep per image (as in
+                distillation, where each image of a batch has its own).
             class_labels (`torch.Tensor`): one label per image.
             guidance_scale (`float`): w.
             dtype (`torch.dtype`): the dtype the UNet computes in, `unet.dtype`: under layerwise casting that is the
@@ -493,7 +496,8 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         # Both passes as one batch: [labels; null labels].
         model_labels = torch.cat([class_labels, torch.full_like(class_labels, self.unet.null_class_label)])
         model_input = self.scheduler.scale_model_input(torch.cat([latents, latents]), t).to(dtype)
-        noise_cond, noise_uncond = self.unet(model_input, t, model_labels).sample.float().chunk(2)
+        model_t = torch.cat([t, t]) if torch.is_tensor(t) and t.ndim == 1 else t
+        noise_cond, noise_uncond = self.unet(model_input, model_t, model_labels).sample.float().chunk(2)
         return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
 
     def run_callback(

@@ -100,6 +100,7 @@ class MNISTDDPMScheduler(SchedulerMixin, ConfigMixin):
         "DDIMScheduler",
         "DPMSolverMultistepScheduler",
         "EulerDiscreteScheduler",
+        "LCMScheduler",
         "UniPCMultistepScheduler",
     ]
     order = 1

@@ -58,3 +58,18 @@ def test_make_figures_writes_every_figure_of_the_card(tiny_pipe, tmp_path, synth
     written = {path.name for path in (tmp_path / "model" / "images").iterdir()}
     assert written == {"samples.png", "reverse_process.png", "reverse_process.gif", "forward_process.png",
                        "inpainting.png", "guidance.png"}
+
+
+def test_make_figures_draws_a_students_grid_and_its_steps(tiny_unet, tmp_path):
+    from diffusers import LCMScheduler
+
+    from mnist_diffusion import MNISTDDPMPipeline
+    from mnist_diffusion.figures import main
+
+    MNISTDDPMPipeline(tiny_unet, LCMScheduler(beta_start=1e-4, beta_end=0.02, beta_schedule="linear"),
+                      default_num_inference_steps=4).save_pretrained(tmp_path / "student")
+    main(["--model", str(tmp_path / "student")])  # no data: a student's figures are generated digits only
+    images = tmp_path / "student" / "images"
+    assert {path.name for path in images.iterdir()} == {"samples.png", "steps.png"}
+    with Image.open(images / "steps.png") as steps:  # 4 rows (1, 2, 4, 8 steps) of 10 digits, row labels, 3×
+        assert steps.size == (3 * (12 + 2 + 10 * 30), 3 * (2 + 4 * 30))

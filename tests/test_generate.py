@@ -83,3 +83,25 @@ def test_the_script_exits_2_with_the_message_and_no_traceback():
     assert process.returncode == 2
     assert "--num_inference_steps: expected an integer ≥ 1, got -3" in process.stderr
     assert "Traceback" not in process.stderr
+
+
+def test_a_students_folder_samples_with_its_own_lcm_scheduler_and_stored_steps(tiny_unet, tmp_path, capsys,
+                                                                               monkeypatch):
+    from diffusers import LCMScheduler
+
+    from mnist_diffusion import MNISTDDPMPipeline
+
+    student = tmp_path / "mnist-lcm"
+    MNISTDDPMPipeline(tiny_unet, LCMScheduler(beta_start=1e-4, beta_end=0.02, beta_schedule="linear"),
+                      default_guidance_scale=1.0, default_num_inference_steps=4).save_pretrained(student)
+    seen = []
+    original_call = MNISTDDPMPipeline.__call__
+    monkeypatch.setattr(MNISTDDPMPipeline, "__call__", lambda pipe, **kwargs: (
+        seen.append((type(pipe.scheduler).__name__, kwargs["num_inference_steps"], kwargs["guidance_scale"])),
+        original_call(pipe, **kwargs))[1])
+    main(["--model", str(student), "--labels", "7", "--output", str(tmp_path / "seven.png")])
+    # No --scheduler: the folder's own, at its stored steps and guidance (None: the pipeline's defaults).
+    assert seen == [("LCMScheduler", None, None)]
+    pipe = MNISTDDPMPipeline.from_pretrained(student)
+    assert pipe.resolve_defaults() == (4, 1.0, None)
+    assert Image.open(tmp_path / "seven.png").size == (4 * 32, 4 * 32)

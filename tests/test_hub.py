@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers import LCMScheduler
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
 from mnist_diffusion.card import render_model_card
@@ -481,3 +482,52 @@ def test_card_images_never_come_from_training_by_products(tmp_path):
     assert card_images(card, tmp_path) == ["images/grid.png"]
     with pytest.raises(ValueError, match="samples/ is never pushed"):
         card_images("![progress](samples/step-1000.png)", tmp_path)
+
+
+@pytest.fixture(scope="module")
+def student_folder(tmp_path_factory):
+    """A tiny consistency-distilled student's folder: diffusers' LCMScheduler, 4 steps and guidance 1 stored."""
+    folder = tmp_path_factory.mktemp("student") / "mnist-lcm"
+    torch.manual_seed(2)
+    scheduler = LCMScheduler(beta_start=1e-4, beta_end=0.02, beta_schedule="linear", clip_sample=True)
+    MNISTDDPMPipeline(ClassConditionedUNet(**TINY_UNET).eval(), scheduler, default_guidance_scale=1.0,
+                      default_num_inference_steps=4).save_pretrained(folder)
+    return folder
+
+
+def test_a_distilled_student_loads_from_the_hub_with_and_without_the_package(hub, student_folder, tmp_path):
+    local = MNISTDDPMPipeline.from_pretrained(student_folder)
+    local.set_progress_bar_config(disable=True)
+    expected = local(labels=[7], generator=torch.Generator().manual_seed(0), output_type="np").images
+    default_call = textwrap.dedent("""
+        def default_call(pipe):  # the stored defaults: 4 LCM steps, guidance 1
+            pipe.set_progress_bar_config(disable=True)
+            return pipe(labels=[7], generator=torch.Generator().manual_seed(0), output_type="np").images
+        """)
+    pushed = run_client(
+        'from mnist_diffusion.hub import push_pipeline_to_hub\n'
+        'result["oid"] = push_pipeline_to_hub(args["folder"], "org/mnist-lcm").oid\n',
+        client_env(hub, tmp_path / "uploader", HF_TOKEN=TOKEN), tmp_path, folder=student_folder,
+    )
+    assert pushed["oid"]
+    files = hub_files(hub, "org/mnist-lcm")
+    index = json.loads(files["model_index.json"].content)
+    assert index["scheduler"] == ["diffusers", "LCMScheduler"] and index["unet"] == ["unet_mnist", "ClassConditionedUNet"]
+    assert "scheduler/scheduling_mnist_ddpm.py" not in files and "unet/unet_mnist.py" in files
+
+    with_package = run_client(
+        default_call + 'from mnist_diffusion import MNISTDDPMPipeline\n'
+        'pipe = MNISTDDPMPipeline.from_pretrained("org/mnist-lcm")\n'
+        'result["scheduler"], result["image"] = type(pipe.scheduler).__name__, default_call(pipe)\n',
+        client_env(hub, tmp_path / "package-user"), tmp_path,
+    )
+    without_package = run_client(
+        default_call + 'sys.modules["mnist_diffusion"] = None\n'
+        'from diffusers import DiffusionPipeline\n'
+        'pipe = DiffusionPipeline.from_pretrained("org/mnist-lcm", trust_remote_code=True)\n'
+        'result["scheduler"], result["image"] = type(pipe.scheduler).__name__, default_call(pipe)\n',
+        client_env(hub, tmp_path / "remote-code-user"), tmp_path,
+    )
+    for user in (with_package, without_package):
+        assert user["scheduler"] == "LCMScheduler"
+        np.testing.assert_allclose(as_image(user["image"]), expected, atol=1e-6)

@@ -1,4 +1,5 @@
-"""End-to-end checks of what the repository ships: the trained pipeline and the evaluation classifier."""
+"""End-to-end checks of what the repository ships: the trained pipeline, its distilled few-step student and the
+evaluation classifier."""
 
 from pathlib import Path
 
@@ -7,11 +8,13 @@ import pytest
 import torch
 
 from mnist_diffusion import MNISTDDPMPipeline
-from mnist_diffusion.generate import SHIPPED_MODEL, use_sampler
+from mnist_diffusion.generate import SHIPPED_MODEL, SHIPPED_STUDENT, use_sampler
 
 SHIPPED_CLASSIFIER = SHIPPED_MODEL.parent / "mnist-classifier"
 needs_model = pytest.mark.skipif(not (SHIPPED_MODEL / "model_index.json").is_file(),
                                  reason=f"no shipped model at {SHIPPED_MODEL}")
+needs_student = pytest.mark.skipif(not (SHIPPED_STUDENT / "model_index.json").is_file(),
+                                   reason=f"no shipped student at {SHIPPED_STUDENT}")
 needs_classifier = pytest.mark.skipif(not (SHIPPED_CLASSIFIER / "config.json").is_file(),
                                       reason=f"no shipped evaluation classifier at {SHIPPED_CLASSIFIER}")
 
@@ -52,3 +55,34 @@ def test_shipped_pipeline_draws_the_requested_digits():
     predicted = DigitClassifier.from_pretrained(SHIPPED_CLASSIFIER).predict(images)
     accuracy = (predicted == labels).float().mean().item()
     assert accuracy >= 0.97, f"only {accuracy:.1%} of the generated digits are read as requested"
+
+
+@needs_student
+def test_shipped_student_is_a_small_pipeline_that_loads_with_lcm_scheduler():
+    from diffusers import LCMScheduler
+
+    files = {p.name for p in SHIPPED_STUDENT.iterdir()}
+    assert {"model_index.json", "unet", "scheduler", "training_config.json"} <= files
+    assert not files & {"checkpoints", "logs", "samples"}
+    assert (SHIPPED_STUDENT / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size <= 10 * 2**20
+    pipe = MNISTDDPMPipeline.from_pretrained(SHIPPED_STUDENT)
+    assert isinstance(pipe.scheduler, LCMScheduler)
+    assert pipe.resolve_defaults() == (4, 1.0, None)
+
+
+@needs_student
+@needs_classifier
+def test_shipped_student_draws_the_requested_digits_in_four_steps():
+    """The student's quality gate: at its default 4 steps, ≥ 97% of 20 digits per class are read as requested."""
+    from mnist_diffusion.classifier import DigitClassifier
+
+    pipe = MNISTDDPMPipeline.from_pretrained(SHIPPED_STUDENT)
+    pipe.set_progress_bar_config(disable=True)
+    labels = torch.arange(10).repeat_interleave(20)
+    calls = []
+    pipe.unet.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
+    images = pipe(labels=labels, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert calls == [200] * 4  # four steps, one conditional pass each
+    predicted = DigitClassifier.from_pretrained(SHIPPED_CLASSIFIER).predict(images)
+    accuracy = (predicted == labels).float().mean().item()
+    assert accuracy >= 0.97, f"only {accuracy:.1%} of the student's digits are read as requested"

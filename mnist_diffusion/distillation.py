@@ -1,0 +1,382 @@
+"""Consistency distillation of the shipped DDPM into a few-step student, behind `accelerate launch scripts/distill.py`.
+
+The method is that of Latent Consistency Models (Luo et al., 2023), on pixels: the consistency distillation of Song
+et al. (2023, "Consistency Models") with a guided teacher. On the skipping-step schedule t_n = (n + 1)·k − 1 (k =
+T / `num_ddim_timesteps`, the training schedule of diffusers' `LCMScheduler`), each step
+
+1. noises a training digit to x_{t_n} in closed form;
+2. runs the frozen teacher's DDIM step from t_n to t_n − k with classifier-free guidance at the fixed scale w, so
+   that the student learns the guided ODE and needs one UNet pass per step (no unconditional pass);
+3. regresses the student's consistency function f(x_{t_n}, t_n) onto the target network's f(x_{t_n − k}, t_n − k),
+   where f(x, t) = c_skip(t)·x + c_out(t)·x̂_0(x, t) with the c_skip, c_out of
+   `LCMScheduler.get_scalings_for_boundary_condition_discrete` (so training and sampling share the boundary
+   condition f(x, 0) = x), and the target network is an EMA of the student.
+
+Student and target start from the teacher's weights. The student is saved as an `MNISTDDPMPipeline` whose scheduler
+is diffusers' `LCMScheduler`, with `default_guidance_scale` 1 (the guidance is baked in). Everything else (options,
+accelerator, checkpoints that survive a kill, the time budget, validation grids, the run record) is `training.py`'s.
+"""
+
+import argparse
+import inspect
+import math
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from diffusers import LCMScheduler
+from diffusers.training_utils import EMAModel
+
+from .generate import SHIPPED_MODEL
+from .pipeline_mnist_ddpm import MNISTDDPMPipeline
+from .training import (
+    Stopwatch,
+    Throughput,
+    add_run_arguments,
+    backward_and_step,
+    build_seeded,
+    check_output_dir,
+    check_run_arguments,
+    count_step,
+    ema_copy,
+    end_of_step,
+    end_run,
+    make_accelerator,
+    make_ema,
+    make_optimizer,
+    mnist_training_data,
+    out_of_range,
+    parse_checked,
+    progress_bar,
+    resolve_checkpoint,
+    resume_state,
+    run_record,
+    start_trackers,
+    training_batches,
+    validation_grid,
+    write_pipeline,
+)
+
+logger = get_logger(__name__)
+
+SCRIPT = "scripts/distill.py"
+LOSS_TYPES = ("huber", "l2")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `scripts/distill.py`: teacher, data and the distillation here, then training.py's groups."""
+    parser = argparse.ArgumentParser(
+        prog="distill.py",
+        description="Distil the class-conditional DDPM into a few-step consistency model that samples with diffusers' "
+                    "LCMScheduler (run with `accelerate launch` for several processes).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("teacher, data and output")
+    data.add_argument("--teacher", default=str(SHIPPED_MODEL), help="Pipeline folder of the teacher to distil.")
+    data.add_argument("--data_dir", default="data/mnist",
+                      help="Folder with the four MNIST IDX .gz files; missing files are downloaded there when online.")
+    data.add_argument("--output_dir", default="mnist-lcm",
+                      help="Where the student pipeline goes, with checkpoints/, logs/ and samples/ beside it.")
+    data.add_argument("--dataloader_num_workers", type=int, default=0, help="Worker processes for data loading.")
+    distill = parser.add_argument_group("consistency distillation")
+    distill.add_argument("--guidance_scale", type=float, default=None,
+                         help="Classifier-free guidance w of the teacher's ODE step, baked into the student (default: "
+                              "the teacher's stored default_guidance_scale).")
+    distill.add_argument("--num_ddim_timesteps", type=int, default=50,
+                         help="N, the skipping-step schedule: the teacher's DDIM step jumps k = T / N training steps; "
+                              "stored as the student scheduler's original_inference_steps.")
+    distill.add_argument("--target_decay", type=float, default=0.95,
+                         help="EMA decay of the target network (the θ⁻ of consistency distillation).")
+    distill.add_argument("--loss_type", choices=LOSS_TYPES, default="huber",
+                         help="Distance between student and target: pseudo-Huber (as in LCM) or squared error.")
+    distill.add_argument("--huber_c", type=float, default=0.001, help="c of the pseudo-Huber loss √(d² + c²) − c.")
+    distill.add_argument("--timestep_scaling", type=float, default=10.0,
+                         help="The boundary condition's time scaling (LCMScheduler's timestep_scaling).")
+    distill.add_argument("--default_num_inference_steps", type=int, default=4,
+                         help="Steps the saved student samples with by default.")
+    add_run_arguments(parser)
+    parser.set_defaults(
+        learning_rate=1e-4, lr_warmup_steps=100, lr_scheduler="constant_with_warmup", num_epochs=8,
+        checkpointing_steps=250, validation_steps=500, validation_inference_steps=4, validation_guidance_scale=1.0,
+        ema_max_decay=0.999,
+    )
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> list[str]:
+    """Every nonsense option value of `scripts/distill.py`, named, so that nothing starts distilling with it."""
+    problems = out_of_range(args, ["num_ddim_timesteps", "default_num_inference_steps"], "a positive integer")
+    problems += out_of_range(args, ["dataloader_num_workers"], "≥ 0")
+    problems += out_of_range(args, ["target_decay"], "in [0, 1)")
+    problems += out_of_range(args, ["huber_c", "timestep_scaling"], "positive")
+    if args.guidance_scale is not None and not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
+        problems.append(f"--guidance_scale must be a finite number ≥ 0, got {args.guidance_scale}")
+    if (args.num_ddim_timesteps and args.default_num_inference_steps
+            and args.default_num_inference_steps > args.num_ddim_timesteps):
+        problems.append(f"--default_num_inference_steps {args.default_num_inference_steps} must be at most "
+                        f"--num_ddim_timesteps {args.num_ddim_timesteps}: the student samples from that schedule")
+    if args.validation_inference_steps and args.num_ddim_timesteps and (
+            args.validation_inference_steps > args.num_ddim_timesteps):
+        problems.append(f"--validation_inference_steps {args.validation_inference_steps} must be at most "
+                        f"--num_ddim_timesteps {args.num_ddim_timesteps}")
+    if Path(args.output_dir).resolve() == Path(args.teacher).resolve():
+        problems.append(f"--output_dir {args.output_dir} is the teacher's folder; the student needs a folder of its own")
+    return problems + check_run_arguments(args)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options of `scripts/distill.py`, checked by [`check_args`]."""
+    return parse_checked(build_parser(), check_args, argv)
+
+
+# The method ---------------------------------------------------------------------------------------------------------
+
+
+def load_teacher(teacher_dir: str | Path) -> MNISTDDPMPipeline:
+    """The teacher pipeline, its UNet frozen in eval mode (a folder that is not one gets the loader's clear error)."""
+    if not Path(teacher_dir).is_dir():
+        raise FileNotFoundError(f"--teacher {teacher_dir}: no such folder (expected a pipeline folder such as "
+                                f"{SHIPPED_MODEL}).")
+    teacher = MNISTDDPMPipeline.from_pretrained(teacher_dir)
+    teacher.unet.requires_grad_(False).eval()
+    teacher.set_progress_bar_config(disable=True)
+    return teacher
+
+
+def student_scheduler(teacher: MNISTDDPMPipeline, num_ddim_timesteps: int, timestep_scaling: float) -> LCMScheduler:
+    """
+    The student's sampler: `LCMScheduler` on the teacher's noise schedule, over the skipping-step schedule of
+    `num_ddim_timesteps` steps it is distilled on, with the boundary condition's `timestep_scaling`.
+    """
+    accepted = inspect.signature(LCMScheduler.__init__).parameters  # not the DDPM's variance_type, say
+    config = {name: value for name, value in teacher.scheduler.config.items() if name in accepted}
+    return LCMScheduler.from_config(
+        config, original_inference_steps=num_ddim_timesteps, timestep_scaling=timestep_scaling
+    )
+
+
+def skipping_timesteps(num_train_timesteps: int, num_ddim_timesteps: int) -> torch.Tensor:
+    """
+    The skipping-step schedule t_n = (n + 1)·k − 1, n = 0 … N − 1, k = T // N: LCMScheduler's training schedule, from
+    which its inference timesteps are drawn (`[19, 39, …, 999]` for T = 1000, N = 50).
+    """
+    k = num_train_timesteps // num_ddim_timesteps
+    return torch.arange(1, num_ddim_timesteps + 1) * k - 1
+
+
+def broadcast_to_images(values: torch.Tensor) -> torch.Tensor:
+    """One value per image, shaped (N,) → (N, 1, 1, 1), to scale a batch of images."""
+    return values.float().view(-1, 1, 1, 1)
+
+
+def predicted_original(scheduler: LCMScheduler, noise: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor,
+                       clip: bool = False) -> torch.Tensor:
+    """x̂_0 = (x_t − √(1 − ᾱ_t)·ε̂) / √ᾱ_t for ε-prediction, one timestep per image, clamped to [-1, 1] if `clip`."""
+    alpha_bar = broadcast_to_images(scheduler.alphas_cumprod.to(sample.device)[timesteps])
+    original = (sample - (1 - alpha_bar).sqrt() * noise) / alpha_bar.sqrt()
+    return original.clamp(-1, 1) if clip else original
+
+
+def ddim_step(scheduler: LCMScheduler, noise: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor,
+              next_timesteps: torch.Tensor, clip: bool) -> torch.Tensor:
+    """
+    The deterministic DDIM step (η = 0) from x_t to x_{t'} for ε-prediction, one pair (t, t') per image:
+    x_{t'} = √ᾱ_{t'}·x̂_0 + √(1 − ᾱ_{t'})·ε̂. With `clip`, x̂_0 is clamped to [-1, 1] and ε̂ re-derived from it (as in
+    GLIDE, and diffusers' `DDIMScheduler.step` with `clip_sample` and `use_clipped_model_output`), so that the step
+    stays on the line through x_t and the clamped x̂_0.
+    """
+    alphas_cumprod = scheduler.alphas_cumprod.to(sample.device)
+    alpha_bar, alpha_bar_next = (broadcast_to_images(alphas_cumprod[t]) for t in (timesteps, next_timesteps))
+    original = predicted_original(scheduler, noise, sample, timesteps, clip)
+    if clip:
+        noise = (sample - alpha_bar.sqrt() * original) / (1 - alpha_bar).sqrt()
+    return alpha_bar_next.sqrt() * original + (1 - alpha_bar_next).sqrt() * noise
+
+
+def consistency_function(scheduler: LCMScheduler, noise: torch.Tensor, sample: torch.Tensor,
+                         timesteps: torch.Tensor) -> torch.Tensor:
+    """
+    f(x_t, t) = c_skip(t)·x_t + c_out(t)·x̂_0(x_t, t) for the model's noise prediction `noise`: the denoised sample
+    `LCMScheduler.step` returns, except that with the scheduler's `clip_sample` (the teacher's setting, kept) the step
+    clamps x̂_0 to [-1, 1] first; here it is not clamped, which would stop the gradient of every pixel outside. Since
+    c_out(t) ≈ 1 at every sampling timestep (t ≥ 19), the step returns about the clamped f. f(x, 0) = x.
+    """
+    c_skip, c_out = scheduler.get_scalings_for_boundary_condition_discrete(timesteps.float())
+    original = predicted_original(scheduler, noise, sample, timesteps)
+    return broadcast_to_images(c_skip) * sample + broadcast_to_images(c_out) * original
+
+
+def distance(prediction: torch.Tensor, target: torch.Tensor, loss_type: str, huber_c: float) -> torch.Tensor:
+    """The mean pseudo-Huber distance √((a − b)² + c²) − c (`"huber"`), or the mean squared error (`"l2"`)."""
+    if loss_type == "l2":
+        return torch.nn.functional.mse_loss(prediction.float(), target.float())
+    return (torch.sqrt((prediction.float() - target.float()) ** 2 + huber_c**2) - huber_c).mean()
+
+
+def consistency_loss(student, target, teacher: MNISTDDPMPipeline, scheduler: LCMScheduler, images: torch.Tensor,
+                     labels: torch.Tensor, guidance_scale: float, num_ddim_timesteps: int, loss_type: str = "huber",
+                     huber_c: float = 0.001) -> torch.Tensor:
+    """
+    The consistency-distillation loss on one batch of training digits (steps 1–3 of the module's docstring).
+
+    Args:
+        student: the UNet being trained (prepared by accelerate).
+        target: the target network, an EMA of the student.
+        teacher (`MNISTDDPMPipeline`): the frozen teacher, whose `predict_noise` applies the guidance.
+        scheduler (`LCMScheduler`): the student's scheduler: noise schedule and boundary condition.
+        images, labels: the batch, images in [-1, 1].
+        guidance_scale (`float`): the teacher's guidance w.
+        num_ddim_timesteps (`int`): N of the skipping-step schedule.
+        loss_type, huber_c: see [`distance`].
+    """
+    num_train_timesteps = scheduler.config.num_train_timesteps
+    k = num_train_timesteps // num_ddim_timesteps
+    schedule = skipping_timesteps(num_train_timesteps, num_ddim_timesteps).to(images.device)
+    timesteps = schedule[torch.randint(0, num_ddim_timesteps, (len(images),), device=images.device)]
+    next_timesteps = (timesteps - k).clamp(min=0)
+    noise = torch.randn_like(images)
+    noisy = scheduler.add_noise(images, noise, timesteps)
+
+    prediction = consistency_function(scheduler, student(noisy, timesteps, labels).sample.float(), noisy, timesteps)
+    with torch.no_grad():
+        teacher_noise = teacher.predict_noise(noisy, timesteps, labels, guidance_scale, teacher.unet.dtype)
+        clip = bool(teacher.scheduler.config.get("clip_sample", False))
+        next_sample = ddim_step(scheduler, teacher_noise, noisy, timesteps, next_timesteps, clip)
+        target_noise = target(next_sample, next_timesteps, labels).sample.float()
+        target_value = consistency_function(scheduler, target_noise, next_sample, next_timesteps)
+    return distance(prediction, target_value, loss_type, huber_c)
+
+
+@torch.no_grad()
+def update_target(target: torch.nn.Module, student: torch.nn.Module, decay: float) -> None:
+    """θ⁻ ← decay·θ⁻ + (1 − decay)·θ, parameter by parameter."""
+    for target_parameter, parameter in zip(target.parameters(), student.parameters()):
+        target_parameter.lerp_(parameter.detach().to(target_parameter.dtype), 1 - decay)
+
+
+def copy_of(model):
+    """A fresh model of `model`'s class and config holding a copy of its weights."""
+    copy = type(model).from_config(model.config)
+    copy.load_state_dict(model.state_dict())
+    return copy.to(model.device)
+
+
+# The run ------------------------------------------------------------------------------------------------------------
+
+
+def save_student_pipeline(accelerator: Accelerator, args: argparse.Namespace, student, ema: EMAModel | None,
+                          scheduler: LCMScheduler, state: dict, distilled_from: dict) -> None:
+    """
+    Write the student pipeline (the EMA's or the live weights, `LCMScheduler`, guidance 1 and
+    `--default_num_inference_steps` as its defaults) and the run record with `distilled_from` to `args.output_dir`.
+    Only the main process builds it; the others wait.
+    """
+    if accelerator.is_main_process:
+        pipeline = MNISTDDPMPipeline(
+            unet=ema_copy(accelerator, student, ema), scheduler=LCMScheduler.from_config(scheduler.config),
+            default_guidance_scale=1.0, default_num_inference_steps=args.default_num_inference_steps,
+        )
+        record = {**run_record(accelerator, SCRIPT, args, state, student), "distilled_from": distilled_from}
+        write_pipeline(pipeline, Path(args.output_dir), record)
+    accelerator.wait_for_everyone()
+
+
+def distill(args: argparse.Namespace, on_step=None) -> Path:
+    """
+    Distil `args.teacher` into a few-step student, resumably, and write the student pipeline to `args.output_dir`.
+
+    Args:
+        args: the options of `build_parser()`.
+        on_step: optional `on_step(accelerator, student, batch, global_step)` called after every optimiser step.
+
+    Returns:
+        The output folder, which `MNISTDDPMPipeline.from_pretrained` loads.
+    """
+    output_dir = Path(args.output_dir)
+
+    # 1. accelerator, and the checks that need no data: the checkpoint to resume and the output folder
+    accelerator = make_accelerator(output_dir, args.mixed_precision, args.gradient_accumulation_steps, args.logger)
+    # The registered objects: the target network, and the EMA with --use_ema.
+    resume_from = resolve_checkpoint(args.resume_from_checkpoint, output_dir, num_registered=1 + int(args.use_ema))
+    if accelerator.is_main_process:
+        check_output_dir(output_dir, resuming=args.resume_from_checkpoint is not None)
+
+    # 2. models: the frozen teacher; the student and its target network, both from the teacher's weights
+    teacher = load_teacher(args.teacher).to(accelerator.device)
+    _, guidance_scale, guidance_interval = teacher.resolve_defaults(guidance_scale=args.guidance_scale)
+    if guidance_interval is not None:
+        raise ValueError(
+            f"--teacher {args.teacher} guides only the timesteps {guidance_interval[0]:g} ≤ t ≤ "
+            f"{guidance_interval[1]:g} by default; distillation bakes one guidance scale into every step. Distil a "
+            "copy whose model_index.json has `default_guidance_interval: null`."
+        )
+    scheduler = student_scheduler(teacher, args.num_ddim_timesteps, args.timestep_scaling)
+    student = build_seeded(args.seed, lambda: copy_of(teacher.unet).train().requires_grad_(True))
+    target = copy_of(teacher.unet).requires_grad_(False)
+    accelerator.register_for_checkpointing(target)
+    if args.gradient_checkpointing:
+        student.enable_gradient_checkpointing()
+    ema = make_ema(accelerator, student, args)
+    optimizer = make_optimizer(student, args)
+
+    # 3. data, which sets the length of the run and of its lr schedule
+    dataset, dataloader, length, lr_scheduler = mnist_training_data(accelerator, args, optimizer)
+    student, optimizer, dataloader, lr_scheduler = accelerator.prepare(student, optimizer, dataloader, lr_scheduler)
+
+    # 4. resume, and start the logs
+    state = resume_state(accelerator, resume_from, output_dir)
+    global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    start_trackers(accelerator, "distill_mnist_lcm", args)
+    distilled_from = {
+        "teacher": str(args.teacher),
+        "method": "consistency distillation (Latent Consistency Models, Luo et al. 2023)",
+        "teacher_solver": "DDIM",
+        "guidance_scale": guidance_scale,
+        "num_ddim_timesteps": args.num_ddim_timesteps,
+    }
+    logger.info(
+        f"Distilling {args.teacher} at guidance {guidance_scale} on {args.num_ddim_timesteps} skipping steps: "
+        f"{len(dataset)} images, {accelerator.num_processes} process(es), global batch {global_batch}, "
+        f"{length.max_train_steps} steps.", main_process_only=True,
+    )
+
+    # 5. loop: one optimiser step per `gradient_accumulation_steps` batches, until the steps or the minutes run out
+    progress = progress_bar(accelerator, state, length.max_train_steps)
+    stopwatch, throughput = Stopwatch(state["train_seconds"]), Throughput(state["images_seen"])
+    for images, labels in training_batches(accelerator, dataloader, state["global_step"], length):
+        with accelerator.accumulate(student):
+            with accelerator.autocast():  # the teacher and the target too (the prepared student autocasts itself)
+                loss = consistency_loss(student, target, teacher, scheduler, images, labels, guidance_scale,
+                                        args.num_ddim_timesteps, args.loss_type, args.huber_c)
+            backward_and_step(accelerator, loss, student, optimizer, lr_scheduler, args.max_grad_norm)
+        if not accelerator.sync_gradients:
+            continue
+        update_target(target, accelerator.unwrap_model(student), args.target_decay)
+        if ema is not None:
+            ema.step(student.parameters())
+        step = count_step(state, global_batch, stopwatch.seconds())
+        if on_step is not None:
+            on_step(accelerator, student, (images, labels), step)
+        done = end_of_step(
+            accelerator, args, state, length, progress, throughput, loss, lr_scheduler.get_last_lr()[0],
+            write_model=lambda: save_student_pipeline(accelerator, args, student, ema, scheduler, state,
+                                                      distilled_from),
+            sample_grid=lambda: validation_grid(
+                ema_copy(accelerator, student, ema), LCMScheduler.from_config(scheduler.config),
+                args.validation_inference_steps, args.validation_images_per_digit, args.validation_guidance_scale,
+                args.seed,
+            ),
+        )
+        if done:
+            break
+    progress.close()
+
+    # 6. save the student (also after a resume that found the run finished), then the Hub
+    save_student_pipeline(accelerator, args, student, ema, scheduler, state, distilled_from)
+    end_run(accelerator, args)
+    return output_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    distill(parse_args(argv))

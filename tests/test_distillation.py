@@ -1,0 +1,255 @@
+"""Tests of `mnist_diffusion/distillation.py` on a tiny teacher and the generated MNIST of `tests/synthetic_mnist.py`:
+the method's pieces against diffusers' own schedulers, the loss, the boundary condition, the run (options, kill and
+resume, the folder it writes)."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, LCMScheduler
+
+from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
+from mnist_diffusion.distillation import (
+    consistency_function,
+    consistency_loss,
+    copy_of,
+    ddim_step,
+    distance,
+    distill,
+    load_teacher,
+    parse_args,
+    skipping_timesteps,
+    student_scheduler,
+    update_target,
+)
+
+from .conftest import TINY_UNET
+from .test_training import ROOT, checkpoint_names, kill_at_checkpoint, subprocess_env, unet_weights
+
+TINY = ["--train_batch_size", "16", "--lr_warmup_steps", "2", "--logger", "none", "--validation_steps", "1000",
+        "--num_ddim_timesteps", "10"]
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> Path:
+    """A tiny pipeline folder with a stored guidance of 1.4, standing in for the shipped teacher."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("teacher")
+    MNISTDDPMPipeline(unet=ClassConditionedUNet(**TINY_UNET), scheduler=MNISTDDPMScheduler(),
+                      default_guidance_scale=1.4).save_pretrained(folder)
+    return folder
+
+
+def distill_args(teacher, data_dir, output_dir, *extra):
+    return ["--teacher", str(teacher), "--data_dir", str(data_dir), "--output_dir", str(output_dir), *TINY, *extra]
+
+
+def lcm_scheduler(**config) -> LCMScheduler:
+    return LCMScheduler(beta_start=1e-4, beta_end=0.02, beta_schedule="linear", **config)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 1. The method's pieces, against diffusers
+
+
+def test_the_skipping_schedule_is_the_one_lcm_scheduler_samples_from():
+    schedule = skipping_timesteps(1000, 50)
+    assert schedule[0] == 19 and schedule[-1] == 999 and len(schedule) == 50
+    scheduler = lcm_scheduler(original_inference_steps=50)
+    scheduler.set_timesteps(50)
+    assert sorted(scheduler.timesteps.tolist()) == schedule.tolist()
+    scheduler.set_timesteps(4)
+    assert set(scheduler.timesteps.tolist()) <= set(schedule.tolist())
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_the_ddim_step_is_diffusers_ddim_step_for_each_image(clip):
+    reference = DDIMScheduler(beta_start=1e-4, beta_end=0.02, beta_schedule="linear", timestep_spacing="trailing",
+                              clip_sample=clip)
+    reference.set_timesteps(50)  # 999, 979, ..., 19: each step jumps k = 20
+    scheduler = lcm_scheduler()
+    generator = torch.Generator().manual_seed(0)
+    sample, noise = torch.randn(3, 1, 28, 28, generator=generator) * 2, torch.randn(3, 1, 28, 28, generator=generator)
+    timesteps = torch.tensor([999, 519, 39])
+    ours = ddim_step(scheduler, noise, sample, timesteps, timesteps - 20, clip)
+    for i, t in enumerate(timesteps.tolist()):
+        expected = reference.step(noise[i : i + 1], t, sample[i : i + 1], eta=0.0,
+                                   use_clipped_model_output=clip).prev_sample
+        torch.testing.assert_close(ours[i : i + 1], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_consistency_function_is_what_lcm_scheduler_step_denoises_to():
+    scheduler = lcm_scheduler(original_inference_steps=50)
+    generator = torch.Generator().manual_seed(1)
+    sample, output = torch.randn(2, 1, 28, 28, generator=generator), torch.randn(2, 1, 28, 28, generator=generator)
+    scheduler.set_timesteps(50)
+    for t in (999, 519, 19):
+        scheduler._step_index = None  # step from t, wherever it is in the schedule
+        denoised = scheduler.step(output, t, sample, generator=torch.Generator().manual_seed(0)).denoised
+        ours = consistency_function(scheduler, output, sample, torch.full((2,), t))
+        torch.testing.assert_close(ours, denoised, atol=1e-5, rtol=1e-5)
+
+
+def test_the_student_at_the_teachers_weights_meets_the_boundary_condition(tiny_unet):
+    scheduler = lcm_scheduler()
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    zero = torch.zeros(4, dtype=torch.long)
+    with torch.no_grad():
+        f = consistency_function(scheduler, tiny_unet(x, zero, torch.arange(4)).sample, x, zero)
+    torch.testing.assert_close(f, x, atol=1e-6, rtol=0)  # f(x, 0) = x: c_skip(0) = 1, c_out(0) = 0
+    c_skip, c_out = scheduler.get_scalings_for_boundary_condition_discrete(torch.tensor([19.0]))
+    assert c_skip.item() < 1e-4 and c_out.item() > 0.999  # one skipping step up, f is the model's x̂_0
+
+
+def test_batched_guidance_with_a_timestep_per_image_equals_one_call_per_image(tiny_pipe):
+    latents = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+    timesteps, labels = torch.tensor([999, 500, 19]), torch.tensor([1, 5, 9])
+    with torch.no_grad():
+        batched = tiny_pipe.predict_noise(latents, timesteps, labels, 1.4, torch.float32)
+        single = [tiny_pipe.predict_noise(latents[i : i + 1], timesteps[i], labels[i : i + 1], 1.4, torch.float32)
+                  for i in range(3)]
+    torch.testing.assert_close(batched, torch.cat(single), atol=1e-5, rtol=1e-5)
+
+
+def test_the_pseudo_huber_distance_is_zero_at_equality_and_near_the_absolute_error_far_away():
+    a = torch.zeros(10)
+    assert distance(a, a, "huber", 0.001).item() == 0
+    assert abs(distance(a, torch.full((10,), 2.0), "huber", 0.001).item() - 2.0) < 1e-3
+    assert distance(a, torch.full((10,), 2.0), "l2", 0.001).item() == 4.0
+
+
+def test_update_target_moves_each_parameter_by_one_minus_decay():
+    target, student = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    before = [p.detach().clone() for p in target.parameters()]
+    update_target(target, student, 0.9)
+    for new, old, online in zip(target.parameters(), before, student.parameters()):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * online)
+
+
+def test_the_loss_is_finite_and_falls_on_a_fixed_batch(tiny_teacher):
+    teacher = load_teacher(tiny_teacher)
+    scheduler = student_scheduler(teacher, 10, 10.0)
+    student, target = copy_of(teacher.unet).train(), copy_of(teacher.unet).requires_grad_(False)
+    images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    labels = torch.arange(8)
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
+
+    def loss_at_fixed_noise():
+        torch.manual_seed(5)  # the same timesteps and noise every time
+        return consistency_loss(student, target, teacher, scheduler, images, labels, 1.4, 10)
+
+    first = loss_at_fixed_noise()
+    assert torch.isfinite(first) and first.item() > 0
+    for _ in range(15):
+        optimizer.zero_grad()
+        loss_at_fixed_noise().backward()
+        optimizer.step()
+    assert loss_at_fixed_noise().item() < 0.5 * first.item()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 2. The run
+
+
+def test_a_short_run_writes_a_student_that_loads_with_lcm_scheduler(tmp_path, tiny_teacher, synthetic_mnist):
+    out = tmp_path / "student"
+    distill(parse_args(distill_args(tiny_teacher, synthetic_mnist, out, "--max_train_steps", "4",
+                                    "--checkpointing_steps", "2", "--validation_steps", "4",
+                                    "--validation_images_per_digit", "1")))
+    assert checkpoint_names(out) == ["checkpoint-2", "checkpoint-4"]
+    assert (out / "samples" / "step-000004.png").is_file()
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["scheduler"] == ["diffusers", "LCMScheduler"]
+    assert index["default_guidance_scale"] == 1.0 and index["default_num_inference_steps"] == 4
+    scheduler_config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler_config["original_inference_steps"] == 10 and "variance_type" not in scheduler_config
+    record = json.loads((out / "training_config.json").read_text())
+    assert record["global_step"] == 4 and record["images_seen"] == 4 * 16 and record["train_minutes"] > 0
+    assert record["distilled_from"]["guidance_scale"] == 1.4  # the teacher's stored default
+    assert record["command"].startswith("scripts/distill.py")
+
+    pipe = MNISTDDPMPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe.scheduler, LCMScheduler)
+    calls = []
+    pipe.unet.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
+    images = pipe(labels=[3, 7], output_type="pt").images
+    assert images.shape == (2, 1, 28, 28) and torch.isfinite(images).all()
+    assert calls == [2] * 4  # the default 4 steps, one conditional pass each: no unconditional half
+    with pytest.raises(ValueError, match="at most 10"):
+        pipe(labels=[3], num_inference_steps=11)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--num_ddim_timesteps", "0"], "--num_ddim_timesteps must be a positive integer"),
+        (["--target_decay", "1"], "--target_decay must be in \\[0, 1\\)"),
+        (["--huber_c", "0"], "--huber_c must be positive"),
+        (["--guidance_scale", "nan"], "--guidance_scale must be a finite number"),
+        (["--guidance_scale", "-1"], "--guidance_scale must be a finite number"),
+        (["--default_num_inference_steps", "11"], "must be at most --num_ddim_timesteps 10"),
+        (["--validation_inference_steps", "20"], "--validation_inference_steps 20 must be at most"),
+        (["--learning_rate", "0"], "--learning_rate must be positive"),
+        (["--checkpointing_steps", "0"], "--checkpointing_steps must be a positive integer"),
+    ],
+)
+def test_nonsense_options_fail_before_distilling(tmp_path, tiny_teacher, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(distill_args(tiny_teacher, tmp_path, tmp_path / "out", *extra))
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_the_teachers_folder_is_refused_as_output_and_a_missing_teacher_is_named(tmp_path, tiny_teacher, capsys,
+                                                                                 synthetic_mnist):
+    with pytest.raises(SystemExit):
+        parse_args(distill_args(tiny_teacher, synthetic_mnist, tiny_teacher))
+    assert "is the teacher's folder" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="no-such-teacher: no such folder"):
+        distill(parse_args(distill_args(tmp_path / "no-such-teacher", synthetic_mnist, tmp_path / "out")))
+
+
+def test_a_teacher_with_a_guidance_interval_is_refused_with_what_to_do(tmp_path, tiny_teacher, synthetic_mnist):
+    import shutil
+
+    teacher = tmp_path / "interval-teacher"
+    shutil.copytree(tiny_teacher, teacher)
+    index = json.loads((teacher / "model_index.json").read_text())
+    (teacher / "model_index.json").write_text(json.dumps({**index, "default_guidance_interval": [82, 579]}))
+    with pytest.raises(ValueError, match="guides only the timesteps 82 ≤ t ≤ 579"):
+        distill(parse_args(distill_args(teacher, synthetic_mnist, tmp_path / "out")))
+
+
+def test_a_killed_distillation_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path, tiny_teacher,
+                                                                                   synthetic_mnist):
+    # 24 steps of 16 images cross an epoch of the 320 generated ones: resuming at 16 skips into the second epoch.
+    common = ["--max_train_steps", "24", "--checkpointing_steps", "8"]
+    script = [sys.executable, str(ROOT / "scripts" / "distill.py")]
+    env = subprocess_env()
+    subprocess.run([*script, *distill_args(tiny_teacher, synthetic_mnist, tmp_path / "straight", *common)], env=env,
+                   check=True, capture_output=True)
+
+    interrupted = tmp_path / "interrupted"
+    kill_at_checkpoint([*script, *distill_args(tiny_teacher, synthetic_mnist, interrupted, *common)], interrupted, 16,
+                       env)
+
+    resumed = subprocess.run(
+        [*script, *distill_args(tiny_teacher, synthetic_mnist, interrupted, *common, "--resume_from_checkpoint",
+                                "latest")],
+        env=env, check=True, capture_output=True, text=True,
+    )
+    assert "Resumed from" in resumed.stdout + resumed.stderr
+    straight, again = unet_weights(tmp_path / "straight"), unet_weights(interrupted)  # EMA weights
+    assert straight.keys() == again.keys()
+    for name in straight:
+        torch.testing.assert_close(again[name], straight[name], atol=1e-6, rtol=0, msg=name)
+    # The target network is restored too: the final checkpoints hold the same one.
+    targets = [torch.load(run / "checkpoints" / "checkpoint-24" / "custom_checkpoint_0.pkl", weights_only=False)
+               for run in (tmp_path / "straight", interrupted)]
+    for name in targets[0]:
+        torch.testing.assert_close(targets[1][name], targets[0][name], atol=1e-6, rtol=0, msg=name)
