@@ -147,12 +147,13 @@ def load_teacher(teacher_dir: str | Path) -> MNISTDDPMPipeline:
 def student_scheduler(teacher: MNISTDDPMPipeline, num_ddim_timesteps: int, timestep_scaling: float) -> LCMScheduler:
     """
     The student's sampler: `LCMScheduler` on the teacher's noise schedule, over the skipping-step schedule of
-    `num_ddim_timesteps` steps it is distilled on, with the boundary condition's `timestep_scaling`.
+    `num_ddim_timesteps` steps it is distilled on, with the boundary condition's `timestep_scaling`. Its step does not
+    clamp x̂_0 (`clip_sample=False`), so that it returns exactly the f that [`consistency_function`] trains.
     """
     accepted = inspect.signature(LCMScheduler.__init__).parameters  # not the DDPM's variance_type, say
     config = {name: value for name, value in teacher.scheduler.config.items() if name in accepted}
     return LCMScheduler.from_config(
-        config, original_inference_steps=num_ddim_timesteps, timestep_scaling=timestep_scaling
+        config, original_inference_steps=num_ddim_timesteps, timestep_scaling=timestep_scaling, clip_sample=False
     )
 
 
@@ -198,9 +199,8 @@ def consistency_function(scheduler: LCMScheduler, noise: torch.Tensor, sample: t
                          timesteps: torch.Tensor) -> torch.Tensor:
     """
     f(x_t, t) = c_skip(t)·x_t + c_out(t)·x̂_0(x_t, t) for the model's noise prediction `noise`: the denoised sample
-    `LCMScheduler.step` returns, except that with the scheduler's `clip_sample` (the teacher's setting, kept) the step
-    clamps x̂_0 to [-1, 1] first; here it is not clamped, which would stop the gradient of every pixel outside. Since
-    c_out(t) ≈ 1 at every sampling timestep (t ≥ 19), the step returns about the clamped f. f(x, 0) = x.
+    `LCMScheduler.step` returns with `clip_sample=False` (as [`student_scheduler`] sets it; a clamp here would stop
+    the gradient of every pixel outside [-1, 1]). f(x, 0) = x.
     """
     c_skip, c_out = scheduler.get_scalings_for_boundary_condition_discrete(timesteps.float())
     original = predicted_original(scheduler, noise, sample, timesteps)

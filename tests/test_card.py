@@ -5,8 +5,8 @@ import diffusers
 import pytest
 from huggingface_hub import ModelCard
 
-from mnist_diffusion.card import evaluation_rows, read_evaluations, render_model_card
-from mnist_diffusion.generate import SHIPPED_MODEL
+from mnist_diffusion.card import TEACHER_RESULTS, evaluation_rows, read_evaluations, render_model_card
+from mnist_diffusion.generate import SHIPPED_MODEL, SHIPPED_STUDENT
 
 
 def run_result(sampler, steps, guidance, accuracy):
@@ -53,25 +53,64 @@ def test_card_numbers_come_from_the_folder(tiny_pipe, tmp_path):
     assert "dpm, 20 steps, guidance 1, n=5000" in results[2].metric_name
 
 
-def test_the_repository_card_is_the_rendering_of_the_shipped_model():
-    if not (SHIPPED_MODEL / "model_index.json").is_file():
-        pytest.skip(f"no shipped model at {SHIPPED_MODEL}")
-    card = Path(__file__).resolve().parents[1] / "model_card.md"
-    assert card.read_text() == render_model_card(SHIPPED_MODEL), (
-        "model_card.md is out of date: python -m mnist_diffusion.card --model_dir pretrained/mnist-ddpm"
+SHIPPED = [(SHIPPED_MODEL, "org/mnist-ddpm", "model_card.md"), (SHIPPED_STUDENT, "org/mnist-lcm", "model_card_lcm.md")]
+
+
+@pytest.mark.parametrize("folder, repo_id, card_file", SHIPPED, ids=["ddpm", "lcm"])
+def test_the_repository_cards_are_the_renderings_of_the_shipped_models(folder, repo_id, card_file):
+    if not (folder / "model_index.json").is_file():
+        pytest.skip(f"no shipped model at {folder}")
+    card = Path(__file__).resolve().parents[1] / card_file
+    assert card.read_text() == render_model_card(folder, repo_id), (
+        f"{card_file} is out of date: python -m mnist_diffusion.card --model_dir {folder.relative_to(folder.parents[1])} "
+        f"--repo_id {repo_id} --output {card_file}"
     )
 
 
-def test_the_readme_evaluation_tables_are_the_shipped_results():
-    if not (SHIPPED_MODEL / "model_index.json").is_file():
-        pytest.skip(f"no shipped model at {SHIPPED_MODEL}")
-    evaluations, sweep = read_evaluations(SHIPPED_MODEL)
+@pytest.mark.parametrize("folder", [SHIPPED_MODEL, SHIPPED_STUDENT], ids=["ddpm", "lcm"])
+def test_the_readme_evaluation_tables_are_the_shipped_results(folder):
+    if not (folder / "model_index.json").is_file():
+        pytest.skip(f"no shipped model at {folder}")
+    evaluations, sweep = read_evaluations(folder)
     if not evaluations:
-        pytest.skip("the shipped model has no evaluation results")
+        pytest.skip(f"{folder} has no evaluation results")
+    teacher = [json.loads(path.read_text()) for path in sorted(folder.glob(TEACHER_RESULTS))]
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    for results in [*evaluations, *([sweep] if sweep else [])]:
+    for results in [*evaluations, *([sweep] if sweep else []), *teacher]:
         for row in evaluation_rows(results):
             assert row in readme, f"README.md lacks the measured row {row}"
+
+
+def test_a_distilled_folder_gets_a_card_of_its_own(tiny_unet, tmp_path):
+    from diffusers import LCMScheduler
+
+    from mnist_diffusion import MNISTDDPMPipeline
+
+    MNISTDDPMPipeline(tiny_unet, LCMScheduler(beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                                              original_inference_steps=50),
+                      default_guidance_scale=1.0, default_num_inference_steps=4).save_pretrained(tmp_path)
+    (tmp_path / "training_config.json").write_text(json.dumps({
+        "command": "scripts/distill.py --max_train_minutes 60", "global_step": 9, "images_seen": 1152,
+        "train_minutes": 61.4, "num_processes": 1, "mixed_precision": "bf16",
+        "args": {"train_batch_size": 128, "learning_rate": 1e-4, "lr_scheduler": "constant_with_warmup",
+                 "lr_warmup_steps": 100, "use_ema": True, "ema_max_decay": 0.999, "loss_type": "huber",
+                 "target_decay": 0.95},
+        "distilled_from": {"teacher": "pretrained/mnist-ddpm", "teacher_solver": "DDIM", "guidance_scale": 1.4,
+                           "num_ddim_timesteps": 50},
+    }))
+    (tmp_path / "evaluation").mkdir()
+    for name, sampler, steps in (("default.json", "lcm", 4), ("teacher_dpm.json", "dpm", 20)):
+        (tmp_path / "evaluation" / name).write_text(json.dumps({
+            "samples_per_digit": 500, "num_samples": 5000, "runs": [run_result(sampler, steps, 1.0, 0.99)]}))
+    card = render_model_card(tmp_path, repo_id="someone/mnist-lcm")
+    assert "# mnist-lcm: a digit in 4 network calls" in card
+    assert "guidance at scale 1.4 is baked in" in card and "`LCMScheduler`" in card
+    assert "Defaults stored with the model: 4 denoising steps, guidance scale 1." in card
+    assert "read `pipeline_mnist_ddpm.py` and `unet/unet_mnist.py` first" in card  # the scheduler is diffusers'
+    assert "| wall time | 61 minutes of distillation |" in card
+    assert "teacher `pretrained/mnist-ddpm`, guidance 1.4, 50 skipping steps, huber loss, target decay 0.95" in card
+    assert "| lcm | 4 | 1 | none | 500 | 99.00% |" in card and "| dpm | 20 | 1 | none | 500 | 99.00% |" in card
+    assert "DPMSolverMultistepScheduler" not in card  # no solver swap: the student samples with its own scheduler
 
 
 TOKEN = "hf_" + "aBcDeFgHiJkLmNoPqRsTuVwXyZ01234567"
