@@ -1,7 +1,7 @@
 """A Gradio demo of the class-conditional MNIST DDPM: generate digits, or draw half a digit and let the model finish it.
 
-    python demo/app.py                       # the shipped model, on http://127.0.0.1:7860
-    python demo/app.py --model org/mnist-ddpm
+    python demo/app.py                       # the shipped models, on http://127.0.0.1:7860
+    python demo/app.py --model org/mnist-ddpm --student org/mnist-lcm
 
 The folder deploys as a Hugging Face Space as it is (see README.md here).
 """
@@ -18,13 +18,15 @@ from PIL import Image
 
 from mnist_diffusion import MNISTDDPMInpaintPipeline, MNISTDDPMPipeline
 from mnist_diffusion.evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS  # the measured ones
-from mnist_diffusion.generate import MAX_SEED, SHIPPED_MODEL, check_number
+from mnist_diffusion.generate import MAX_SEED, SHIPPED_MODEL, SHIPPED_STUDENT, check_number
 from mnist_diffusion.images import make_grid
 
 DEFAULT_MODEL = str(SHIPPED_MODEL) if SHIPPED_MODEL.is_dir() else "org/mnist-ddpm"
+DEFAULT_STUDENT = str(SHIPPED_STUDENT) if SHIPPED_STUDENT.is_dir() else "org/mnist-lcm"
+DISTILLED = "Distilled student, 4 steps (fastest)"
 FAST, FULL = "DPM-Solver++ (fast)", "DDPM, 1000 steps (the paper's sampler)"
 # Limits that keep one visitor from holding the CPU for minutes.
-MAX_IMAGES = {FAST: 40, FULL: 10}
+MAX_IMAGES = {DISTILLED: 80, FAST: 40, FULL: 10}
 MAX_COMPLETIONS = 8
 # The ranges of the form's sliders, which the handlers also enforce: values reach them unchecked through the API.
 IMAGES_PER_DIGIT = (1, 8)
@@ -56,12 +58,15 @@ def form_number(value, label: str, minimum: float, maximum: float, *, integer: b
 class Demo:
     """The demo's two actions, on one loaded model; separate from the UI so that tests can call them directly."""
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, student: str | None = None):
         self.pipe = MNISTDDPMPipeline.from_pretrained(model)
+        # The consistency-distilled student, which samples with its own LCMScheduler and has its guidance baked in.
+        self.student = MNISTDDPMPipeline.from_pretrained(student) if student else None
+        self.samplers = [DISTILLED, FAST, FULL] if self.student is not None else [FAST, FULL]
         self.full_scheduler = self.pipe.scheduler
         self.fast_scheduler = DPMSolverMultistepScheduler.from_config(self.pipe.scheduler.config)
         self.inpaint = MNISTDDPMInpaintPipeline(**self.pipe.components)
-        for pipe in (self.pipe, self.inpaint):
+        for pipe in (self.pipe, self.inpaint, self.student):
             pipe.set_progress_bar_config(disable=True)  # progress shows on the page instead
         self.default_guidance = self.pipe.config.default_guidance_scale
 
@@ -76,11 +81,16 @@ class Demo:
         count = len(digits) * images_per_digit
         if count > MAX_IMAGES[sampler]:
             raise gr.Error(f"{count} images is too many for {sampler}: at most {MAX_IMAGES[sampler]} per request.")
-        fast = sampler == FAST
-        self.pipe.scheduler = self.fast_scheduler if fast else self.full_scheduler
-        if fast:
+        if sampler not in self.samplers:
+            raise gr.Error(f"Unknown sampler {sampler!r}: choose one of {self.samplers}.")
+        pipe = self.student if sampler == DISTILLED else self.pipe
+        if sampler == DISTILLED:
+            steps, guidance_scale, _ = pipe.resolve_defaults()  # its own steps; the guidance is in its weights
+        elif sampler == FAST:
+            pipe.scheduler = self.fast_scheduler
             steps = form_number(fast_steps, "Solver steps", *FAST_STEPS, integer=True)
         else:
+            pipe.scheduler = self.full_scheduler
             steps = self.full_scheduler.config.num_train_timesteps
         frames = []
 
@@ -91,7 +101,7 @@ class Demo:
             return tensors
 
         try:
-            images = self.pipe(
+            images = pipe(
                 labels=digits, num_images_per_label=images_per_digit, num_inference_steps=steps,
                 guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed),
                 callback_on_step_end=record,
@@ -178,7 +188,9 @@ def build_ui(demo: Demo) -> gr.Blocks:
                     per_digit = unchecked(gr.Slider(*IMAGES_PER_DIGIT, value=4, step=1, label="Images per digit"))
                     guidance = unchecked(gr.Slider(*GUIDANCE_SCALES, value=demo.default_guidance, step=0.25,
                                                    label="Guidance scale"))
-                    sampler = gr.Radio([FAST, FULL], value=FAST, label="Sampler")
+                    sampler = gr.Radio(demo.samplers, value=demo.samplers[0], label="Sampler",
+                                       info="The distilled student has its guidance baked in: the slider above "
+                                            "applies to the other two." if demo.student is not None else None)
                     steps = unchecked(gr.Slider(*FAST_STEPS, value=20, step=1, label="Solver steps (fast sampler)"))
                     seed = gr.Number(0, precision=0, label="Seed")
                     button = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -210,10 +222,13 @@ def build_ui(demo: Demo) -> gr.Blocks:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Pipeline folder or Hub repo id.")
+    parser.add_argument("--student", default=DEFAULT_STUDENT,
+                        help="Folder or Hub repo id of the consistency-distilled student (the fastest sampler), or "
+                             "'none' to offer the two samplers of --model only.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     args = parser.parse_args(argv)
-    build_ui(Demo(args.model)).queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port)
+    build_ui(Demo(args.model, None if args.student == "none" else args.student)).queue(default_concurrency_limit=1).launch(server_name=args.host, server_port=args.port)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
 SCALE = 8  # demo/app.py shows digits upscaled 8×
-FAST = "DPM-Solver++ (fast)"  # demo/app.py's label of the fast sampler
+FAST = "DPM-Solver++ (fast)"  # demo/app.py's labels of the fast sampler and of the distilled student
+DISTILLED = "Distilled student, 4 steps (fastest)"
 # What gradio_client reports for an exception that is not a gr.Error: the visitor learns nothing.
 RAW_EXCEPTION = "has raised an exception"
 
@@ -100,6 +101,18 @@ def half_digit(tmp_path_factory):
 
 GENERATE = dict(digits=["7"], images_per_digit=2, guidance_scale=1.5, sampler=FAST, fast_steps=20, seed=0)
 COMPLETE = dict(digit="3", region="bottom half", completions=2, guidance_scale=1.5, seed=0)
+
+
+def test_the_distilled_student_is_the_first_sampler_and_ignores_the_guidance_slider(client):
+    from PIL import Image
+
+    from mnist_diffusion.generate import SHIPPED_STUDENT
+
+    assert SHIPPED_STUDENT.is_dir(), f"the demo offers the shipped student, {SHIPPED_STUDENT}, which is missing"
+    first, _ = client.predict(**{**GENERATE, "sampler": DISTILLED}, api_name="/generate")
+    again, _ = client.predict(**{**GENERATE, "sampler": DISTILLED, "guidance_scale": 5.0}, api_name="/generate")
+    assert Image.open(first).size == (SCALE * (12 + 2 + 2 * 30), SCALE * (2 + 30))
+    assert list(Image.open(first).getdata()) == list(Image.open(again).getdata())  # the guidance is baked in
 
 
 def test_the_api_generates_and_completes(client, half_digit):
