@@ -92,7 +92,9 @@ def evaluation_rows(results: dict) -> list[str]:
     return rows
 
 
-def read_evaluations(model_dir: str | Path) -> tuple[list[dict], dict | None]:
+def read_evaluations(
+    model_dir: str | Path, pipeline: MNISTDDPMPipeline | None = None
+) -> tuple[list[dict], dict | None]:
     """
     The evaluation results stored in a model folder: the main table's results (the pipeline's defaults, the fast
     solver, the fast solver with a bf16 UNet; whichever exist) and the guidance sweep (or None).
@@ -101,7 +103,9 @@ def read_evaluations(model_dir: str | Path) -> tuple[list[dict], dict | None]:
     result.
     """
     model_dir = Path(model_dir)
-    _, guidance_scale, guidance_interval = MNISTDDPMPipeline.from_pretrained(model_dir).resolve_defaults()
+    if pipeline is None:  # the caller may have the folder's pipeline loaded already
+        pipeline = MNISTDDPMPipeline.from_pretrained(model_dir)
+    _, guidance_scale, guidance_interval = pipeline.resolve_defaults()
     default = (guidance_scale, None if guidance_interval is None else list(guidance_interval))
     sweep = read_json(model_dir / SWEEP_RESULTS)
     fast = read_json(model_dir / FAST_RESULTS)
@@ -145,7 +149,7 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
     if guidance_interval is not None:
         low, high = guidance_interval
         guidance += f", applied only at timesteps {low:g} ≤ t ≤ {high:g}"
-    evaluations, sweep = read_evaluations(model_dir)
+    evaluations, sweep = read_evaluations(model_dir, pipeline)
     num_parameters = pipeline.unet.num_parameters()
 
     eval_results = [
