@@ -94,6 +94,30 @@ def is_finite_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
 
 
+def num_class_labels(unet) -> int:
+    """
+    The digits `unet` is conditioned on: our `ClassConditionedUNet`'s `num_classes`, or for diffusers' own
+    class-conditional `UNet2DModel` its `num_class_embeds` less one, the last embedding being the null label.
+
+    Raises:
+        `ValueError`: if `unet` takes no class labels.
+    """
+    config = unet.config
+    if config.get("num_classes") is not None:
+        return config.num_classes
+    if config.get("num_class_embeds"):
+        return config.num_class_embeds - 1
+    raise ValueError(
+        f"The pipeline needs a class-conditional UNet (`num_classes`, or `num_class_embeds` = classes + 1 for the null "
+        f"label); {type(unet).__name__} has neither."
+    )
+
+
+def null_class_label(unet) -> int:
+    """The label that stands for "no class" in classifier-free guidance: the one after the digits, as in training."""
+    return num_class_labels(unet)
+
+
 def check_labels(labels, num_classes: int) -> list[int]:
     """
     Turn `labels` (an int, a sequence of ints such as a list, tuple or range, or a 1-d integer tensor/array) into a
@@ -431,7 +455,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             on the execution device; the number of inference steps, the guidance scale and the guidance interval
             (from [`~MNISTDDPMPipeline.resolve_defaults`]); the generator, or the list of them.
         """
-        labels = check_labels(labels, self.unet.config.num_classes)
+        labels = check_labels(labels, num_class_labels(self.unet))
         num_images_per_label = check_positive_integer("num_images_per_label", num_images_per_label)
         num_inference_steps, guidance_scale, guidance_interval = self.resolve_defaults(
             num_inference_steps, guidance_scale, guidance_interval
@@ -494,7 +518,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             model_input = self.scheduler.scale_model_input(latents, t).to(dtype)
             return self.unet(model_input, t, class_labels).sample.float()
         # Both passes as one batch: [labels; null labels].
-        model_labels = torch.cat([class_labels, torch.full_like(class_labels, self.unet.null_class_label)])
+        model_labels = torch.cat([class_labels, torch.full_like(class_labels, null_class_label(self.unet))])
         model_input = self.scheduler.scale_model_input(torch.cat([latents, latents]), t).to(dtype)
         model_t = torch.cat([t, t]) if torch.is_tensor(t) and t.ndim == 1 else t
         noise_cond, noise_uncond = self.unet(model_input, model_t, model_labels).sample.float().chunk(2)

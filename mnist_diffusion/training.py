@@ -45,7 +45,7 @@ from .data import MNIST_FILES, MNISTDataset
 from .hub import (CHECKPOINTS, LOGS, SAMPLES, TRAINING_CONFIG, add_hub_arguments, check_hub_arguments,
                   push_pipeline_to_hub)
 from .images import make_grid
-from .pipeline_mnist_ddpm import MNISTDDPMPipeline
+from .pipeline_mnist_ddpm import MNISTDDPMPipeline, null_class_label
 from .redaction import redact, redact_command
 from .scheduling_mnist_ddpm import MNISTDDPMScheduler
 from .unet_mnist import ClassConditionedUNet
@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="What the UNet learns to predict; the spec's L_simple is `epsilon`.")
     model.add_argument("--cond_drop_prob", type=float, default=0.1,
                        help="Probability of replacing the label by the null label (classifier-free guidance).")
+    model.add_argument("--snr_gamma", type=float, default=None,
+                       help="Min-SNR-γ loss weighting (Hang et al., 2023): each timestep's loss weighted by "
+                            "min(SNR, γ) over what the prediction type already weights; the paper uses 5. Unset: "
+                            "the spec's L_simple.")
+    model.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=False,
+                       help="Train with the UNet's weights and activations in channels_last memory format.")
     add_run_arguments(parser)
     return parser
 
@@ -218,6 +224,7 @@ def check_args(args: argparse.Namespace) -> list[str]:
                             "a positive integer")
     problems += out_of_range(args, ["dataloader_num_workers"], "≥ 0")
     problems += out_of_range(args, ["cond_drop_prob", "dropout"], "in [0, 1)")
+    problems += out_of_range(args, ["snr_gamma"], "positive")
     problems += check_batch_size(args.train_batch_size, TRAINING_IMAGES, "the MNIST training split")
     if any(c < 1 or (args.norm_num_groups >= 1 and c % args.norm_num_groups) for c in args.block_out_channels):
         problems.append(f"--block_out_channels {args.block_out_channels} must be positive multiples of "
@@ -714,10 +721,11 @@ def training_batches(accelerator: Accelerator, dataloader, global_step: int, len
 
 
 def ddpm_loss(model, noise_scheduler: MNISTDDPMScheduler, images: torch.Tensor, labels: torch.Tensor,
-              cond_drop_prob: float, null_label: int) -> torch.Tensor:
+              cond_drop_prob: float, null_label: int, snr_gamma: float | None = None) -> torch.Tensor:
     """
     L_simple on one batch: t drawn uniformly, x_t in closed form, the label replaced by `null_label` with probability
-    `cond_drop_prob` (classifier-free guidance), and the MSE between the UNet's prediction and its target.
+    `cond_drop_prob` (classifier-free guidance), and the MSE between the UNet's prediction and its target; with
+    `snr_gamma`, each image's MSE weighted by [`min_snr_weights`].
     """
     noise = torch.randn_like(images)
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(images),), device=images.device)
@@ -726,7 +734,30 @@ def ddpm_loss(model, noise_scheduler: MNISTDDPMScheduler, images: torch.Tensor, 
     noisy_images = noise_scheduler.add_noise(images, noise, timesteps)  # x_t, closed form
     prediction = model(noisy_images, timesteps, labels).sample
     target = training_target(noise_scheduler, images, noise, timesteps)
-    return F.mse_loss(prediction.float(), target.float())
+    if snr_gamma is None:
+        return F.mse_loss(prediction.float(), target.float())
+    per_image = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    return (min_snr_weights(noise_scheduler, timesteps, snr_gamma) * per_image).mean()
+
+
+def min_snr_weights(scheduler: MNISTDDPMScheduler, timesteps: torch.Tensor, snr_gamma: float) -> torch.Tensor:
+    """
+    The Min-SNR-γ weight of each timestep (Hang et al., 2023) for the scheduler's prediction type. With
+    SNR(t) = ᾱ_t / (1 − ᾱ_t), the x_0 loss is weighted by min(SNR, γ); an ε loss already carries a factor SNR and a
+    v loss SNR + 1, so they are divided by it. Where SNR is 0 (a zero-terminal-SNR schedule's last step) the ε
+    weight is its limit, 1.
+    """
+    alphas_cumprod = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].double()
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    clipped = snr.clamp(max=snr_gamma)
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        weights = torch.where(snr > 0, clipped / snr, torch.ones_like(snr))
+    elif prediction_type == "v_prediction":
+        weights = clipped / (snr + 1)
+    else:
+        weights = clipped
+    return weights.float()
 
 
 def training_target(scheduler: MNISTDDPMScheduler, images, noise, timesteps) -> torch.Tensor:
@@ -913,14 +944,14 @@ def write_pipeline(pipeline: DiffusionPipeline, run_dir: Path, record: dict) -> 
 
 
 def save_ddpm_pipeline(accelerator: Accelerator, args: argparse.Namespace, model, ema: EMAModel | None,
-                       noise_scheduler: MNISTDDPMScheduler, state: dict) -> None:
+                       noise_scheduler: MNISTDDPMScheduler, state: dict, script: str = SCRIPT) -> None:
     """
     Write the pipeline with the EMA (or live) weights and the run record to `args.output_dir`. Only the main process
     builds it, so that [`ema_copy`] leaves the random state of the other ranks alone; they wait for it.
     """
     if accelerator.is_main_process:
         pipeline = MNISTDDPMPipeline(unet=ema_copy(accelerator, model, ema), scheduler=noise_scheduler)
-        write_pipeline(pipeline, Path(args.output_dir), run_record(accelerator, SCRIPT, args, state, model))
+        write_pipeline(pipeline, Path(args.output_dir), run_record(accelerator, script, args, state, model))
     accelerator.wait_for_everyone()
 
 
@@ -935,7 +966,8 @@ def end_run(accelerator: Accelerator, args: argparse.Namespace) -> None:
 # The DDPM's training ------------------------------------------------------------------------------------------------
 
 
-def train(args: argparse.Namespace, on_step=None) -> Path:
+def train(args: argparse.Namespace, on_step=None, build_unet: Callable[[argparse.Namespace], ModelMixin] = make_unet,
+          script: str = SCRIPT) -> Path:
     """
     Train, resumably, and write the pipeline to `args.output_dir`.
 
@@ -943,6 +975,10 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
         args: the options of `build_parser()`.
         on_step: optional `on_step(accelerator, model, batch, global_step)` called after every optimiser step (for
             tests that watch the ranks of a distributed run).
+        build_unet: builds the fresh UNet from `args`; by default our [`ClassConditionedUNet`] of the model options.
+            Any UNet that `MNISTDDPMPipeline` takes will do: the benchmark trains diffusers' own `UNet2DModel` this way
+            (`benchmarks/train_peer.py`).
+        script: the script as the run record's command line names it.
 
     Returns:
         The output folder, which `MNISTDDPMPipeline.from_pretrained` loads.
@@ -956,9 +992,11 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
         check_output_dir(output_dir, resuming=args.resume_from_checkpoint is not None)
 
     # 2. models: the UNet with its EMA and optimiser, and the noise schedule
-    model = build_seeded(args.seed, lambda: make_unet(args))
+    model = build_seeded(args.seed, lambda: build_unet(args))
     if args.gradient_checkpointing:
         model.enable_gradient_checkpointing()
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
     ema = make_ema(accelerator, model, args)
     optimizer = make_optimizer(model, args)
     noise_scheduler = MNISTDDPMScheduler(
@@ -982,13 +1020,13 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
     )
 
     # 5. loop: one optimiser step per `gradient_accumulation_steps` batches, until the steps or the minutes run out
-    null_label = accelerator.unwrap_model(model).null_class_label
+    null_label = null_class_label(accelerator.unwrap_model(model))
     progress = progress_bar(accelerator, state, length.max_train_steps)
     stopwatch, throughput = Stopwatch(state["train_seconds"]), Throughput(state["images_seen"])
     model.train()
     for images, labels in training_batches(accelerator, dataloader, state["global_step"], length):
         with accelerator.accumulate(model):
-            loss = ddpm_loss(model, noise_scheduler, images, labels, args.cond_drop_prob, null_label)
+            loss = ddpm_loss(model, noise_scheduler, images, labels, args.cond_drop_prob, null_label, args.snr_gamma)
             backward_and_step(accelerator, loss, model, optimizer, lr_scheduler, args.max_grad_norm)
         if not accelerator.sync_gradients:
             continue
@@ -999,7 +1037,7 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
             on_step(accelerator, model, (images, labels), step)
         done = end_of_step(
             accelerator, args, state, length, progress, throughput, loss, lr_scheduler.get_last_lr()[0],
-            write_model=lambda: save_ddpm_pipeline(accelerator, args, model, ema, noise_scheduler, state),
+            write_model=lambda: save_ddpm_pipeline(accelerator, args, model, ema, noise_scheduler, state, script),
             sample_grid=lambda: validation_grid(
                 ema_copy(accelerator, model, ema),
                 DPMSolverMultistepScheduler.from_config(noise_scheduler.config),  # a preview in a few steps
@@ -1013,7 +1051,7 @@ def train(args: argparse.Namespace, on_step=None) -> Path:
 
     # 6. save: the pipeline (also after a resume that found the run finished: a kill may have come before this), then
     # the Hub
-    save_ddpm_pipeline(accelerator, args, model, ema, noise_scheduler, state)
+    save_ddpm_pipeline(accelerator, args, model, ema, noise_scheduler, state, script)
     end_run(accelerator, args)
     return output_dir
 

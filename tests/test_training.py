@@ -15,11 +15,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from diffusers.training_utils import EMAModel
+from diffusers import DDPMScheduler
+from diffusers.training_utils import EMAModel, compute_snr
 from safetensors.torch import load_file
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, training
 from mnist_diffusion.data import MNISTDataError
+from mnist_diffusion.scheduling_mnist_ddpm import MNISTDDPMScheduler
 from mnist_diffusion.training import (
     TrainingLength,
     add_checkpoint_arguments,
@@ -88,6 +90,56 @@ def test_smoke_training_writes_a_loadable_pipeline(tmp_path, synthetic_mnist):
     assert image.size == (28, 28)
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("beta_schedule", ["linear", "squaredcos_cap_v2"])
+def test_min_snr_weights_match_diffusers(prediction_type, beta_schedule):
+    # diffusers' own compute_snr and the weighting of its training examples (train_text_to_image.py).
+    ours = MNISTDDPMScheduler(beta_schedule=beta_schedule, prediction_type=prediction_type)
+    timesteps = torch.arange(1000)
+    snr = compute_snr(DDPMScheduler(beta_schedule=beta_schedule), timesteps)
+    expected = torch.stack([snr, torch.full_like(snr, 5.0)], dim=1).min(dim=1)[0]
+    if prediction_type == "epsilon":
+        expected = expected / snr
+    elif prediction_type == "v_prediction":
+        expected = expected / (snr + 1)
+    torch.testing.assert_close(training.min_snr_weights(ours, timesteps, 5.0), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_min_snr_weighting_down_weights_only_the_low_noise_steps():
+    scheduler = MNISTDDPMScheduler()
+    timesteps = torch.arange(1000)
+    weights = training.min_snr_weights(scheduler, timesteps, 5.0)
+    snr = scheduler.alphas_cumprod / (1 - scheduler.alphas_cumprod)
+    assert torch.equal(weights[snr <= 5], torch.ones(int((snr <= 5).sum())))
+    assert (weights[snr > 5] < 1).all() and weights[0] == pytest.approx(5 / snr[0].item(), rel=1e-5)
+
+
+def test_a_gamma_above_every_snr_gives_l_simple():
+    model = ClassConditionedUNet(block_out_channels=(8, 16, 16), attention_head_dim=8, norm_num_groups=4)
+    scheduler = MNISTDDPMScheduler()
+    images, labels = torch.rand(6, 1, 28, 28) * 2 - 1, torch.arange(6)
+    losses = []
+    for gamma in (None, 1e9):
+        torch.manual_seed(0)
+        losses.append(training.ddpm_loss(model, scheduler, images, labels, 0.1, 10, snr_gamma=gamma))
+    torch.testing.assert_close(losses[0], losses[1])
+    torch.manual_seed(0)
+    assert training.ddpm_loss(model, scheduler, images, labels, 0.1, 10, snr_gamma=5.0) < losses[0]
+
+
+def test_channels_last_min_snr_run_resumes_and_loads(tmp_path, synthetic_mnist):
+    out = tmp_path / "run"
+    options = ["--channels_last", "--snr_gamma", "5", "--checkpointing_steps", "2"]
+    train(parse_args(tiny_args(synthetic_mnist, out, "--max_train_steps", "2", *options)))
+    train(parse_args(tiny_args(synthetic_mnist, out, "--max_train_steps", "4", "--resume_from_checkpoint", "latest",
+                               *options)))
+    record = json.loads((out / "training_config.json").read_text())
+    assert record["global_step"] == 4 and record["args"]["channels_last"] and record["args"]["snr_gamma"] == 5.0
+    pipe = MNISTDDPMPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe([1], num_inference_steps=2, output_type="np").images.shape == (1, 28, 28, 1)
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [
@@ -109,6 +161,8 @@ def test_smoke_training_writes_a_loadable_pipeline(tmp_path, synthetic_mnist):
         (["--adam_epsilon=-1"], "--adam_epsilon must be ≥ 0, got -1.0"),
         (["--adam_weight_decay=-1"], "--adam_weight_decay must be ≥ 0, got -1.0"),
         (["--validation_guidance_scale=-2"], "--validation_guidance_scale must be ≥ 0, got -2.0"),
+        (["--snr_gamma", "0"], "--snr_gamma must be positive, got 0.0"),
+        (["--snr_gamma", "nan"], "--snr_gamma must be positive, got nan"),
     ],
 )
 def test_nonsense_options_fail_before_training(tmp_path, capsys, extra, message):
