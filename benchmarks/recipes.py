@@ -18,6 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
+from mnist_diffusion.evaluation import worst_digit_accuracy
 from mnist_diffusion.training import build_parser
 
 # Options that say where a run went or how it was restarted, not what it trained.
@@ -64,7 +65,7 @@ def run_row(name: str, run_dir: Path, baseline: dict) -> dict:
             row["sampler"] = f"{run['sampler']} {run['num_inference_steps']} steps, {run['unet_dtype']} UNet"
             row["evaluation"][f"{run['guidance_scale']:g}"] = {
                 key: run[key] for key in ("accuracy", "worst_digit", "frechet_distance", "frechet_ratio_to_real_floor")
-            } | {"worst_digit_accuracy": run["per_digit"][run["worst_digit"]]["accuracy"]}
+            } | {"worst_digit_accuracy": worst_digit_accuracy(run)}
     missing = [f"{scale:g}" for scale in GUIDANCE_SCALES if f"{scale:g}" not in row["evaluation"]]
     if missing:
         raise ValueError(f"{run_dir / 'eval.json'} has no result at guidance {', '.join(missing)} (every step)")
