@@ -197,11 +197,17 @@ def test_inpaint_completes_an_uploaded_half_digit(browser, demo_url, half_digit)
     page = browser.new_page()
     page.goto(demo_url)
     page.get_by_role("tab", name="Inpaint").click()
-    page.locator("#drawing input[type=file]").set_input_files(str(half_digit[0]))
+    prompt = page.locator("#drawing").get_by_text("Upload an image")
     shown = "() => { const i = document.querySelector('#completions img'); return i && i.naturalWidth > 0; }"
-    # The editor loads the upload as its background in its own time (seconds on a cold browser); a click before that
-    # sends no drawing and gets the "draw or upload" error, so click again until the completions arrive.
+    # Upload as a visitor does, through the editor's own file chooser: setting the hidden file input directly can land
+    # before the editor listens to it and is then lost (it failed every retry in a CI run). The editor loads the upload
+    # as its background in its own time (seconds on a cold browser); a click before that sends no drawing and gets the
+    # "draw or upload" error, so upload again while the editor still asks for one, and click until completions arrive.
     for attempt in range(6):
+        if prompt.is_visible():
+            with page.expect_file_chooser() as chooser:
+                prompt.click()
+            chooser.value.set_files(str(half_digit[0]))
         page.wait_for_timeout(1000)
         page.locator("#complete").click()
         try:
