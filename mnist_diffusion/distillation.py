@@ -12,7 +12,9 @@ T / `num_ddim_timesteps`, the training schedule of diffusers' `LCMScheduler`), e
    `LCMScheduler.get_scalings_for_boundary_condition_discrete` (so training and sampling share the boundary
    condition f(x, 0) = x), and the target network is an EMA of the student.
 
-Student and target start from the teacher's weights. The student is saved as an `MNISTDDPMPipeline` whose scheduler
+Every model output (teacher's, student's, target's) is read by the teacher's `prediction_type` (ε, v or x_0; see
+[`original_and_noise`]), which the student's `LCMScheduler` inherits. Student and target start from the teacher's
+weights. The student is saved as an `MNISTDDPMPipeline` whose scheduler
 is diffusers' `LCMScheduler`, with `default_guidance_scale` 1 (the guidance is baked in). Everything else (options,
 accelerator, checkpoints that survive a kill, the time budget, validation grids, the run record) is `training.py`'s.
 """
@@ -171,39 +173,57 @@ def broadcast_to_images(values: torch.Tensor) -> torch.Tensor:
     return values.float().view(-1, 1, 1, 1)
 
 
-def predicted_original(scheduler: LCMScheduler, noise: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor,
-                       clip: bool = False) -> torch.Tensor:
-    """x̂_0 = (x_t − √(1 − ᾱ_t)·ε̂) / √ᾱ_t for ε-prediction, one timestep per image, clamped to [-1, 1] if `clip`."""
+def original_and_noise(scheduler: LCMScheduler, model_output: torch.Tensor, sample: torch.Tensor,
+                       timesteps: torch.Tensor, clip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    The model's x̂_0 and ε̂ for x_t = `sample`, one timestep per image, read by the scheduler's `prediction_type` as
+    diffusers' schedulers read it (with a = √ᾱ_t, b = √(1 − ᾱ_t)):
+
+    - `"epsilon"`: ε̂ = output, x̂_0 = (x_t − b·ε̂) / a;
+    - `"v_prediction"`: x̂_0 = a·x_t − b·v̂, ε̂ = a·v̂ + b·x_t;
+    - `"sample"`: x̂_0 = output, ε̂ = (x_t − a·x̂_0) / b.
+
+    With `clip`, x̂_0 is clamped to [-1, 1] and ε̂ re-derived from it (as in GLIDE, and diffusers' `DDIMScheduler.step`
+    with `clip_sample` and `use_clipped_model_output`), so that a DDIM step stays on the line through x_t and x̂_0.
+    """
     alpha_bar = broadcast_to_images(scheduler.alphas_cumprod.to(sample.device)[timesteps])
-    original = (sample - (1 - alpha_bar).sqrt() * noise) / alpha_bar.sqrt()
-    return original.clamp(-1, 1) if clip else original
+    a, b = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        original, noise = (sample - b * model_output) / a, model_output
+    elif prediction_type == "v_prediction":
+        original, noise = a * sample - b * model_output, a * model_output + b * sample
+    elif prediction_type == "sample":
+        original, noise = model_output, (sample - a * model_output) / b
+    else:
+        raise ValueError(f"prediction_type {prediction_type!r} of the teacher's scheduler is not one distillation "
+                         "reads; expected 'epsilon', 'v_prediction' or 'sample'.")
+    if clip:
+        original = original.clamp(-1, 1)
+        noise = (sample - a * original) / b
+    return original, noise
 
 
-def ddim_step(scheduler: LCMScheduler, noise: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor,
+def ddim_step(scheduler: LCMScheduler, model_output: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor,
               next_timesteps: torch.Tensor, clip: bool) -> torch.Tensor:
     """
-    The deterministic DDIM step (η = 0) from x_t to x_{t'} for ε-prediction, one pair (t, t') per image:
-    x_{t'} = √ᾱ_{t'}·x̂_0 + √(1 − ᾱ_{t'})·ε̂. With `clip`, x̂_0 is clamped to [-1, 1] and ε̂ re-derived from it (as in
-    GLIDE, and diffusers' `DDIMScheduler.step` with `clip_sample` and `use_clipped_model_output`), so that the step
-    stays on the line through x_t and the clamped x̂_0.
+    The deterministic DDIM step (η = 0) from x_t to x_{t'}, one pair (t, t') per image:
+    x_{t'} = √ᾱ_{t'}·x̂_0 + √(1 − ᾱ_{t'})·ε̂, with x̂_0 and ε̂ from [`original_and_noise`] (clamped with `clip`).
     """
-    alphas_cumprod = scheduler.alphas_cumprod.to(sample.device)
-    alpha_bar, alpha_bar_next = (broadcast_to_images(alphas_cumprod[t]) for t in (timesteps, next_timesteps))
-    original = predicted_original(scheduler, noise, sample, timesteps, clip)
-    if clip:
-        noise = (sample - alpha_bar.sqrt() * original) / (1 - alpha_bar).sqrt()
+    alpha_bar_next = broadcast_to_images(scheduler.alphas_cumprod.to(sample.device)[next_timesteps])
+    original, noise = original_and_noise(scheduler, model_output, sample, timesteps, clip)
     return alpha_bar_next.sqrt() * original + (1 - alpha_bar_next).sqrt() * noise
 
 
-def consistency_function(scheduler: LCMScheduler, noise: torch.Tensor, sample: torch.Tensor,
+def consistency_function(scheduler: LCMScheduler, model_output: torch.Tensor, sample: torch.Tensor,
                          timesteps: torch.Tensor) -> torch.Tensor:
     """
-    f(x_t, t) = c_skip(t)·x_t + c_out(t)·x̂_0(x_t, t) for the model's noise prediction `noise`: the denoised sample
-    `LCMScheduler.step` returns with `clip_sample=False` (as [`student_scheduler`] sets it; a clamp here would stop
-    the gradient of every pixel outside [-1, 1]). f(x, 0) = x.
+    f(x_t, t) = c_skip(t)·x_t + c_out(t)·x̂_0(x_t, t) for the model's output (read by the scheduler's
+    `prediction_type`): the denoised sample `LCMScheduler.step` returns with `clip_sample=False` (as
+    [`student_scheduler`] sets it; a clamp here would stop the gradient of every pixel outside [-1, 1]). f(x, 0) = x.
     """
     c_skip, c_out = scheduler.get_scalings_for_boundary_condition_discrete(timesteps.float())
-    original = predicted_original(scheduler, noise, sample, timesteps)
+    original, _ = original_and_noise(scheduler, model_output, sample, timesteps)
     return broadcast_to_images(c_skip) * sample + broadcast_to_images(c_out) * original
 
 
@@ -240,11 +260,13 @@ def consistency_loss(student, target, teacher: MNISTDDPMPipeline, scheduler: LCM
 
     prediction = consistency_function(scheduler, student(noisy, timesteps, labels).sample.float(), noisy, timesteps)
     with torch.no_grad():
-        teacher_noise = teacher.predict_noise(noisy, timesteps, labels, guidance_scale, teacher.unet.dtype)
+        # The guided output (ε, v or x_0, as the teacher predicts: guidance is linear, so guiding any of them is the
+        # same), read by the student scheduler's prediction_type, which is the teacher's.
+        teacher_output = teacher.predict_noise(noisy, timesteps, labels, guidance_scale, teacher.unet.dtype)
         clip = bool(teacher.scheduler.config.get("clip_sample", False))
-        next_sample = ddim_step(scheduler, teacher_noise, noisy, timesteps, next_timesteps, clip)
-        target_noise = target(next_sample, next_timesteps, labels).sample.float()
-        target_value = consistency_function(scheduler, target_noise, next_sample, next_timesteps)
+        next_sample = ddim_step(scheduler, teacher_output, noisy, timesteps, next_timesteps, clip)
+        target_output = target(next_sample, next_timesteps, labels).sample.float()
+        target_value = consistency_function(scheduler, target_output, next_sample, next_timesteps)
     return distance(prediction, target_value, loss_type, huber_c)
 
 

@@ -497,8 +497,9 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         self, latents: torch.Tensor, t, class_labels: torch.Tensor, guidance_scale: float, dtype: torch.dtype
     ) -> torch.Tensor:
         """
-        The model's noise prediction for `latents` at timestep `t`, with classifier-free guidance
-        ε = ε_uncond + w · (ε_cond − ε_uncond); with w = 1 the unconditional pass is skipped.
+        The model's prediction for `latents` at timestep `t` (ε, or v or x_0 as the scheduler's `prediction_type`
+        says), with classifier-free guidance ε = ε_uncond + w · (ε_cond − ε_uncond); with w = 1 the unconditional
+        pass is skipped. Guidance is linear, so guiding v or x_0 is the same as guiding the ε they imply.
 
         Args:
             latents (`torch.Tensor`): x_t, float32.
@@ -511,7 +512,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
                 the property walks the modules, too slow for every step.
 
         Returns:
-            `torch.Tensor`: the predicted noise, float32.
+            `torch.Tensor`: the (guided) prediction, float32.
         """
         # The UNet may compute in bf16 or fp16; the latents and the guidance stay float32.
         if guidance_scale == 1:

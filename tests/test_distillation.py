@@ -44,6 +44,16 @@ def tiny_teacher(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def tiny_v_teacher(tmp_path_factory) -> Path:
+    """The tiny teacher's UNet as a v-prediction model (a teacher trained with --prediction_type v_prediction)."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("v-teacher")
+    MNISTDDPMPipeline(unet=ClassConditionedUNet(**TINY_UNET), scheduler=MNISTDDPMScheduler(prediction_type="v_prediction"),
+                      default_guidance_scale=1.4).save_pretrained(folder)
+    return folder
+
+
 def distill_args(teacher, data_dir, output_dir, *extra):
     return ["--teacher", str(teacher), "--data_dir", str(data_dir), "--output_dir", str(output_dir), *TINY, *extra]
 
@@ -66,24 +76,29 @@ def test_the_skipping_schedule_is_the_one_lcm_scheduler_samples_from():
     assert set(scheduler.timesteps.tolist()) <= set(schedule.tolist())
 
 
+PREDICTION_TYPES = ["epsilon", "v_prediction", "sample"]
+
+
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
 @pytest.mark.parametrize("clip", [False, True])
-def test_the_ddim_step_is_diffusers_ddim_step_for_each_image(clip):
+def test_the_ddim_step_is_diffusers_ddim_step_for_each_image(clip, prediction_type):
     reference = DDIMScheduler(beta_start=1e-4, beta_end=0.02, beta_schedule="linear", timestep_spacing="trailing",
-                              clip_sample=clip)
+                              clip_sample=clip, prediction_type=prediction_type)
     reference.set_timesteps(50)  # 999, 979, ..., 19: each step jumps k = 20
-    scheduler = lcm_scheduler()
+    scheduler = lcm_scheduler(prediction_type=prediction_type)
     generator = torch.Generator().manual_seed(0)
-    sample, noise = torch.randn(3, 1, 28, 28, generator=generator) * 2, torch.randn(3, 1, 28, 28, generator=generator)
+    sample, output = torch.randn(3, 1, 28, 28, generator=generator) * 2, torch.randn(3, 1, 28, 28, generator=generator)
     timesteps = torch.tensor([999, 519, 39])
-    ours = ddim_step(scheduler, noise, sample, timesteps, timesteps - 20, clip)
+    ours = ddim_step(scheduler, output, sample, timesteps, timesteps - 20, clip)
     for i, t in enumerate(timesteps.tolist()):
-        expected = reference.step(noise[i : i + 1], t, sample[i : i + 1], eta=0.0,
+        expected = reference.step(output[i : i + 1], t, sample[i : i + 1], eta=0.0,
                                    use_clipped_model_output=clip).prev_sample
         torch.testing.assert_close(ours[i : i + 1], expected, atol=1e-5, rtol=1e-5)
 
 
-def test_the_consistency_function_is_what_lcm_scheduler_step_denoises_to():
-    scheduler = lcm_scheduler(original_inference_steps=50)
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+def test_the_consistency_function_is_what_lcm_scheduler_step_denoises_to(prediction_type):
+    scheduler = lcm_scheduler(original_inference_steps=50, prediction_type=prediction_type)
     generator = torch.Generator().manual_seed(1)
     sample, output = torch.randn(2, 1, 28, 28, generator=generator), torch.randn(2, 1, 28, 28, generator=generator)
     scheduler.set_timesteps(50)
@@ -92,6 +107,14 @@ def test_the_consistency_function_is_what_lcm_scheduler_step_denoises_to():
         denoised = scheduler.step(output, t, sample, generator=torch.Generator().manual_seed(0)).denoised
         ours = consistency_function(scheduler, output, sample, torch.full((2,), t))
         torch.testing.assert_close(ours, denoised, atol=1e-5, rtol=1e-5)
+
+
+def test_a_prediction_type_distillation_cannot_read_is_refused_by_name():
+    scheduler = lcm_scheduler()
+    scheduler.register_to_config(prediction_type="flow")
+    x = torch.zeros(1, 1, 28, 28)
+    with pytest.raises(ValueError, match="'flow'.*expected 'epsilon', 'v_prediction' or 'sample'"):
+        consistency_function(scheduler, x, x, torch.tensor([19]))
 
 
 def test_the_student_at_the_teachers_weights_meets_the_boundary_condition(tiny_unet):
@@ -130,9 +153,11 @@ def test_update_target_moves_each_parameter_by_one_minus_decay():
         torch.testing.assert_close(new, 0.9 * old + 0.1 * online)
 
 
-def test_the_loss_is_finite_and_falls_on_a_fixed_batch(tiny_teacher):
-    teacher = load_teacher(tiny_teacher)
+@pytest.mark.parametrize("teacher_fixture", ["tiny_teacher", "tiny_v_teacher"])
+def test_the_loss_is_finite_and_falls_on_a_fixed_batch(request, teacher_fixture):
+    teacher = load_teacher(request.getfixturevalue(teacher_fixture))
     scheduler = student_scheduler(teacher, 10, 10.0)
+    assert scheduler.config.prediction_type == teacher.scheduler.config.prediction_type  # the student reads as taught
     student, target = copy_of(teacher.unet).train(), copy_of(teacher.unet).requires_grad_(False)
     images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(4)) * 2 - 1
     labels = torch.arange(8)
@@ -182,6 +207,16 @@ def test_a_short_run_writes_a_student_that_loads_with_lcm_scheduler(tmp_path, ti
     assert calls == [2] * 4  # the default 4 steps, one conditional pass each: no unconditional half
     with pytest.raises(ValueError, match="at most 10"):
         pipe(labels=[3], num_inference_steps=11)
+
+
+def test_a_v_prediction_teachers_student_samples_as_v_prediction(tmp_path, tiny_v_teacher, synthetic_mnist):
+    out = tmp_path / "student"
+    distill(parse_args(distill_args(tiny_v_teacher, synthetic_mnist, out, "--max_train_steps", "2",
+                                    "--checkpointing_steps", "2")))
+    pipe = MNISTDDPMPipeline.from_pretrained(out)
+    assert isinstance(pipe.scheduler, LCMScheduler) and pipe.scheduler.config.prediction_type == "v_prediction"
+    pipe.set_progress_bar_config(disable=True)
+    assert torch.isfinite(pipe(labels=[3], output_type="pt").images).all()
 
 
 @pytest.mark.parametrize(
