@@ -62,3 +62,16 @@ def test_a_run_without_both_guidance_scales_or_an_unknown_baseline_is_refused(tm
 def test_the_readme_carries_the_committed_comparison():
     results = json.loads((ROOT / "benchmarks" / "recipes.json").read_text())
     assert recipes.recipes_table(results) in (ROOT / "README.md").read_text(), "README's recipe table is out of date"
+
+
+def test_the_readme_carries_the_final_teachers_measured_rows():
+    """The final recipe run (`benchmarks/final_teacher/`): its evaluation rows in the README are the committed JSON's."""
+    from mnist_diffusion.card import evaluation_rows
+
+    results = json.loads((ROOT / "benchmarks" / "final_teacher" / "evaluation.json").read_text())
+    record = json.loads((ROOT / "benchmarks" / "final_teacher" / "training_config.json").read_text())
+    assert results["num_samples"] == 5_000 and record["args"]["prediction_type"] == "v_prediction"
+    readme = (ROOT / "README.md").read_text()
+    for row in evaluation_rows(results):
+        assert row in readme, f"README.md lacks the final teacher's measured row {row}"
+    assert f"{record['global_step']:,} steps" in readme and f"{record['train_minutes']:.0f} minutes" in readme
