@@ -32,6 +32,7 @@ from diffusers.training_utils import EMAModel
 
 from .generate import SHIPPED_MODEL
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
+from .scheduling_mnist_ddpm import PREDICTION_TYPES
 from .training import (
     Stopwatch,
     Throughput,
@@ -197,7 +198,7 @@ def original_and_noise(scheduler: LCMScheduler, model_output: torch.Tensor, samp
         original, noise = model_output, (sample - a * model_output) / b
     else:
         raise ValueError(f"prediction_type {prediction_type!r} of the teacher's scheduler is not one distillation "
-                         "reads; expected 'epsilon', 'v_prediction' or 'sample'.")
+                         f"reads; expected one of {', '.join(map(repr, PREDICTION_TYPES))}.")
     if clip:
         original = original.clamp(-1, 1)
         noise = (sample - a * original) / b

@@ -26,6 +26,7 @@ from mnist_diffusion.distillation import (
     student_scheduler,
     update_target,
 )
+from mnist_diffusion.scheduling_mnist_ddpm import PREDICTION_TYPES
 
 from .conftest import TINY_UNET
 from .test_training import ROOT, checkpoint_names, kill_at_checkpoint, subprocess_env, unet_weights
@@ -34,24 +35,23 @@ TINY = ["--train_batch_size", "16", "--lr_warmup_steps", "2", "--logger", "none"
         "--num_ddim_timesteps", "10"]
 
 
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory) -> Path:
+def save_tiny_teacher(folder: Path, **scheduler_config) -> Path:
     """A tiny pipeline folder with a stored guidance of 1.4, standing in for the shipped teacher."""
     torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("teacher")
-    MNISTDDPMPipeline(unet=ClassConditionedUNet(**TINY_UNET), scheduler=MNISTDDPMScheduler(),
+    MNISTDDPMPipeline(unet=ClassConditionedUNet(**TINY_UNET), scheduler=MNISTDDPMScheduler(**scheduler_config),
                       default_guidance_scale=1.4).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> Path:
+    return save_tiny_teacher(tmp_path_factory.mktemp("teacher"))
 
 
 @pytest.fixture(scope="module")
 def tiny_v_teacher(tmp_path_factory) -> Path:
-    """The tiny teacher's UNet as a v-prediction model (a teacher trained with --prediction_type v_prediction)."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("v-teacher")
-    MNISTDDPMPipeline(unet=ClassConditionedUNet(**TINY_UNET), scheduler=MNISTDDPMScheduler(prediction_type="v_prediction"),
-                      default_guidance_scale=1.4).save_pretrained(folder)
-    return folder
+    """The same teacher as a v-prediction model (one trained with --prediction_type v_prediction)."""
+    return save_tiny_teacher(tmp_path_factory.mktemp("v-teacher"), prediction_type="v_prediction")
 
 
 def distill_args(teacher, data_dir, output_dir, *extra):
@@ -74,9 +74,6 @@ def test_the_skipping_schedule_is_the_one_lcm_scheduler_samples_from():
     assert sorted(scheduler.timesteps.tolist()) == schedule.tolist()
     scheduler.set_timesteps(4)
     assert set(scheduler.timesteps.tolist()) <= set(schedule.tolist())
-
-
-PREDICTION_TYPES = ["epsilon", "v_prediction", "sample"]
 
 
 @pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
@@ -113,7 +110,7 @@ def test_a_prediction_type_distillation_cannot_read_is_refused_by_name():
     scheduler = lcm_scheduler()
     scheduler.register_to_config(prediction_type="flow")
     x = torch.zeros(1, 1, 28, 28)
-    with pytest.raises(ValueError, match="'flow'.*expected 'epsilon', 'v_prediction' or 'sample'"):
+    with pytest.raises(ValueError, match=f"'flow'.*expected one of {', '.join(map(repr, PREDICTION_TYPES))}"):
         consistency_function(scheduler, x, x, torch.tensor([19]))
 
 
