@@ -47,7 +47,7 @@ from .hub import (CHECKPOINTS, LOGS, SAMPLES, TRAINING_CONFIG, add_hub_arguments
 from .images import make_grid
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline, null_class_label
 from .redaction import redact, redact_command
-from .scheduling_mnist_ddpm import MNISTDDPMScheduler
+from .scheduling_mnist_ddpm import BETA_SCHEDULES, PREDICTION_TYPES, MNISTDDPMScheduler
 from .unet_mnist import ClassConditionedUNet
 
 logger = get_logger(__name__)
@@ -99,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--norm_num_groups", type=int, default=8, help="Groups of every GroupNorm.")
     model.add_argument("--dropout", type=float, default=0.0, help="Dropout inside residual blocks.")
     model.add_argument("--num_train_timesteps", type=int, default=1000, help="T, the diffusion steps.")
-    model.add_argument("--beta_schedule", choices=["linear", "squaredcos_cap_v2"], default="linear",
+    model.add_argument("--beta_schedule", choices=BETA_SCHEDULES, default="linear",
                        help="Noise schedule: linear β from 1e-4 to 0.02 (DDPM), or cosine.")
-    model.add_argument("--prediction_type", choices=["epsilon", "v_prediction", "sample"], default="epsilon",
+    model.add_argument("--prediction_type", choices=PREDICTION_TYPES, default="epsilon",
                        help="What the UNet learns to predict; the spec's L_simple is `epsilon`.")
     model.add_argument("--cond_drop_prob", type=float, default=0.1,
                        help="Probability of replacing the label by the null label (classifier-free guidance).")
