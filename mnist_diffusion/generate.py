@@ -145,8 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_model(name: str) -> MNISTDDPMPipeline:
+    """
+    The pipeline `--model` names (a folder or Hub repo id).
+
+    Raises:
+        `ValueError`: naming the model and why it cannot be loaded (no such folder, no model_index.json, another
+            kind of pipeline), so that the command line reports a usage error, not a traceback.
+    """
+    try:
+        return MNISTDDPMPipeline.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--model {name} cannot be loaded as a pipeline: {error}") from error
+
+
 def generate(args: argparse.Namespace) -> Path:
-    pipe = MNISTDDPMPipeline.from_pretrained(args.model)
+    pipe = load_model(args.model)
     default_steps = None if args.scheduler is None else use_sampler(pipe, args.scheduler)
     images = pipe(
         labels=args.labels,
@@ -169,6 +183,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         output = generate(args)
-    except ValueError as error:  # what only the loaded model can check, e.g. more DDPM steps than it was trained with
+    except ValueError as error:  # what only the model can check: that it loads, the steps it takes, a student's guidance
         parser.error(str(error))
     print(f"Wrote {output}")

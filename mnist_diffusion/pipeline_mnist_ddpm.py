@@ -197,6 +197,13 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             `num_train_timesteps` (1000 for the DDPM of the paper) when not set.
         default_guidance_interval (`tuple[float, float]`, *optional*): guidance interval used when a call gives
             none; guidance at every step when not set.
+        distilled_guidance_scale (`float`, *optional*): set on a distilled student whose weights learned the
+            teacher's classifier-free guidance at this scale: it samples with one conditional pass per step, and a
+            call refuses any `guidance_scale` but 1, which would guide a second time on top.
+
+    `default_num_inference_steps` belongs to the scheduler the pipeline was built with: a pipeline whose scheduler has
+    been swapped for another class (`pipe.scheduler = DDIMScheduler.from_config(...)`, or `from_pipe(pipe,
+    scheduler=...)`) samples with the new scheduler's full chain, or the number of steps a call asks for.
 
     Speed. The pipeline keeps the UNet's weights in `channels_last` memory format (the layout oneDNN's CPU
     convolutions are fastest in; `save_pretrained` still writes contiguous tensors). The latents and the scheduler's
@@ -219,6 +226,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         default_guidance_scale: float = 1.0,
         default_num_inference_steps: int | None = None,
         default_guidance_interval: tuple[float, float] | None = None,
+        distilled_guidance_scale: float | None = None,
     ):
         super().__init__()
         if isinstance(unet, torch.nn.Module):
@@ -228,7 +236,10 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             default_guidance_scale=default_guidance_scale,
             default_num_inference_steps=default_num_inference_steps,
             default_guidance_interval=default_guidance_interval,
+            distilled_guidance_scale=distilled_guidance_scale,
         )
+        # The scheduler class `default_num_inference_steps` was chosen for (see the class docstring).
+        self._default_steps_scheduler = type(scheduler).__name__
 
     @classmethod
     def from_pretrained(
@@ -382,6 +393,9 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             [`MNISTDDPMPipeline`]: the new pipeline.
         """
         components = {name: module for name, module in pipeline.components.items() if name not in kwargs}
+        if type(kwargs.get("scheduler", pipeline.scheduler)) is not type(pipeline.scheduler):
+            # The stored number of steps was chosen for the replaced scheduler (a student's 4 LCM steps, say).
+            kwargs.setdefault("default_num_inference_steps", None)
         return super().from_pipe(pipeline, **components, **kwargs)
 
     @property
@@ -398,9 +412,11 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         """
         The number of steps, guidance scale and guidance interval that a call given these arguments uses, checked as
         the call checks them. Each one given is used; for each None, the pipeline's stored default
-        (`default_num_inference_steps`, `default_guidance_scale`, `default_guidance_interval`), and where none is
-        stored, `fallback_num_inference_steps` steps (the scheduler's full `num_train_timesteps` when that is None)
-        and guidance at every step.
+        (`default_num_inference_steps`, while the scheduler is of the class it was stored with;
+        `default_guidance_scale`, `default_guidance_interval`), and where none applies,
+        `fallback_num_inference_steps` steps (the scheduler's full `num_train_timesteps` when that is None) and
+        guidance at every step. The most steps a scheduler takes is its own: `original_inference_steps` for one
+        that samples a distilled schedule (`LCMScheduler`), `num_train_timesteps` for any other.
 
         Args:
             num_inference_steps (`int`, *optional*): as in [`~MNISTDDPMPipeline.__call__`].
@@ -416,19 +432,42 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         """
         # Checked here, not by the scheduler: diffusers' solvers take 0 or negative steps and return the starting
         # noise, round 2.5 to 3 steps, and fail deep inside on more steps than they were trained with.
+        scheduler_name = type(self.scheduler).__name__
         num_train_timesteps = self.scheduler.config.num_train_timesteps
+        # A scheduler that samples from a schedule it was distilled on (LCMScheduler's `original_inference_steps`)
+        # takes at most that many steps; every other scheduler, the training schedule's. Read from the running
+        # scheduler's own `set_timesteps`: a config made from a student's carries the LCM entry to any scheduler.
+        if "original_inference_steps" in inspect.signature(self.scheduler.set_timesteps).parameters:
+            max_steps = self.scheduler.config.original_inference_steps
+            cap = f"{scheduler_name}'s original_inference_steps"
+        else:
+            max_steps, cap = num_train_timesteps, f"{scheduler_name}'s num_train_timesteps"
+        origin = ""
         if num_inference_steps is None:
-            num_inference_steps = (
-                self.config.default_num_inference_steps or self.fallback_num_inference_steps or num_train_timesteps
-            )
-        # A consistency-distilled model's `LCMScheduler` samples from the `original_inference_steps` it was distilled on.
-        max_steps = self.scheduler.config.get("original_inference_steps") or num_train_timesteps
-        num_inference_steps = check_positive_integer("num_inference_steps", num_inference_steps, max_steps)
+            stored = self.config.default_num_inference_steps
+            if stored is not None and scheduler_name == getattr(self, "_default_steps_scheduler", scheduler_name):
+                num_inference_steps, origin = stored, " (the pipeline's default_num_inference_steps)"
+            elif self.fallback_num_inference_steps is not None:
+                num_inference_steps = self.fallback_num_inference_steps
+                origin = f" ({type(self).__name__}'s default number of steps)"
+            else:
+                num_inference_steps, origin = num_train_timesteps, " (the full chain, num_train_timesteps)"
+        try:
+            num_inference_steps = check_positive_integer("num_inference_steps", num_inference_steps, max_steps)
+        except ValueError as error:
+            raise ValueError(f"{str(error)[:-1]}{origin}; {max_steps} is {cap}.") from None
 
+        distilled = self.config.get("distilled_guidance_scale")
         if guidance_scale is None:
             guidance_scale = self.config.default_guidance_scale
         if not is_finite_number(guidance_scale) or guidance_scale < 0:
             raise ValueError(f"`guidance_scale` must be a finite number ≥ 0, got {guidance_scale!r}.")
+        if distilled is not None and guidance_scale != 1:
+            raise ValueError(
+                f"`guidance_scale` must be 1 for this distilled student, got {guidance_scale!r}: classifier-free "
+                f"guidance at scale {distilled:g} is in its weights (`distilled_guidance_scale`), and another scale "
+                "would guide a second time on top of it, with a second network pass per step."
+            )
         if guidance_interval is None:
             guidance_interval = self.config.default_guidance_interval
         if guidance_interval is not None:
@@ -595,11 +634,13 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             labels (`int`, `Sequence[int]` or `torch.Tensor`): the digits to draw, 0–9; one image per entry, in order.
             num_images_per_label (`int`, defaults to 1): images per entry of `labels` (each label's images are
                 adjacent in the output).
-            num_inference_steps (`int`, *optional*): denoising steps, 1 to the scheduler's `num_train_timesteps`;
-                defaults to the pipeline's `default_num_inference_steps`, or else the full DDPM chain.
+            num_inference_steps (`int`, *optional*): denoising steps, 1 to the scheduler's `num_train_timesteps`
+                (an `LCMScheduler`'s `original_inference_steps`); defaults to the pipeline's
+                `default_num_inference_steps`, or else the full DDPM chain.
             guidance_scale (`float`, *optional*): classifier-free guidance weight w in
                 ε = ε_uncond + w · (ε_cond − ε_uncond); 1 disables guidance (and its extra model pass), 0 ignores
-                the label. Defaults to the pipeline's `default_guidance_scale`.
+                the label. Defaults to the pipeline's `default_guidance_scale`. A distilled student (with a
+                `distilled_guidance_scale`) takes only 1.
             guidance_interval (`tuple[float, float]`, *optional*): `(t_low, t_high)`, training timesteps in
                 [0, `num_train_timesteps`]: guide only the steps whose timestep t has t_low ≤ t ≤ t_high, and run
                 the conditional pass alone (guidance scale 1) at the others (Kynkäänniemi et al., 2024). Defaults to

@@ -105,3 +105,27 @@ def test_a_students_folder_samples_with_its_own_lcm_scheduler_and_stored_steps(t
     pipe = MNISTDDPMPipeline.from_pretrained(student)
     assert pipe.resolve_defaults() == (4, 1.0, None)
     assert Image.open(tmp_path / "seven.png").size == (4 * 32, 4 * 32)
+
+
+def test_a_model_that_is_not_a_pipeline_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "not-a-pipeline").mkdir()
+    (tmp_path / "not-a-pipeline" / "notes.txt").write_text("hello")
+    for model in (tmp_path / "missing", tmp_path / "not-a-pipeline"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--model", str(model), "--output", str(tmp_path / "out.png")])
+        assert exit_info.value.code == 2
+        assert f"--model {model} cannot be loaded as a pipeline" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_guidance_on_a_distilled_student_is_a_usage_error(tiny_unet, tmp_path, capsys):
+    from diffusers import LCMScheduler
+
+    from mnist_diffusion import MNISTDDPMPipeline
+
+    MNISTDDPMPipeline(unet=tiny_unet, scheduler=LCMScheduler(beta_start=1e-4, beta_end=0.02),
+                      default_num_inference_steps=2, distilled_guidance_scale=1.4).save_pretrained(tmp_path / "student")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(tmp_path / "student"), "--guidance_scale", "3", "--output", str(tmp_path / "out.png")])
+    assert exit_info.value.code == 2
+    assert "must be 1 for this distilled student, got 3.0" in capsys.readouterr().err

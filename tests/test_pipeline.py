@@ -410,3 +410,62 @@ def test_a_tampered_model_index_is_a_value_error_naming_the_entry(tiny_pipe, tmp
     with pytest.raises(ValueError) as error:
         MNISTDDPMPipeline.from_pretrained(tmp_path)
     assert shown in str(error.value)
+
+
+def tiny_student(tiny_unet, **config) -> MNISTDDPMPipeline:
+    """A stand-in for a consistency-distilled student: LCMScheduler on 50 skipping steps, guidance 1.5 in its weights."""
+    from diffusers import LCMScheduler
+
+    scheduler = LCMScheduler(beta_start=1e-4, beta_end=0.02, original_inference_steps=50)
+    pipe = MNISTDDPMPipeline(unet=tiny_unet, scheduler=scheduler, default_num_inference_steps=4,
+                             distilled_guidance_scale=1.5, **config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_a_distilled_student_refuses_to_guide_again_and_keeps_saying_so_after_a_round_trip(tiny_unet, tmp_path):
+    student = tiny_student(tiny_unet)
+    for guidance_scale in (3.0, 0.0, 1.5):
+        with pytest.raises(ValueError, match=rf"must be 1 for this distilled student, got {guidance_scale}: "
+                                             r"classifier-free guidance at scale 1.5 is in its weights"):
+            run(student, guidance_scale=guidance_scale)
+    assert len(run(student)) == 1 and len(run(student, guidance_scale=1)) == 1
+    student.save_pretrained(tmp_path / "student")
+    loaded = MNISTDDPMPipeline.from_pretrained(tmp_path / "student")
+    assert loaded.config.distilled_guidance_scale == 1.5
+    with pytest.raises(ValueError, match="distilled student"):
+        loaded.resolve_defaults(guidance_scale=2)
+
+
+def test_the_step_cap_is_the_running_schedulers_own(tiny_unet):
+    student = tiny_student(tiny_unet)
+    with pytest.raises(ValueError, match="at most 50, got 51; 50 is LCMScheduler's original_inference_steps"):
+        student.resolve_defaults(51)
+    # A scheduler built from the student's config carries `original_inference_steps` in it, but is not capped by it.
+    for scheduler_class in (DPMSolverMultistepScheduler, DDIMScheduler, MNISTDDPMScheduler):
+        student.scheduler = scheduler_class.from_config(student.scheduler.config)
+        assert student.resolve_defaults(100)[0] == 100
+        with pytest.raises(ValueError, match=f"at most 1000, got 1001; 1000 is {scheduler_class.__name__}'s"):
+            student.resolve_defaults(1001)
+
+
+def test_a_default_number_of_steps_is_named_where_it_came_from(tiny_pipe):
+    from diffusers import LCMScheduler
+
+    tiny_pipe.scheduler = LCMScheduler.from_config(tiny_pipe.scheduler.config)  # a DDPM has no stored steps
+    with pytest.raises(ValueError, match=r"at most 50, got 1000 \(the full chain, num_train_timesteps\); 50 is "
+                                         r"LCMScheduler's original_inference_steps"):
+        tiny_pipe.resolve_defaults()
+    assert tiny_pipe.resolve_defaults(4)[0] == 4
+
+
+def test_stored_default_steps_belong_to_the_scheduler_they_were_stored_with(tiny_unet):
+    from mnist_diffusion.pipeline_mnist_inpaint import MNISTDDPMInpaintPipeline
+
+    student = tiny_student(tiny_unet)
+    assert student.resolve_defaults()[0] == 4
+    inpaint = MNISTDDPMInpaintPipeline.from_pipe(student, scheduler=MNISTDDPMScheduler.from_config(student.scheduler.config))
+    assert inpaint.resolve_defaults()[0] == MNISTDDPMInpaintPipeline.fallback_num_inference_steps  # not 4 RePaint steps
+    assert MNISTDDPMInpaintPipeline.from_pipe(student).resolve_defaults()[0] == 4  # the same scheduler keeps them
+    student.scheduler = MNISTDDPMScheduler.from_config(student.scheduler.config)
+    assert student.resolve_defaults()[0] == 1000
