@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from .data import load_mnist
-from .generate import SAMPLERS, SHIPPED_MODEL, every_step_if_all, guidance_interval_type, use_sampler
+from .fingerprint import config_sha256, model_sha256, weights_sha256
+from .generate import (MAX_SEED, SAMPLERS, SHIPPED_MODEL, every_step_if_all, guidance_interval_type, number_argument,
+                       use_sampler)
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 
 SHIPPED_CLASSIFIER = SHIPPED_MODEL.parent / "mnist-classifier"
@@ -114,18 +116,77 @@ def generate_balanced(pipe: MNISTDDPMPipeline, samples_per_digit: int, batch_siz
     return torch.cat(images), labels, seconds
 
 
-def run_cache_dir(cache_root: Path, model_dir: str, settings: dict) -> Path:
+class SetupError(ValueError):
+    """A model that cannot be loaded, or a setting that it (or the evaluation a run is appended to) refuses: found
+    before any image is drawn, and a usage error on the command line."""
+
+
+def run_cache_dir(cache_root: Path, key: dict) -> Path:
     """
-    The cache folder of one configuration: named by a hash of the settings and of the model's weights and scheduler
-    config, so that a retrained model or any other setting never reuses another run's images.
+    The cache folder of one configuration: named by a hash of `key`, everything that determines its images (the
+    model's identity from [`fingerprint.model_sha256`], the running sampler's config, the sampler settings, dtype,
+    seed and batch layout), so that another model, however it is named, or any other setting never reuses another
+    run's images. `key` is also written to the folder's settings.json for a reader.
     """
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for path in sorted(Path(model_dir).glob("unet/*")) + sorted(Path(model_dir).glob("scheduler/*")):
-        digest.update(path.name.encode() + path.read_bytes())
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
     folder = cache_root / digest.hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "settings.json").write_text(json.dumps({"model_dir": str(model_dir), **settings}, indent=2) + "\n")
+    (folder / "settings.json").write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
     return folder
+
+
+def load_pipeline(model_dir: str, torch_dtype: torch.dtype = torch.float32) -> tuple[MNISTDDPMPipeline, str]:
+    """
+    The pipeline of `model_dir` (a folder or Hub repo id) with its UNet in `torch_dtype`, and the model's identity
+    ([`fingerprint.model_sha256`]), hashed from the weights as stored in float32, whatever dtype the evaluation runs in.
+    """
+    try:
+        pipe = MNISTDDPMPipeline.from_pretrained(model_dir)
+    except (OSError, ValueError) as error:  # a missing folder, one without model_index.json, another pipeline
+        raise SetupError(f"{model_dir} cannot be loaded as a pipeline: {error}") from error
+    identity = model_sha256(pipe.unet, pipe.scheduler)
+    if torch_dtype != torch.float32:
+        pipe = MNISTDDPMPipeline.from_pretrained(model_dir, torch_dtype=torch_dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, identity
+
+
+def plan_runs(pipe: MNISTDDPMPipeline, samplers: list[str], num_inference_steps: list[int | None],
+              guidance_scales: list[float | None], guidance_intervals: list) -> list[dict]:
+    """
+    Every configuration of a sweep (sampler × steps × guidance scale × guidance interval), resolved and checked
+    against the model as a call would check it, before any image is drawn, so that a bad value late in a list cannot
+    throw away the finished runs before it.
+
+    Returns:
+        `list[dict]`: one dict per run: sampler, the steps, guidance scale and guidance interval it uses (None:
+        every step is guided).
+
+    Raises:
+        [`SetupError`]: naming every configuration the model refuses, and why.
+    """
+    own_scheduler = pipe.scheduler
+    runs, problems = [], []
+    for sampler in samplers:
+        pipe.scheduler = own_scheduler  # each sampler is built from the model's own scheduler
+        default_steps = use_sampler(pipe, sampler)
+        every_step = (0, pipe.scheduler.config.num_train_timesteps)
+        for steps, guidance_scale, guidance_interval in itertools.product(num_inference_steps, guidance_scales,
+                                                                          guidance_intervals):
+            try:
+                steps, guidance_scale, guidance_interval = pipe.resolve_defaults(
+                    default_steps if steps is None else steps, guidance_scale,
+                    every_step_if_all(guidance_interval, pipe),
+                )
+            except ValueError as error:
+                problems.append(f"{sampler}: {error}")
+                continue
+            runs.append({"sampler": sampler, "num_inference_steps": steps, "guidance_scale": guidance_scale,
+                         "guidance_interval": None if guidance_interval == every_step else guidance_interval})
+    pipe.scheduler = own_scheduler
+    if problems:
+        raise SetupError(" ".join(dict.fromkeys(problems)))
+    return runs
 
 
 def real_floor(classifier, test_features: np.ndarray, n: int, data_dir: str, seed: int) -> float:
@@ -138,70 +199,73 @@ def real_floor(classifier, test_features: np.ndarray, n: int, data_dir: str, see
 def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[str], guidance_scales: list[float],
              samples_per_digit: int, num_inference_steps: int | list[int | None] | None = None, batch_size: int = 500,
              seed: int = 0, torch_dtype: torch.dtype = torch.float32,
-             guidance_intervals: list[tuple[float, float] | None] = (None,), cache_dir: str | None = None) -> dict:
+             guidance_intervals: list[tuple[float, float] | None] = (None,), cache_dir: str | None = None,
+             append_to: dict | None = None) -> dict:
     """
     Generate a balanced set of digits for every (sampler, steps, guidance scale, guidance interval) and score it.
 
     Returns:
-        A dict with the set-up (model, classifier, n, seed), the real floor and one entry per configuration:
-        sampler, steps, guidance scale, accuracy (overall and per digit), Fréchet distance, its ratio to the real
-        floor, and the wall time of generation.
+        A dict with the set-up (model and its identity, classifier and its identity, n, seed), the real floor and one
+        entry per configuration: sampler, steps, guidance scale, accuracy (overall and per digit), Fréchet distance,
+        its ratio to the real floor, and the wall time of generation.
 
     `num_inference_steps` is one number of steps or a list of them (None: the sampler's default, or else the
     model's). `torch_dtype` is the UNet's dtype (`from_pretrained(..., torch_dtype=...)`): bfloat16 measures what the faster
     bf16 network costs in quality. A guidance interval `(t_low, t_high)` guides only the steps whose timestep lies
     in it (None: the model's default). With `cache_dir`, generated batches are kept there, so that an evaluation
-    killed after hours resumes where it stopped.
+    killed after hours resumes where it stopped. With `append_to`, an earlier evaluation these runs will be added to
+    ([`append_runs`]): it must have been measured the same way, which is checked before any image is drawn.
+
+    Raises:
+        [`SetupError`]: a model that cannot be loaded, a configuration it refuses ([`plan_runs`]), or an `append_to`
+            measured another way, before any image is drawn.
     """
     from .classifier import DigitClassifier  # transformers is an extra: imported only when evaluating
+
+    pipe, identity = load_pipeline(model_dir, torch_dtype)
+    step_counts = num_inference_steps if isinstance(num_inference_steps, (list, tuple)) else [num_inference_steps]
+    planned = plan_runs(pipe, samplers, step_counts, guidance_scales, guidance_intervals)
+    n = 10 * samples_per_digit
+    header = {"model_dir": str(model_dir), "model_sha256": identity, "num_samples": n, "seed": seed}
+    if append_to is not None:
+        check_appendable(append_to, header)
 
     classifier = DigitClassifier.from_pretrained(classifier_dir)
     test_images, _ = load_mnist(data_dir, "test")
     test_features = classifier.features(test_images)
-    n = 10 * samples_per_digit
-    floor = real_floor(classifier, test_features, n, data_dir, seed)
+    header.update(classifier_dir=str(classifier_dir), classifier_sha256=weights_sha256(classifier.model),
+                  samples_per_digit=samples_per_digit,
+                  real_floor_frechet_distance=real_floor(classifier, test_features, n, data_dir, seed))
+    if append_to is not None:
+        check_appendable(append_to, header)
+    floor = header["real_floor_frechet_distance"]
 
-    pipe = MNISTDDPMPipeline.from_pretrained(model_dir, torch_dtype=torch_dtype)
-    pipe.set_progress_bar_config(disable=True)
-    every_step = (0, pipe.scheduler.config.num_train_timesteps)
-    runs = []
-    for sampler in samplers:
-        default_steps = use_sampler(pipe, sampler)
-        step_counts = num_inference_steps if isinstance(num_inference_steps, (list, tuple)) else [num_inference_steps]
-        for steps, guidance_scale, guidance_interval in itertools.product(step_counts, guidance_scales,
-                                                                          guidance_intervals):
-            steps, guidance_scale, guidance_interval = pipe.resolve_defaults(
-                steps or default_steps, guidance_scale, every_step_if_all(guidance_interval, pipe)
-            )
-            if guidance_interval == every_step:
-                guidance_interval = None  # None: guided at every step, as the run is recorded
-            settings = {"sampler": sampler, "num_inference_steps": steps, "guidance_scale": guidance_scale,
-                        "guidance_interval": guidance_interval, "unet_dtype": str(torch_dtype), "seed": seed,
-                        "samples_per_digit": samples_per_digit, "batch_size": batch_size}
-            cache = None if cache_dir is None else run_cache_dir(Path(cache_dir), model_dir, settings)
-            images, labels, seconds = generate_balanced(pipe, samples_per_digit, batch_size, seed, steps,
-                                                        guidance_scale, guidance_interval or every_step, cache)
-            distance = frechet_distance_between(classifier.features(images), test_features)
-            runs.append({
-                "sampler": sampler,
-                "num_inference_steps": steps,
-                "guidance_scale": guidance_scale,
-                "guidance_interval": None if guidance_interval is None else list(guidance_interval),
-                "unet_dtype": str(torch_dtype).removeprefix("torch."),
-                **accuracy_report(classifier.predict(images), labels),
-                "frechet_distance": distance,
-                "frechet_ratio_to_real_floor": distance / floor,
-                "generation_seconds": round(seconds, 1),
-            })
-    return {
-        "model_dir": str(model_dir),
-        "classifier_dir": str(classifier_dir),
-        "samples_per_digit": samples_per_digit,
-        "num_samples": n,
-        "seed": seed,
-        "real_floor_frechet_distance": floor,
-        "runs": runs,
-    }
+    own_scheduler, runs = pipe.scheduler, []
+    for plan in planned:
+        pipe.scheduler = own_scheduler
+        use_sampler(pipe, plan["sampler"])
+        cache = None
+        if cache_dir is not None:
+            key = {**plan, "model_sha256": identity, "scheduler_sha256": config_sha256(pipe.scheduler.config),
+                   "unet_dtype": str(torch_dtype), "seed": seed, "samples_per_digit": samples_per_digit,
+                   "batch_size": batch_size}
+            cache = run_cache_dir(Path(cache_dir), key)
+        every_step = (0, pipe.scheduler.config.num_train_timesteps)
+        images, labels, seconds = generate_balanced(pipe, samples_per_digit, batch_size, seed,
+                                                    plan["num_inference_steps"], plan["guidance_scale"],
+                                                    plan["guidance_interval"] or every_step, cache)
+        distance = frechet_distance_between(classifier.features(images), test_features)
+        runs.append({
+            **plan,
+            "guidance_interval": None if plan["guidance_interval"] is None else list(plan["guidance_interval"]),
+            "unet_dtype": str(torch_dtype).removeprefix("torch."),
+            **accuracy_report(classifier.predict(images), labels),
+            "frechet_distance": distance,
+            "frechet_ratio_to_real_floor": distance / floor,
+            "generation_seconds": round(seconds, 1),
+        })
+    pipe.scheduler = own_scheduler
+    return {**header, "runs": runs}
 
 
 # The rule that picks the stored default (README, "Evaluation"): the most realistic set among the legible ones.
@@ -251,18 +315,46 @@ def store_default(model_dir: str | Path, run: dict) -> None:
     temporary.replace(path)  # a reader sees the old file or the new one, never half of one
 
 
+# What must be equal for two evaluations to share a table: the model and the classifier (by their weights, however
+# their folders are spelled), n and seed, and so the real floor their Fréchet ratios are divided by.
+APPEND_KEYS = ("model_sha256", "classifier_sha256", "num_samples", "seed")
+
+
+def appendable_problems(earlier: dict, results: dict) -> list[str]:
+    """
+    How `results` (or the part of it known so far) was measured differently from the `earlier` evaluation it is to be
+    appended to: each of `APPEND_KEYS` and the real floor that both hold and that differ, and each identity that
+    `results` has but `earlier` lacks (an evaluation written before they were recorded).
+    """
+    problems = []
+    for key in APPEND_KEYS:
+        if key not in results:
+            continue
+        if key not in earlier:
+            problems.append(f"it records no {key} (it predates them), so this run cannot be shown to match it")
+        elif earlier[key] != results[key]:
+            problems.append(f"its {key} is {earlier[key]!r}, this run's is {results[key]!r}")
+    floor = "real_floor_frechet_distance"
+    if floor in results and abs(earlier[floor] - results[floor]) > 1e-9:
+        problems.append(f"its real floor differs ({earlier[floor]} against {results[floor]}), so its ratios are not "
+                        "comparable")
+    return problems
+
+
+def check_appendable(earlier: dict, results: dict) -> None:
+    """Raise a [`SetupError`] naming every [`appendable_problems`] of `results` against `earlier`."""
+    problems = appendable_problems(earlier, results)
+    if problems:
+        raise SetupError(f"Cannot append to the evaluation of {earlier.get('model_dir')}: {'; '.join(problems)}.")
+
+
 def append_runs(path: str | Path, results: dict) -> dict:
     """
     `results` added to the evaluation already in `path`: its runs appended, after checking that both were measured
-    the same way (model, classifier, n, seed and therefore the same real floor), so one sweep can grow over runs.
+    the same way ([`check_appendable`]), so one sweep can grow over runs.
     """
     earlier = json.loads(Path(path).read_text())
-    for key in ("model_dir", "classifier_dir", "num_samples", "seed"):
-        if earlier[key] != results[key]:
-            raise ValueError(f"Cannot append to {path}: its {key} is {earlier[key]!r}, this run's is {results[key]!r}.")
-    if abs(earlier["real_floor_frechet_distance"] - results["real_floor_frechet_distance"]) > 1e-9:
-        raise ValueError(f"Cannot append to {path}: its real floor differs ({earlier['real_floor_frechet_distance']} "
-                         f"against {results['real_floor_frechet_distance']}), so its ratios are not comparable.")
+    check_appendable(earlier, results)
     return {**earlier, "runs": earlier["runs"] + results["runs"]}
 
 
@@ -278,16 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--samplers", nargs="+", default=["ddpm"], choices=sorted(SAMPLERS),
                         help="ddpm: the full 1000-step chain; dpm: DPM-Solver++ swapped in with from_config; lcm: "
                              "the sampler of a consistency-distilled student (pretrained/mnist-lcm).")
-    parser.add_argument("--guidance_scales", type=float, nargs="+", default=[None],
-                        help="Classifier-free guidance weights to sweep (default: the model's stored default).")
+    parser.add_argument("--guidance_scales", type=number_argument(0), nargs="+", default=[None],
+                        help="Classifier-free guidance weights to sweep, ≥ 0 (default: the model's stored default).")
     parser.add_argument("--guidance_intervals", type=guidance_interval_type, nargs="+", default=[None],
                         help="Timestep intervals LOW,HIGH that are guided (a single conditional pass elsewhere), "
                              "or 'all' for every step (default: the model's stored default).")
-    parser.add_argument("--num_inference_steps", type=int, nargs="+", default=[None],
+    parser.add_argument("--num_inference_steps", type=number_argument(1, integer=True), nargs="+", default=[None],
                         help="Steps, one run for each (default: the sampler's, or else the model's).")
-    parser.add_argument("--samples_per_digit", type=int, default=100, help="Generated images per digit.")
-    parser.add_argument("--batch_size", type=int, default=500, help="Images generated at once.")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples_per_digit", type=number_argument(2, integer=True), default=100,
+                        help="Generated images per digit (at least 2: a covariance needs two samples).")
+    parser.add_argument("--batch_size", type=number_argument(1, integer=True), default=500,
+                        help="Images generated at once.")
+    parser.add_argument("--seed", type=number_argument(0, MAX_SEED, integer=True), default=0,
+                        help="Seed of the first batch; batch `start` is drawn with seed + start.")
     parser.add_argument("--torch_dtype", choices=["float32", "bfloat16"], default="float32",
                         help="dtype of the UNet's weights and activations (the latents stay float32).")
     parser.add_argument("--output", default="results.json", help="Where to write the results JSON.")
@@ -302,19 +397,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    if args.samples_per_digit < 2:
-        raise SystemExit(f"--samples_per_digit must be at least 2 (a covariance needs two samples), got {args.samples_per_digit}.")
-    if args.append and not Path(args.output).is_file():
-        raise SystemExit(f"--append adds to an existing evaluation, but {args.output} does not exist.")
-    results = evaluate(args.model_dir, args.classifier_dir, args.data_dir, args.samplers, args.guidance_scales,
-                       args.samples_per_digit, args.num_inference_steps, args.batch_size, args.seed,
-                       getattr(torch, args.torch_dtype), args.guidance_intervals, args.cache_dir)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problems = []
+    if args.store_default and 10 * args.samples_per_digit < DEFAULT_RULE["min_samples"]:
+        problems.append(f"--store_default applies the rule, which compares runs at n ≥ {DEFAULT_RULE['min_samples']}; "
+                        f"--samples_per_digit {args.samples_per_digit} gives n = {10 * args.samples_per_digit}")
+    if args.store_default and not (Path(args.model_dir) / "model_index.json").is_file():
+        problems.append(f"--store_default writes the model's model_index.json, but --model_dir {args.model_dir} is "
+                        "not a local pipeline folder")
+    if args.seed + 10 * args.samples_per_digit - 1 > MAX_SEED:
+        problems.append(f"--seed {args.seed} is too large: the last batch's seed, seed + its first index, must be at "
+                        f"most {MAX_SEED}")
+    earlier = None
+    if args.append:
+        if not Path(args.output).is_file():
+            problems.append(f"--append adds to an existing evaluation, but {args.output} does not exist")
+        else:
+            earlier = json.loads(Path(args.output).read_text())
+    if problems:
+        parser.error("; ".join(problems))
+    # What only the model can check (steps, guidance intervals, a student's guidance; --append's model) is checked by
+    # `evaluate` before the classifier loads: a usage error too.
+    try:
+        results = evaluate(args.model_dir, args.classifier_dir, args.data_dir, args.samplers, args.guidance_scales,
+                           args.samples_per_digit, args.num_inference_steps, args.batch_size, args.seed,
+                           getattr(torch, args.torch_dtype), args.guidance_intervals, args.cache_dir, earlier)
+    except SetupError as error:
+        parser.error(str(error))
     new_runs = results["runs"]
     if args.append:
         results = append_runs(args.output, results)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    temporary = Path(args.output).with_name(Path(args.output).name + ".tmp")
+    temporary.write_text(json.dumps(results, indent=2) + "\n")
+    temporary.replace(args.output)  # a finished sweep is never half-overwritten
     if args.store_default:
         chosen = choose_default(results)
         store_default(args.model_dir, chosen)

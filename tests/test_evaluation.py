@@ -1,16 +1,20 @@
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from mnist_diffusion import MNISTDDPMPipeline
+from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
 from mnist_diffusion.evaluation import (accuracy_report, append_runs, bottom_half_task, choose_default, evaluate,
                                         evaluate_inpainting, feature_statistics, frechet_distance,
                                         frechet_distance_between, guidance_interval_type, inpainting_table,
-                                        run_cache_dir, store_default)
+                                        load_pipeline, run_cache_dir, store_default)
+from mnist_diffusion.evaluation import main as evaluation_main
+
+from .conftest import TINY_UNET
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero():
@@ -96,6 +100,9 @@ def test_append_runs_grows_a_sweep_measured_the_same_way_only(tmp_path):
         append_runs(path, sweep(n=500))
     with pytest.raises(ValueError, match="real floor"):
         append_runs(path, {**sweep(), "real_floor_frechet_distance": 0.08})
+    # An evaluation written before models were identified by their weights cannot be shown to be of the same model.
+    with pytest.raises(ValueError, match="it records no model_sha256"):
+        append_runs(path, {**sweep(), "model_sha256": "ab"})
 
 
 @pytest.mark.parametrize("text, expected", [("all", "all"), ("82,579", (82.0, 579.0)), ("0,0", (0.0, 0.0))])
@@ -149,15 +156,132 @@ def test_evaluate_scores_every_configuration_and_resumes_from_its_cache(tmp_path
     assert [r["generation_seconds"] for r in again["runs"]] == [r["generation_seconds"] for r in runs]
 
 
-def test_the_cache_of_one_model_is_never_read_for_another(tmp_path, tiny_model_and_classifier):
+def save_other_model(folder: Path) -> Path:
+    """A tiny pipeline of other weights than `tiny_pipe`'s (another seed), e.g. a retrained or untrained model."""
+    torch.manual_seed(1)
+    MNISTDDPMPipeline(unet=ClassConditionedUNet(**TINY_UNET), scheduler=MNISTDDPMScheduler()).save_pretrained(folder)
+    return folder
+
+
+def serve_as_hub_repos(monkeypatch, repos: dict) -> None:
+    """Make the loader resolve the Hub repo ids of `repos` to their folders, as an offline Hub cache would: the name
+    `org/a` says nothing of the files it holds."""
+    load = MNISTDDPMPipeline.from_pretrained.__func__
+    monkeypatch.setattr(MNISTDDPMPipeline, "from_pretrained",
+                        classmethod(lambda cls, name, **kwargs: load(cls, repos.get(str(name), name), **kwargs)))
+
+
+def test_a_cache_shared_by_two_models_never_serves_one_the_others_images(tmp_path, tiny_model_and_classifier,
+                                                                         synthetic_mnist, monkeypatch):
+    model_a, classifier_dir = tiny_model_and_classifier
+    serve_as_hub_repos(monkeypatch, {"org/a": model_a, "org/b": save_other_model(tmp_path / "b")})
+    common = dict(classifier_dir=str(classifier_dir), data_dir=str(synthetic_mnist), samplers=["dpm"],
+                  guidance_scales=[1.0], samples_per_digit=3, num_inference_steps=2, batch_size=10)
+    a = evaluate("org/a", cache_dir=str(tmp_path / "cache"), **common)
+    b = evaluate("org/b", cache_dir=str(tmp_path / "cache"), **common)
+    b_alone = evaluate("org/b", **common)
+    assert a["model_sha256"] != b["model_sha256"] == b_alone["model_sha256"]
+    assert b["runs"][0]["frechet_distance"] == pytest.approx(b_alone["runs"][0]["frechet_distance"], rel=1e-9)
+    assert b["runs"][0]["frechet_distance"] != pytest.approx(a["runs"][0]["frechet_distance"], rel=1e-6)
+    assert len(list((tmp_path / "cache").glob("*/settings.json"))) == 2
+
+
+def test_a_models_identity_is_its_weights_and_schedule_not_its_name_or_dtype(tmp_path, tiny_pipe):
+    tiny_pipe.save_pretrained(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")
+    _, identity = load_pipeline(str(tmp_path / "a"))
+    bf16, bf16_identity = load_pipeline(str(tmp_path / "copy" / ".." / "a"), torch.bfloat16)
+    assert load_pipeline(str(tmp_path / "copy"))[1] == bf16_identity == identity
+    assert bf16.unet.dtype == torch.bfloat16
+    assert load_pipeline(str(save_other_model(tmp_path / "b")))[1] != identity
+    MNISTDDPMPipeline(unet=tiny_pipe.unet, scheduler=MNISTDDPMScheduler(beta_schedule="squaredcos_cap_v2")).save_pretrained(
+        tmp_path / "cosine")
+    assert load_pipeline(str(tmp_path / "cosine"))[1] != identity
+
+
+def test_the_cache_folder_is_named_by_everything_that_makes_the_images(tmp_path):
+    key = {"model_sha256": "ab", "sampler": "dpm", "guidance_scale": 1.5, "batch_size": 10}
+    first = run_cache_dir(tmp_path / "cache", key)
+    assert run_cache_dir(tmp_path / "cache", dict(reversed(key.items()))) == first
+    for name, other in (("model_sha256", "cd"), ("guidance_scale", 2.0), ("batch_size", 20)):
+        assert run_cache_dir(tmp_path / "cache", {**key, name: other}) != first
+    assert json.loads((first / "settings.json").read_text()) == key
+
+
+def refused(capsys, argv: list[str]) -> str:
+    """Run `scripts/evaluate.py` with `argv`, expecting a usage error (exit status 2); its message."""
+    with pytest.raises(SystemExit) as exit_info:
+        evaluation_main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def no_work(monkeypatch) -> None:
+    """Make any generation or classifier loading fail the test: a usage error must come before either."""
+    def fail(*args, **kwargs):
+        raise AssertionError("work started before the options were checked")
+
+    monkeypatch.setattr(MNISTDDPMPipeline, "__call__", fail)
+    monkeypatch.setattr("mnist_diffusion.classifier.DigitClassifier.from_pretrained", fail)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--num_inference_steps", "0"], "--num_inference_steps: expected an integer ≥ 1, got 0"),
+    (["--num_inference_steps", "8", "-3"], "--num_inference_steps: expected an integer ≥ 1, got -3"),
+    (["--batch_size", "0"], "--batch_size: expected an integer ≥ 1, got 0"),
+    (["--batch_size", "-5"], "--batch_size: expected an integer ≥ 1, got -5"),
+    (["--guidance_scales", "1", "nan"], "--guidance_scales: expected a finite number ≥ 0, got nan"),
+    (["--guidance_scales", "1", "2", "-1"], "--guidance_scales: expected a finite number ≥ 0, got -1.0"),
+    (["--guidance_intervals", "600,100"], "expected 0 ≤ LOW ≤ HIGH, got '600,100'"),
+    (["--samples_per_digit", "1"], "--samples_per_digit: expected an integer ≥ 2, got 1"),
+    (["--samples_per_digit", "100", "--store_default"], "n ≥ 5000; --samples_per_digit 100 gives n = 1000"),
+])
+def test_nonsense_values_are_usage_errors_before_any_work(tmp_path, capsys, monkeypatch, options, message):
+    no_work(monkeypatch)
+    assert message in refused(capsys, ["--output", str(tmp_path / "out.json"), *options])
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_every_value_of_a_sweep_is_checked_against_the_model_before_the_first_image(tmp_path, capsys, monkeypatch,
+                                                                                     tiny_model_and_classifier):
     model_dir, _ = tiny_model_and_classifier
-    settings = {"sampler": "dpm", "guidance_scale": 1.5}
-    first = run_cache_dir(tmp_path / "cache", model_dir, settings)
-    assert run_cache_dir(tmp_path / "cache", model_dir, settings) == first
-    assert run_cache_dir(tmp_path / "cache", model_dir, {**settings, "guidance_scale": 2.0}) != first
-    weights = next((model_dir / "unet").glob("*.safetensors"))
-    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")  # a retrained model in the same folder
-    assert run_cache_dir(tmp_path / "cache", model_dir, settings) != first
+    no_work(monkeypatch)
+    error = refused(capsys, ["--model_dir", str(model_dir), "--samplers", "dpm", "--num_inference_steps", "2", "8",
+                             "1001", "--guidance_intervals", "all", "0,2000", "--output", str(tmp_path / "out.json")])
+    assert "at most 1000, got 1001" in error and "got (0.0, 2000.0)" in error
+    for model in (tmp_path / "missing", tmp_path):  # no folder; a folder without model_index.json
+        assert f"{model} cannot be loaded as a pipeline" in refused(capsys, ["--model_dir", str(model)])
+
+
+def test_guidance_on_a_distilled_student_is_refused_before_the_sweep(tmp_path, capsys, monkeypatch, tiny_unet):
+    from diffusers import LCMScheduler
+
+    MNISTDDPMPipeline(unet=tiny_unet, scheduler=LCMScheduler(beta_start=1e-4, beta_end=0.02),
+                      default_num_inference_steps=2, distilled_guidance_scale=1.4).save_pretrained(tmp_path / "student")
+    no_work(monkeypatch)
+    error = refused(capsys, ["--model_dir", str(tmp_path / "student"), "--samplers", "lcm", "--guidance_scales",
+                             "1", "2"])
+    assert "lcm: `guidance_scale` must be 1 for this distilled student, got 2.0" in error
+
+
+def test_append_is_checked_before_generating_and_knows_a_model_by_its_weights(tmp_path, capsys, monkeypatch,
+                                                                             tiny_model_and_classifier,
+                                                                             synthetic_mnist):
+    model_dir, classifier_dir = tiny_model_and_classifier
+    output = tmp_path / "sweep.json"
+    common = ["--classifier_dir", str(classifier_dir), "--data_dir", str(synthetic_mnist), "--samplers", "dpm",
+              "--num_inference_steps", "2", "--samples_per_digit", "3", "--batch_size", "10", "--output", str(output)]
+    evaluation_main(["--model_dir", str(model_dir), "--guidance_scales", "1", *common])
+    # The same model by another spelling of its path is the same model.
+    evaluation_main(["--model_dir", str(model_dir / ".." / model_dir.name), "--guidance_scales", "2", "--append",
+                     *common])
+    swept = json.loads(output.read_text())
+    assert [run["guidance_scale"] for run in swept["runs"]] == [1.0, 2.0]
+
+    no_work(monkeypatch)
+    error = refused(capsys, ["--model_dir", str(save_other_model(tmp_path / "other")), "--append", *common])
+    assert "Cannot append" in error and f"its model_sha256 is '{swept['model_sha256']}'" in error
+    assert json.loads(output.read_text()) == swept
 
 
 def test_bottom_half_task_takes_the_first_digits_of_each_class_and_hides_rows_14_to_27():
