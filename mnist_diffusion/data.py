@@ -149,6 +149,20 @@ def expected_checksums(data_dir: Path) -> tuple[dict[str, str], str]:
     return checksums, f"declared in {declared.resolve()}"
 
 
+def describe_training_data(data_dir: str | os.PathLike) -> dict:
+    """
+    What a run trained on, for its record and its model card: `"MNIST"` (the canonical files, which loading checked by
+    their md5s) or the data set that the folder's `checksums.json` declares, and the number of training images (read
+    from the labels file's IDX header).
+    """
+    data_dir = Path(data_dir)
+    labels = find_idx_file(data_dir, MNIST_FILES["train"][1])
+    num_images = None if labels is None else int.from_bytes(read_idx_bytes(labels)[4:8], "big")
+    own = (data_dir / CHECKSUMS_FILE).is_file()
+    return {"data_set": f"the data set declared in {data_dir.name}/{CHECKSUMS_FILE}" if own else "MNIST",
+            "num_train_images": num_images}
+
+
 def find_idx_file(data_dir: Path, spec: IDXFile) -> Path | None:
     """The file of `spec` in `data_dir`, gzip-compressed under its canonical name or plain without `.gz` (the
     compressed one if both are there); None if there is neither."""

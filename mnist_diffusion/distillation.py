@@ -22,6 +22,7 @@ accelerator, checkpoints that survive a kill, the time budget, validation grids,
 import argparse
 import inspect
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -30,9 +31,10 @@ from accelerate.logging import get_logger
 from diffusers import LCMScheduler
 from diffusers.training_utils import EMAModel
 
+from .fingerprint import model_sha256
 from .generate import SHIPPED_MODEL
-from .pipeline_mnist_ddpm import MNISTDDPMPipeline
-from .scheduling_mnist_ddpm import PREDICTION_TYPES
+from .pipeline_mnist_ddpm import MNISTDDPMPipeline, is_repo_id
+from .scheduling_mnist_ddpm import PREDICTION_TYPES, MNISTDDPMScheduler
 from .training import (
     Stopwatch,
     Throughput,
@@ -50,6 +52,7 @@ from .training import (
     make_optimizer,
     mnist_training_data,
     out_of_range,
+    output_dir_problems,
     parse_checked,
     progress_bar,
     resolve_checkpoint,
@@ -76,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = parser.add_argument_group("teacher, data and output")
-    data.add_argument("--teacher", default=str(SHIPPED_MODEL), help="Pipeline folder of the teacher to distil.")
+    data.add_argument("--teacher", default=str(SHIPPED_MODEL),
+                      help="The DDPM pipeline to distil (its scheduler an MNISTDDPMScheduler): a folder or Hub repo id.")
     data.add_argument("--data_dir", default="data/mnist",
                       help="Folder with the four MNIST IDX .gz files; missing files are downloaded there when online.")
     data.add_argument("--output_dir", default="mnist-lcm",
@@ -86,9 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--guidance_scale", type=float, default=None,
                          help="Classifier-free guidance w of the teacher's ODE step, baked into the student (default: "
                               "the teacher's stored default_guidance_scale).")
+    distill.add_argument("--guide_every_step", action="store_true",
+                         help="Guide the teacher at every timestep even if it stores a guidance interval (one that "
+                              "guides some steps only is refused otherwise: the student learns one scale for all).")
     distill.add_argument("--num_ddim_timesteps", type=int, default=50,
-                         help="N, the skipping-step schedule: the teacher's DDIM step jumps k = T / N training steps; "
-                              "stored as the student scheduler's original_inference_steps.")
+                         help="N, the skipping-step schedule: the teacher's DDIM step jumps k = T // N ≥ 1 training "
+                              "steps; stored as the student scheduler's original_inference_steps.")
     distill.add_argument("--target_decay", type=float, default=0.95,
                          help="EMA decay of the target network (the θ⁻ of consistency distillation).")
     distill.add_argument("--loss_type", choices=LOSS_TYPES, default="huber",
@@ -98,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="The boundary condition's time scaling (LCMScheduler's timestep_scaling).")
     distill.add_argument("--default_num_inference_steps", type=int, default=4,
                          help="Steps the saved student samples with by default.")
-    add_run_arguments(parser)
+    add_run_arguments(parser, validation_sampler="the student's LCMScheduler")
     parser.set_defaults(
         learning_rate=1e-4, lr_warmup_steps=100, lr_scheduler="constant_with_warmup", num_epochs=8,
         checkpointing_steps=250, validation_steps=500, validation_inference_steps=4, validation_guidance_scale=1.0,
@@ -125,7 +132,48 @@ def check_args(args: argparse.Namespace) -> list[str]:
                         f"--num_ddim_timesteps {args.num_ddim_timesteps}")
     if Path(args.output_dir).resolve() == Path(args.teacher).resolve():
         problems.append(f"--output_dir {args.output_dir} is the teacher's folder; the student needs a folder of its own")
-    return problems + check_run_arguments(args)
+    else:
+        problems += output_dir_problems(Path(args.output_dir), resuming=args.resume_from_checkpoint is not None)
+    return problems + teacher_problems(args) + check_run_arguments(args)
+
+
+def teacher_problems(args: argparse.Namespace) -> list[str]:
+    """
+    What makes `--teacher` unusable with these options, read from its configs alone (no weights are loaded): no such
+    folder, not a pipeline, not a DDPM (a distilled student, say: its scheduler is not an `MNISTDDPMScheduler`), a
+    stored guidance interval without `--guide_every_step`, or a skipping-step schedule longer than its training one.
+    """
+    teacher = args.teacher
+    if not os.path.isdir(teacher) and not is_repo_id(teacher):
+        return [f"--teacher {teacher}: no such folder (expected a pipeline folder such as {SHIPPED_MODEL}, or a Hub "
+                "repo id)"]
+    if os.path.isdir(teacher) and not (Path(teacher) / "model_index.json").is_file():
+        return [f"--teacher {teacher} is not a pipeline folder: it has no model_index.json (expected a folder "
+                "written by scripts/train.py or save_pretrained)"]
+    try:
+        index = MNISTDDPMPipeline.load_config(teacher)
+        scheduler_config = MNISTDDPMScheduler.load_config(teacher, subfolder="scheduler")
+    except (OSError, ValueError) as error:
+        return [f"--teacher {teacher} cannot be read: {error}"]
+    problems = []
+    scheduler = index.get("scheduler")
+    scheduler_name = scheduler[1] if isinstance(scheduler, (list, tuple)) and len(scheduler) == 2 else scheduler
+    if scheduler_name != MNISTDDPMScheduler.__name__ or index.get("distilled_guidance_scale") is not None:
+        problems.append(f"--teacher {teacher} samples with {scheduler_name}, not {MNISTDDPMScheduler.__name__}: it is "
+                        "not a DDPM (a distilled student cannot teach); pass a pipeline written by scripts/train.py")
+    interval = index.get("default_guidance_interval")
+    if interval is not None and not args.guide_every_step:
+        problems.append(f"--teacher {teacher} guides only the timesteps {interval[0]:g} ≤ t ≤ {interval[1]:g} by "
+                        "default, and distillation bakes one guidance scale into every step: pass --guide_every_step "
+                        "to guide every step at --guidance_scale")
+    num_train_timesteps = scheduler_config.get("num_train_timesteps")
+    if args.num_ddim_timesteps and num_train_timesteps and args.num_ddim_timesteps > num_train_timesteps:
+        problems.append(f"--num_ddim_timesteps {args.num_ddim_timesteps} must be at most the teacher's "
+                        f"num_train_timesteps {num_train_timesteps}: the skipping step k = T // N must be at least 1")
+    if scheduler_config.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
+        problems.append(f"--teacher {teacher} predicts {scheduler_config['prediction_type']!r}, which distillation "
+                        f"cannot read; expected one of {', '.join(map(repr, PREDICTION_TYPES))}")
+    return problems
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -137,10 +185,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_teacher(teacher_dir: str | Path) -> MNISTDDPMPipeline:
-    """The teacher pipeline, its UNet frozen in eval mode (a folder that is not one gets the loader's clear error)."""
-    if not Path(teacher_dir).is_dir():
-        raise FileNotFoundError(f"--teacher {teacher_dir}: no such folder (expected a pipeline folder such as "
-                                f"{SHIPPED_MODEL}).")
+    """The teacher pipeline (a folder or Hub repo id, checked by [`teacher_problems`]), its UNet frozen in eval mode."""
     teacher = MNISTDDPMPipeline.from_pretrained(teacher_dir)
     teacher.unet.requires_grad_(False).eval()
     teacher.set_progress_bar_config(disable=True)
@@ -292,13 +337,15 @@ def save_student_pipeline(accelerator: Accelerator, args: argparse.Namespace, st
                           scheduler: LCMScheduler, state: dict, distilled_from: dict) -> None:
     """
     Write the student pipeline (the EMA's or the live weights, `LCMScheduler`, guidance 1 and
-    `--default_num_inference_steps` as its defaults) and the run record with `distilled_from` to `args.output_dir`.
-    Only the main process builds it; the others wait.
+    `--default_num_inference_steps` as its defaults, and the distilled guidance scale, so that a call refuses to
+    guide again) and the run record with `distilled_from` to `args.output_dir`. Only the main process builds it; the
+    others wait.
     """
     if accelerator.is_main_process:
         pipeline = MNISTDDPMPipeline(
             unet=ema_copy(accelerator, student, ema), scheduler=LCMScheduler.from_config(scheduler.config),
             default_guidance_scale=1.0, default_num_inference_steps=args.default_num_inference_steps,
+            distilled_guidance_scale=distilled_from["guidance_scale"],
         )
         record = {**run_record(accelerator, SCRIPT, args, state, student), "distilled_from": distilled_from}
         write_pipeline(pipeline, Path(args.output_dir), record)
@@ -318,22 +365,26 @@ def distill(args: argparse.Namespace, on_step=None) -> Path:
     """
     output_dir = Path(args.output_dir)
 
-    # 1. accelerator, and the checks that need no data: the checkpoint to resume and the output folder
+    # 1. accelerator, the teacher, and the checks that need no data: the checkpoint to resume (written by a run with
+    # the same teacher, guidance, schedule and loss) and the output folder
+    problems = teacher_problems(args)  # as parse_args found them, for callers that built `args` themselves
+    if problems:
+        raise ValueError("; ".join(problems) + ".")
     accelerator = make_accelerator(output_dir, args.mixed_precision, args.gradient_accumulation_steps, args.logger)
+    teacher = load_teacher(args.teacher).to(accelerator.device)
+    _, guidance_scale, _ = teacher.resolve_defaults(guidance_scale=args.guidance_scale)  # every step is guided
+    identity = {
+        "teacher_sha256": model_sha256(teacher.unet, teacher.scheduler),
+        "guidance_scale": guidance_scale,
+        **{name: getattr(args, name) for name in ("num_ddim_timesteps", "timestep_scaling", "loss_type", "huber_c")},
+    }
     # The registered objects: the target network, and the EMA with --use_ema.
-    resume_from = resolve_checkpoint(args.resume_from_checkpoint, output_dir, num_registered=1 + int(args.use_ema))
+    resume_from = resolve_checkpoint(args.resume_from_checkpoint, output_dir, num_registered=1 + int(args.use_ema),
+                                     identity=identity)
     if accelerator.is_main_process:
         check_output_dir(output_dir, resuming=args.resume_from_checkpoint is not None)
 
-    # 2. models: the frozen teacher; the student and its target network, both from the teacher's weights
-    teacher = load_teacher(args.teacher).to(accelerator.device)
-    _, guidance_scale, guidance_interval = teacher.resolve_defaults(guidance_scale=args.guidance_scale)
-    if guidance_interval is not None:
-        raise ValueError(
-            f"--teacher {args.teacher} guides only the timesteps {guidance_interval[0]:g} ≤ t ≤ "
-            f"{guidance_interval[1]:g} by default; distillation bakes one guidance scale into every step. Distil a "
-            "copy whose model_index.json has `default_guidance_interval: null`."
-        )
+    # 2. models: the student and its target network, both from the frozen teacher's weights
     scheduler = student_scheduler(teacher, args.num_ddim_timesteps, args.timestep_scaling)
     student = build_seeded(args.seed, lambda: copy_of(teacher.unet).train().requires_grad_(True))
     target = copy_of(teacher.unet).requires_grad_(False)
@@ -348,11 +399,14 @@ def distill(args: argparse.Namespace, on_step=None) -> Path:
     student, optimizer, dataloader, lr_scheduler = accelerator.prepare(student, optimizer, dataloader, lr_scheduler)
 
     # 4. resume, and start the logs
-    state = resume_state(accelerator, resume_from, output_dir)
+    state = resume_state(accelerator, resume_from, output_dir, identity)
     global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     start_trackers(accelerator, "distill_mnist_lcm", args)
     distilled_from = {
         "teacher": str(args.teacher),
+        # What a Hub visitor can look up: the teacher's repo id when it was loaded from the Hub.
+        "teacher_repo_id": None if os.path.isdir(args.teacher) else str(args.teacher),
+        "teacher_sha256": identity["teacher_sha256"],
         "method": "consistency distillation (Latent Consistency Models, Luo et al. 2023)",
         "teacher_solver": "DDIM",
         "guidance_scale": guidance_scale,

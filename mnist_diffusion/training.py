@@ -41,7 +41,7 @@ from PIL import Image
 from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
-from .data import MNIST_FILES, MNISTDataset
+from .data import MNIST_FILES, MNISTDataset, describe_training_data
 from .hub import (CHECKPOINTS, LOGS, SAMPLES, TRAINING_CONFIG, add_hub_arguments, check_hub_arguments,
                   push_pipeline_to_hub)
 from .images import make_grid
@@ -61,7 +61,14 @@ TRAINING_STATE = "training_state.json"
 # registered for checkpointing (an EMA, say) goes to `custom_checkpoint_<i>.pkl`.
 CHECKPOINT_FILES = (SAFE_WEIGHTS_NAME, f"{OPTIMIZER_NAME}.bin", f"{SCHEDULER_NAME}.bin")
 TRAINING_IMAGES = MNIST_FILES["train"][0].count
+# The options that define what a run trains (the model, its noise schedule and its objective): a resume with any of
+# them changed would continue another run's weights under a record that describes only the new ones.
+MODEL_OPTIONS = ("block_out_channels", "layers_per_block", "attention_resolutions", "attention_head_dim",
+                 "norm_num_groups", "dropout", "num_train_timesteps", "beta_schedule", "prediction_type",
+                 "cond_drop_prob", "snr_gamma")
 LR_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
+# What draws train.py's validation grids (see `train`).
+VALIDATION_SAMPLER = "DPM-Solver++ (a fast preview; the saved model samples with the full DDPM chain)"
 # The ranges that option checks name, and the test of each (NaN passes none of them).
 RANGES = {
     "a positive integer": lambda value: value >= 1,
@@ -115,15 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser, validation_sampler: str = VALIDATION_SAMPLER) -> None:
     """
     The option groups every run of a diffusion model shares, in their order on `--help`: optimisation, the EMA,
-    checkpoints and validation, the Hub ([`add_optimizer_arguments`], [`add_ema_arguments`],
-    [`add_checkpoint_arguments`], `hub.add_hub_arguments`); checked by [`check_run_arguments`].
+    checkpoints and validation (whose grids `validation_sampler` draws, as `--help` says), the Hub
+    ([`add_optimizer_arguments`], [`add_ema_arguments`], [`add_checkpoint_arguments`], `hub.add_hub_arguments`);
+    checked by [`check_run_arguments`].
     """
     add_optimizer_arguments(parser)
     add_ema_arguments(parser)
-    add_checkpoint_arguments(parser)
+    add_checkpoint_arguments(parser, validation_sampler)
     add_hub_arguments(parser)
 
 
@@ -167,10 +175,10 @@ def add_ema_arguments(parser: argparse.ArgumentParser) -> None:
     ema.add_argument("--ema_power", type=float, default=0.75, help="EMA warm-up power p.")
 
 
-def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, validation_sampler: str = VALIDATION_SAMPLER) -> None:
     """
-    The options of checkpoints and resuming, of the pipeline written during the run, of validation grids and of the
-    logger; checked by [`check_checkpoint_arguments`].
+    The options of checkpoints and resuming, of the pipeline written during the run, of validation grids (drawn by
+    `validation_sampler`, for `--help`) and of the logger; checked by [`check_checkpoint_arguments`].
     """
     save = parser.add_argument_group("checkpoints, validation and logging")
     save.add_argument("--checkpointing_steps", type=int, default=500,
@@ -184,7 +192,7 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
                       help="Every N steps, sample a 10×N grid (one row per digit) to samples/ and the logger.")
     save.add_argument("--validation_images_per_digit", type=int, default=8, help="Columns of the validation grid.")
     save.add_argument("--validation_inference_steps", type=int, default=25,
-                      help="DPM-Solver++ steps for validation samples (fast; the final model uses the full DDPM).")
+                      help=f"Steps of {validation_sampler} for validation samples.")
     save.add_argument("--validation_guidance_scale", type=float, default=2.0, help="Guidance of validation samples.")
     save.add_argument("--logger", choices=["tensorboard", "none"], default="tensorboard", help="Where scalars go.")
 
@@ -239,6 +247,7 @@ def check_args(args: argparse.Namespace) -> list[str]:
     if args.attention_head_dim >= 1 and any(channels % args.attention_head_dim for channels in attended):
         problems.append(f"--attention_head_dim {args.attention_head_dim} must divide the width of every level with "
                         f"attention, {sorted(attended)}")
+    problems += output_dir_problems(Path(args.output_dir), resuming=args.resume_from_checkpoint is not None)
     return problems + check_run_arguments(args)
 
 
@@ -331,7 +340,7 @@ def describe_hardware(accelerator: Accelerator) -> str:
 def run_record(accelerator: Accelerator, script: str, args: argparse.Namespace, state: dict, model) -> dict:
     """
     What a run did, as saved beside the model it trained: the command line and the options (secrets redacted), the
-    steps, images and minutes of training (from `state`, summed over resumed runs) and what it ran on.
+    data set it trained on, the steps, images and minutes of training (from `state`, summed over resumed runs) and what it ran on.
 
     Args:
         accelerator: the run's accelerator.
@@ -343,6 +352,7 @@ def run_record(accelerator: Accelerator, script: str, args: argparse.Namespace, 
     return {
         "command": " ".join([script, *redact_command(sys.argv[1:])]),
         "args": recorded_options(args),
+        "data": describe_training_data(args.data_dir),
         "global_step": state["global_step"],
         "images_seen": state["images_seen"],
         "train_minutes": round(state["train_seconds"] / 60, 2),
@@ -509,9 +519,12 @@ def start_trackers(accelerator: Accelerator, project_name: str, args: argparse.N
 # Checkpoints --------------------------------------------------------------------------------------------------------
 
 
-def new_training_state() -> dict:
-    """The training state of a new run, as a checkpoint's training_state.json holds it."""
-    return {"global_step": 0, "images_seen": 0, "train_seconds": 0.0}
+def new_training_state(identity: dict | None = None) -> dict:
+    """
+    The training state of a new run, as a checkpoint's training_state.json holds it, with the run's `identity`:
+    what it trains, which a resume must match (see [`identity_problems`]).
+    """
+    return {"global_step": 0, "images_seen": 0, "train_seconds": 0.0, "run_identity": identity}
 
 
 def checkpoint_step(checkpoint: Path) -> int:
@@ -571,12 +584,50 @@ def checkpoint_problem(checkpoint: Path, num_registered: int) -> str | None:
     return None
 
 
-def resolve_checkpoint(resume_from_checkpoint: str | None, run_dir: Path, num_registered: int) -> Path | None:
+def identity_problems(checkpoint: Path, identity: dict | None) -> list[str]:
+    """
+    How the run that wrote `checkpoint` differs from this one in what it trains: each entry of `identity` (option
+    values such as `{"guidance_scale": 1.5}`, or a hash of the teacher's weights) that the checkpoint's
+    training_state.json records with another value, as `"guidance_scale: 1.5 there, 3.0 now"`. A checkpoint written
+    before runs recorded their identity cannot be checked: it is resumed with a warning.
+    """
+    recorded = json.loads((checkpoint / TRAINING_STATE).read_text()).get("run_identity")
+    if identity is None:
+        return []
+    if recorded is None:
+        logger.warning(f"{checkpoint} records no run identity (written by an older version): the options it was "
+                       "written with cannot be checked.", main_process_only=True)
+        return []
+    identity = json.loads(json.dumps(identity))  # as the checkpoint holds it: tuples as lists
+    return [f"{name}: {recorded.get(name)!r} there, {value!r} now"
+            for name, value in identity.items() if recorded.get(name) != value]
+
+
+def resolve_checkpoint(resume_from_checkpoint: str | None, run_dir: Path, num_registered: int,
+                       identity: dict | None = None) -> Path | None:
     """
     The checkpoint that `--resume_from_checkpoint` names, or None to start fresh. `latest` is the newest complete
     checkpoint of `run_dir`: newer ones that are incomplete or damaged are skipped with a warning. A checkpoint named
     by its path must be usable. `num_registered` is that of [`checkpoint_problem`].
+
+    Raises:
+        `ValueError`: also when the checkpoint was written by a run that trained something else than `identity`
+            says this one does ([`identity_problems`]), naming each difference.
     """
+    checkpoint = _usable_checkpoint(resume_from_checkpoint, run_dir, num_registered)
+    if checkpoint is not None:
+        differences = identity_problems(checkpoint, identity)
+        if differences:
+            raise ValueError(
+                f"--resume_from_checkpoint {checkpoint} was written by a run with other options "
+                f"({'; '.join(differences)}). Resume with the options it was written with, or start a new run in "
+                "another --output_dir."
+            )
+    return checkpoint
+
+
+def _usable_checkpoint(resume_from_checkpoint: str | None, run_dir: Path, num_registered: int) -> Path | None:
+    # The checkpoint `resolve_checkpoint` resumes, before its identity is compared.
     if resume_from_checkpoint is None:
         return None
     if resume_from_checkpoint == "latest":
@@ -607,27 +658,35 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, run_dir: Path, num_re
     return path
 
 
-def check_output_dir(output_dir: Path, resuming: bool) -> None:
+def output_dir_problems(output_dir: Path, resuming: bool) -> list[str]:
     """
-    Refuse an output_dir that holds anything but this script's own output, a previous run not resumed, or a folder
-    that cannot be created or written to; then create it. All of this is found before training, not at the first
-    checkpoint hundreds of steps later.
+    What makes `output_dir` the wrong place for a run: it is a file, it holds anything but a run's own output, or
+    it holds a previous run that is not being resumed. Checked with the options, so that a usage error names it
+    before anything is loaded or created.
     """
     if output_dir.exists() and not output_dir.is_dir():
-        raise FileExistsError(f"--output_dir {output_dir} exists and is not a folder.")
-    if output_dir.is_dir():
-        foreign = sorted(p.name for p in output_dir.iterdir()
-                         if p.name not in RUN_ENTRIES and not p.name.startswith("."))
-        if foreign:
-            raise FileExistsError(
-                f"--output_dir {output_dir} already holds files this script did not write ({', '.join(foreign[:5])}); "
-                "choose an empty or new folder so that nothing there is overwritten."
-            )
-        if list_checkpoints(output_dir) and not resuming:
-            raise FileExistsError(
-                f"--output_dir {output_dir} holds checkpoints of an earlier run; pass --resume_from_checkpoint latest "
-                "to continue it, or choose another folder."
-            )
+        return [f"--output_dir {output_dir} exists and is not a folder"]
+    if not output_dir.is_dir():
+        return []
+    foreign = sorted(p.name for p in output_dir.iterdir() if p.name not in RUN_ENTRIES and not p.name.startswith("."))
+    if foreign:
+        return [f"--output_dir {output_dir} already holds files a run did not write ({', '.join(foreign[:5])}); "
+                "choose an empty or new folder so that nothing there is overwritten"]
+    if list_checkpoints(output_dir) and not resuming:
+        return [f"--output_dir {output_dir} holds checkpoints of an earlier run; pass --resume_from_checkpoint latest "
+                "to continue it, or choose another folder"]
+    return []
+
+
+def check_output_dir(output_dir: Path, resuming: bool) -> None:
+    """
+    Refuse an output_dir with [`output_dir_problems`] (for callers that did not parse the options) or one that cannot
+    be created or written to; then create it. All of this is found before training, not at the first checkpoint
+    hundreds of steps later.
+    """
+    problems = output_dir_problems(output_dir, resuming)
+    if problems:
+        raise FileExistsError(problems[0] + ".")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=output_dir):
@@ -636,15 +695,16 @@ def check_output_dir(output_dir: Path, resuming: bool) -> None:
         raise OSError(f"--output_dir {output_dir} cannot be created or written to: {error}") from error
 
 
-def resume_state(accelerator: Accelerator, checkpoint: Path | None, run_dir: Path) -> dict:
+def resume_state(accelerator: Accelerator, checkpoint: Path | None, run_dir: Path, identity: dict | None = None) -> dict:
     """
-    The training state to go on from: a new run's, or that of `checkpoint` (from [`resolve_checkpoint`]), whose
-    weights, optimiser, lr schedule, registered objects and random states are loaded into the prepared objects.
-    Resuming from an older checkpoint than the newest rolls the run back: the newer ones are the abandoned run's,
-    which [`save_checkpoint`] deletes once this run has a checkpoint of its own.
+    The training state to go on from: a new run's with its `identity`, or that of `checkpoint` (from
+    [`resolve_checkpoint`], which checked the identity), whose weights, optimiser, lr schedule, registered objects
+    and random states are loaded into the prepared objects. Resuming from an older checkpoint than the newest rolls
+    the run back: the newer ones are the abandoned run's, which [`save_checkpoint`] deletes once this run has a
+    checkpoint of its own.
     """
     if checkpoint is None:
-        return new_training_state()
+        return new_training_state(identity)
     try:
         accelerator.load_state(str(checkpoint))
     except (RuntimeError, ValueError, KeyError) as error:  # intact files that do not fit this model or optimiser
@@ -653,6 +713,8 @@ def resume_state(accelerator: Accelerator, checkpoint: Path | None, run_dir: Pat
             "optimiser options it was written with."
         ) from error
     state = json.loads((checkpoint / TRAINING_STATE).read_text())
+    if state.get("run_identity") is None:  # an older checkpoint: its own checkpoints from now on record the identity
+        state["run_identity"] = identity
     accelerator.print(f"Resumed from {checkpoint} at step {state['global_step']}.")
     newer = [p.name for p in list_checkpoints(run_dir) if checkpoint_step(p) > state["global_step"]]
     if newer:
@@ -987,7 +1049,9 @@ def train(args: argparse.Namespace, on_step=None, build_unet: Callable[[argparse
 
     # 1. accelerator, and the checks that need no data: the checkpoint to resume and the output folder
     accelerator = make_accelerator(output_dir, args.mixed_precision, args.gradient_accumulation_steps, args.logger)
-    resume_from = resolve_checkpoint(args.resume_from_checkpoint, output_dir, num_registered=1 if args.use_ema else 0)
+    identity = {name: getattr(args, name) for name in MODEL_OPTIONS}
+    resume_from = resolve_checkpoint(args.resume_from_checkpoint, output_dir, num_registered=1 if args.use_ema else 0,
+                                     identity=identity)
     if accelerator.is_main_process:
         check_output_dir(output_dir, resuming=args.resume_from_checkpoint is not None)
 
@@ -1010,7 +1074,7 @@ def train(args: argparse.Namespace, on_step=None, build_unet: Callable[[argparse
     model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
 
     # 4. resume, and start the logs
-    state = resume_state(accelerator, resume_from, output_dir)
+    state = resume_state(accelerator, resume_from, output_dir, identity)
     global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     start_trackers(accelerator, "train_mnist_ddpm", args)
     logger.info(

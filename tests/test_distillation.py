@@ -3,6 +3,7 @@ the method's pieces against diffusers' own schedulers, the loss, the boundary co
 resume, the folder it writes)."""
 
 import json
+import shutil
 import re
 import subprocess
 import sys
@@ -192,6 +193,9 @@ def test_a_short_run_writes_a_student_that_loads_with_lcm_scheduler(tmp_path, ti
     record = json.loads((out / "training_config.json").read_text())
     assert record["global_step"] == 4 and record["images_seen"] == 4 * 16 and record["train_minutes"] > 0
     assert record["distilled_from"]["guidance_scale"] == 1.4  # the teacher's stored default
+    assert index["distilled_guidance_scale"] == 1.4  # so that a call refuses to guide a second time
+    assert record["data"] == {"data_set": f"the data set declared in {synthetic_mnist.name}/checksums.json",
+                              "num_train_images": 320}
     assert record["command"].startswith("scripts/distill.py")
 
     pipe = MNISTDDPMPipeline.from_pretrained(out)
@@ -237,24 +241,88 @@ def test_nonsense_options_fail_before_distilling(tmp_path, tiny_teacher, capsys,
     assert re.search(message, capsys.readouterr().err)
 
 
+def distill_refused(capsys, argv: list[str]) -> str:
+    """Parse `scripts/distill.py` options that must be refused as a usage error (exit status 2); the message."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
 def test_the_teachers_folder_is_refused_as_output_and_a_missing_teacher_is_named(tmp_path, tiny_teacher, capsys,
                                                                                  synthetic_mnist):
-    with pytest.raises(SystemExit):
-        parse_args(distill_args(tiny_teacher, synthetic_mnist, tiny_teacher))
-    assert "is the teacher's folder" in capsys.readouterr().err
-    with pytest.raises(FileNotFoundError, match="no-such-teacher: no such folder"):
-        distill(parse_args(distill_args(tmp_path / "no-such-teacher", synthetic_mnist, tmp_path / "out")))
+    assert "is the teacher's folder" in distill_refused(capsys, distill_args(tiny_teacher, synthetic_mnist,
+                                                                             tiny_teacher))
+    error = distill_refused(capsys, distill_args(tmp_path / "no-such-teacher", synthetic_mnist, tmp_path / "out"))
+    assert "no-such-teacher: no such folder" in error
+    (tmp_path / "empty").mkdir()
+    error = distill_refused(capsys, distill_args(tmp_path / "empty", synthetic_mnist, tmp_path / "out"))
+    assert "empty is not a pipeline folder: it has no model_index.json" in error
+    assert not (tmp_path / "out").exists()  # nothing is created for a run that cannot start
 
 
-def test_a_teacher_with_a_guidance_interval_is_refused_with_what_to_do(tmp_path, tiny_teacher, synthetic_mnist):
-    import shutil
+def test_an_output_folder_holding_other_files_is_a_usage_error(tmp_path, tiny_teacher, capsys, synthetic_mnist):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "thesis.tex").write_text("precious")
+    error = distill_refused(capsys, distill_args(tiny_teacher, synthetic_mnist, tmp_path / "out"))
+    assert "already holds files a run did not write (thesis.tex)" in error
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["thesis.tex"]
 
+
+def test_a_teacher_with_a_guidance_interval_is_refused_with_what_to_do(tmp_path, tiny_teacher, synthetic_mnist,
+                                                                       capsys):
     teacher = tmp_path / "interval-teacher"
     shutil.copytree(tiny_teacher, teacher)
     index = json.loads((teacher / "model_index.json").read_text())
     (teacher / "model_index.json").write_text(json.dumps({**index, "default_guidance_interval": [82, 579]}))
-    with pytest.raises(ValueError, match="guides only the timesteps 82 ≤ t ≤ 579"):
-        distill(parse_args(distill_args(teacher, synthetic_mnist, tmp_path / "out")))
+    error = distill_refused(capsys, distill_args(teacher, synthetic_mnist, tmp_path / "out"))
+    assert "guides only the timesteps 82 ≤ t ≤ 579 by default" in error and "pass --guide_every_step" in error
+    assert parse_args(distill_args(teacher, synthetic_mnist, tmp_path / "out", "--guide_every_step")).guide_every_step
+
+
+def test_a_skipping_schedule_longer_than_the_teachers_is_a_usage_error(tmp_path, tiny_teacher, synthetic_mnist,
+                                                                       capsys):
+    error = distill_refused(capsys, distill_args(tiny_teacher, synthetic_mnist, tmp_path / "out",
+                                                 "--num_ddim_timesteps", "1001"))
+    assert "--num_ddim_timesteps 1001 must be at most the teacher's num_train_timesteps 1000" in error
+    assert parse_args(distill_args(tiny_teacher, synthetic_mnist, tmp_path / "out", "--num_ddim_timesteps", "1000"))
+
+
+def test_a_distilled_student_is_refused_as_a_teacher_by_name(tmp_path, tiny_teacher, synthetic_mnist, capsys):
+    teacher = MNISTDDPMPipeline.from_pretrained(tiny_teacher)
+    MNISTDDPMPipeline(unet=teacher.unet, scheduler=lcm_scheduler(original_inference_steps=10),
+                      default_num_inference_steps=4, distilled_guidance_scale=1.4).save_pretrained(tmp_path / "student")
+    error = distill_refused(capsys, distill_args(tmp_path / "student", synthetic_mnist, tmp_path / "out"))
+    assert "samples with LCMScheduler, not MNISTDDPMScheduler: it is not a DDPM" in error
+
+
+def test_help_names_the_sampler_that_draws_the_validation_grids():
+    from mnist_diffusion.distillation import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert "Steps of the student's LCMScheduler for validation samples" in text and "DPM-Solver++" not in text
+
+
+def test_a_resume_with_another_teacher_guidance_schedule_or_loss_is_refused_naming_each(tmp_path, tiny_teacher,
+                                                                                        tiny_v_teacher,
+                                                                                        synthetic_mnist):
+    out = tmp_path / "student"
+    common = ["--max_train_steps", "4", "--checkpointing_steps", "2"]
+    distill(parse_args(distill_args(tiny_teacher, synthetic_mnist, out, *common, "--max_train_steps", "2")))
+    before = {p: p.read_bytes() for p in sorted((out / "checkpoints").rglob("*")) if p.is_file()}
+    changed = ["--guidance_scale", "3", "--num_ddim_timesteps", "20", "--loss_type", "l2"]
+    with pytest.raises(ValueError) as error:
+        distill(parse_args(distill_args(tiny_v_teacher, synthetic_mnist, out, *common, *changed,
+                                        "--resume_from_checkpoint", "latest")))
+    message = str(error.value)
+    assert "was written by a run with other options" in message
+    for difference in ("teacher_sha256: '", "guidance_scale: 1.4 there, 3.0 now", "num_ddim_timesteps: 10 there, 20 now",
+                       "loss_type: 'huber' there, 'l2' now"):
+        assert difference in message
+    assert {p: p.read_bytes() for p in sorted((out / "checkpoints").rglob("*")) if p.is_file()} == before
+    # The same options resume.
+    distill(parse_args(distill_args(tiny_teacher, synthetic_mnist, out, *common, "--resume_from_checkpoint", "latest")))
+    assert checkpoint_names(out) == ["checkpoint-2", "checkpoint-4"]
 
 
 def test_a_killed_distillation_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path, tiny_teacher,

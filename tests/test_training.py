@@ -27,6 +27,7 @@ from mnist_diffusion.training import (
     add_checkpoint_arguments,
     add_ema_arguments,
     add_optimizer_arguments,
+    build_parser,
     check_checkpoint_arguments,
     check_ema_arguments,
     check_optimizer_arguments,
@@ -194,8 +195,11 @@ def test_bad_output_dir_and_checkpoint_fail_before_training(tmp_path, synthetic_
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("precious")
-    with pytest.raises(FileExistsError, match="thesis.tex"):
-        train(parse_args(tiny_args(synthetic_mnist, foreign, "--max_train_steps", "1")))
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, found with the options
+        parse_args(tiny_args(synthetic_mnist, foreign, "--max_train_steps", "1"))
+    assert exit_info.value.code == 2
+    with pytest.raises(FileExistsError, match="thesis.tex"):  # and by train() itself, for options built in code
+        train(build_parser().parse_args(tiny_args(synthetic_mnist, foreign, "--max_train_steps", "1")))
     assert (foreign / "thesis.tex").read_text() == "precious" and len(list(foreign.iterdir())) == 1
     with pytest.raises(FileNotFoundError, match="no checkpoint there"):
         train(parse_args(tiny_args(synthetic_mnist, tmp_path / "run", "--resume_from_checkpoint",
@@ -214,8 +218,10 @@ def test_an_output_dir_that_cannot_be_created_fails_before_training(tmp_path, sy
 def test_earlier_run_is_not_overwritten_without_resume(tmp_path, synthetic_mnist):
     out = tmp_path / "run"
     train(parse_args(tiny_args(synthetic_mnist, out, "--max_train_steps", "2", "--checkpointing_steps", "2")))
+    with pytest.raises(SystemExit):
+        parse_args(tiny_args(synthetic_mnist, out, "--max_train_steps", "4"))
     with pytest.raises(FileExistsError, match="--resume_from_checkpoint latest"):
-        train(parse_args(tiny_args(synthetic_mnist, out, "--max_train_steps", "4")))
+        train(build_parser().parse_args(tiny_args(synthetic_mnist, out, "--max_train_steps", "4")))
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +253,22 @@ def test_resuming_from_an_older_checkpoint_rolls_back(tmp_path, synthetic_mnist,
     assert json.loads((checkpoint / "training_state.json").read_text())["global_step"] == 4
     record = json.loads((out / "training_config.json").read_text())
     assert record["global_step"] == 4 and record["args"]["learning_rate"] == 3e-3  # the pipeline of the new run
+
+
+def test_a_resume_with_other_model_options_is_refused_naming_each(tmp_path, synthetic_mnist, finished_run):
+    out = copy_of(finished_run, tmp_path)
+    before = checkpoint_names(out)
+    with pytest.raises(ValueError) as error:
+        train(parse_args(tiny_args(synthetic_mnist, out, "--max_train_steps", "8", "--prediction_type", "v_prediction",
+                                   "--cond_drop_prob", "0.2", "--resume_from_checkpoint", "latest")))
+    assert "was written by a run with other options" in str(error.value)
+    assert "prediction_type: 'epsilon' there, 'v_prediction' now" in str(error.value)
+    assert "cond_drop_prob: 0.1 there, 0.2 now" in str(error.value)
+    assert checkpoint_names(out) == before
+    # The options that do not change what is trained may change: a longer run, another learning rate.
+    train(parse_args(tiny_args(synthetic_mnist, out, "--max_train_steps", "8", "--learning_rate", "2e-3",
+                               "--resume_from_checkpoint", "latest", "--checkpointing_steps", "2")))
+    assert checkpoint_names(out)[-1] == "checkpoint-8"
 
 
 def damage(checkpoint: Path, how: str) -> None:
