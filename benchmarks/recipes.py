@@ -105,16 +105,44 @@ def name_and_folder(text: str) -> tuple[str, Path]:
     return name, Path(folder)
 
 
+def check_runs(runs: list[tuple[str, Path]], baseline: str) -> list[str]:
+    """
+    Every reason the runs named on the command line can't be compared, all at once and before anything is read
+    further or written, so that a long `--runs` list is fixed in one go rather than one traceback at a time: names
+    that repeat, a `--baseline` among none of them, a folder or file that isn't there (named with the script that
+    writes it), and a recorded wall time that isn't a positive number of minutes (images per second divides by it).
+    """
+    names = [name for name, _ in runs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    problems = [f"--runs names must differ, got {', '.join(repeated)} more than once"] if repeated else []
+    if baseline not in names:
+        problems.append(f"--baseline {baseline!r} is not one of the --runs names {sorted(set(names))}")
+    for name, folder in runs:
+        if not folder.is_dir():
+            problems.append(f"--runs {name}: {folder} is not a folder (expected a run of scripts/train.py)")
+            continue
+        writers = {"training_config.json": f"scripts/train.py or benchmarks/train_peer.py --output_dir {folder}",
+                   "eval.json": f"scripts/evaluate.py --output {folder / 'eval.json'}"}
+        problems += [f"--runs {name}: {folder / file} is missing (written by {writer})"
+                     for file, writer in writers.items() if not (folder / file).is_file()]
+        if (folder / "training_config.json").is_file():
+            minutes = json.loads((folder / "training_config.json").read_text()).get("train_minutes", "none")
+            if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes > 0:
+                problems.append(f"--runs {name}: train_minutes must be a positive number of minutes, got {minutes} "
+                                f"(in {folder / 'training_config.json'})")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--runs", type=name_and_folder, nargs="+", required=True, help="name=folder of each run.")
     parser.add_argument("--baseline", required=True, help="The run of the current recipe.")
     parser.add_argument("--output", default="benchmarks/recipes.json", help="Where to write the comparison.")
     args = parser.parse_args(argv)
-    runs = dict(args.runs)
-    if len(runs) != len(args.runs):
-        parser.error("--runs names must differ")
-    results = collect(runs, args.baseline)
+    problems = check_runs(args.runs, args.baseline)
+    if problems:
+        parser.error("; ".join(problems))
+    results = collect(dict(args.runs), args.baseline)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print(recipes_table(results))
 

@@ -59,6 +59,53 @@ def test_a_run_without_both_guidance_scales_or_an_unknown_baseline_is_refused(tm
         recipes.collect({"current": base}, "current")
 
 
+
+def refusal(capsys, tmp_path, runs: dict, baseline: str = "current") -> str:
+    """`recipes.py`'s usage error for these `--runs` and `--baseline`, after checking nothing was written."""
+    output = tmp_path / "recipes.json"
+    argv = ["--runs", *(f"{name}={folder}" for name, folder in runs.items()), "--baseline", baseline,
+            "--output", str(output)]
+    with pytest.raises(SystemExit) as exit_info:
+        recipes.main(argv)
+    assert exit_info.value.code == 2 and not output.exists()
+    return capsys.readouterr().err
+
+
+def test_an_unknown_baseline_is_a_usage_error_naming_the_runs(tmp_path, capsys):
+    base = write_run(tmp_path / "base", "scripts/train.py")
+    snr = write_run(tmp_path / "snr", "scripts/train.py", snr_gamma=5.0)
+    error = refusal(capsys, tmp_path, {"current": base, "snr": snr}, baseline="curent")
+    assert "--baseline 'curent' is not one of the --runs names ['current', 'snr']" in error
+
+
+def test_a_run_without_its_evaluation_or_training_record_is_a_usage_error_naming_the_writer(tmp_path, capsys):
+    base = write_run(tmp_path / "base", "scripts/train.py")
+    unevaluated = write_run(tmp_path / "unevaluated", "scripts/train.py", snr_gamma=5.0)
+    (unevaluated / "eval.json").unlink()
+    unrecorded = write_run(tmp_path / "unrecorded", "scripts/train.py", learning_rate=2e-3)
+    (unrecorded / "training_config.json").unlink()
+    runs = {"current": base, "snr": unevaluated, "lr": unrecorded, "typo": tmp_path / "nowhere"}
+    error = refusal(capsys, tmp_path, runs)
+    assert (f"--runs snr: {unevaluated / 'eval.json'} is missing (written by scripts/evaluate.py --output "
+            f"{unevaluated / 'eval.json'})") in error
+    assert f"--runs lr: {unrecorded / 'training_config.json'} is missing (written by scripts/train.py" in error
+    assert f"--runs typo: {tmp_path / 'nowhere'} is not a folder" in error
+
+
+def test_a_run_with_no_recorded_training_time_is_a_usage_error(tmp_path, capsys):
+    base = write_run(tmp_path / "base", "scripts/train.py")
+    instant = write_run(tmp_path / "instant", "scripts/train.py", minutes=0.0, snr_gamma=5.0)
+    backwards = write_run(tmp_path / "backwards", "scripts/train.py", minutes=-1.0, learning_rate=2e-3)
+    untimed = write_run(tmp_path / "untimed", "scripts/train.py", dropout=0.1)
+    record = json.loads((untimed / "training_config.json").read_text())
+    del record["train_minutes"]
+    (untimed / "training_config.json").write_text(json.dumps(record))
+    error = refusal(capsys, tmp_path, {"current": base, "instant": instant, "backwards": backwards, "untimed": untimed})
+    assert "--runs instant: train_minutes must be a positive number of minutes, got 0.0" in error
+    assert "--runs backwards: train_minutes must be a positive number of minutes, got -1.0" in error
+    assert "--runs untimed: train_minutes must be a positive number of minutes, got none" in error
+
+
 def test_the_readme_carries_the_committed_comparison():
     results = json.loads((ROOT / "benchmarks" / "recipes.json").read_text())
     assert recipes.recipes_table(results) in (ROOT / "README.md").read_text(), "README's recipe table is out of date"
