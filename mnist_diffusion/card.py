@@ -12,7 +12,7 @@ import argparse
 import json
 import re
 from importlib.metadata import PackageNotFoundError, metadata
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from huggingface_hub import EvalResult, ModelCardData
 
@@ -23,6 +23,9 @@ from .redaction import redact, redact_command
 # The evaluation files a card reads, relative to the model folder (written by scripts/evaluate.py --output).
 DEFAULT_RESULTS = "evaluation/default.json"  # the sampler and guidance of the pipeline's defaults
 FAST_RESULTS = "evaluation/fast.json"  # the fast solver
+# The fast solver at the n of default.json, so that the default sampling has a partner at its own n (a Fréchet ratio
+# compares only with one at the same n: the real floor shrinks as n grows).
+FAST_AT_DEFAULT_N_RESULTS = "evaluation/fast_at_default_n.json"
 SWEEP_RESULTS = "evaluation/guidance_sweep.json"
 BF16_RESULTS = "evaluation/bf16.json"  # the fast solver with a bfloat16 UNet (`torch_dtype=torch.bfloat16`)
 # A distilled student's folder may hold its teacher's evaluations at the guidance it was distilled with, for comparison.
@@ -64,6 +67,20 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def teacher_name(distilled: dict) -> str | None:
+    """
+    The teacher of a distilled student as a Hub visitor can look it up: its Hub repo id when distillation loaded it
+    from the Hub, else only its folder's name. The local path typed to distill.py (`pretrained/mnist-ddpm`,
+    `/work/runs/...`) means nothing on the Hub and shows the trainer's file system. None when no teacher is recorded.
+    """
+    if distilled.get("teacher_repo_id"):
+        return distilled["teacher_repo_id"]
+    if not distilled.get("teacher"):
+        return None
+    # PureWindowsPath splits at both `/` and `\`: a run on Windows records its path with backslashes.
+    return PureWindowsPath(distilled["teacher"]).name or None
+
+
 EVALUATION_HEADER = [
     "| sampler | steps | guidance | guided steps | n per digit | accuracy | worst digit | Fréchet distance | ÷ real floor |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -92,12 +109,31 @@ def evaluation_rows(results: dict) -> list[str]:
     return rows
 
 
+def tables_by_n(evaluations: list[dict]) -> list[str]:
+    """
+    The evaluation rows as Markdown tables, one per number of samples n, each headed with its n and real floor: a
+    Fréchet ratio is only comparable with others at the same n, since the real floor it divides by is mostly
+    small-sample bias and shrinks as n grows (0.27 at n = 1,000 against 0.07 at n = 5,000 for MNIST).
+    """
+    by_n = {}
+    for results in evaluations:
+        by_n.setdefault(results["num_samples"], []).append(results)
+    lines = []
+    for n, group in sorted(by_n.items()):
+        floor = group[0].get("real_floor_frechet_distance")
+        heading = f"At n = {n:,} ({n // 10:,} per digit)" + ("" if floor is None else f", real floor {floor:.3f}")
+        lines += [f"{heading}:", "", *EVALUATION_HEADER,
+                  *(row for results in group for row in evaluation_rows(results)), ""]
+    return lines
+
+
 def read_evaluations(
     model_dir: str | Path, pipeline: MNISTDDPMPipeline | None = None
 ) -> tuple[list[dict], dict | None]:
     """
     The evaluation results stored in a model folder: the main table's results (the pipeline's defaults, the fast
-    solver, the fast solver with a bf16 UNet; whichever exist) and the guidance sweep (or None).
+    solver at their n, the fast solver, the fast solver with a bf16 UNet; whichever exist) and the guidance sweep (or
+    None).
 
     Without a `fast.json`, the sweep's run at the model's default guidance (scale and interval) is the fast solver's
     result.
@@ -113,7 +149,8 @@ def read_evaluations(
         fast = {**sweep, "runs": [run for run in sweep["runs"]
                                   if (run["guidance_scale"], run.get("guidance_interval")) == default]}
     evaluations = [
-        results for results in (read_json(model_dir / DEFAULT_RESULTS), fast, read_json(model_dir / BF16_RESULTS))
+        results for results in (read_json(model_dir / DEFAULT_RESULTS), read_json(model_dir / FAST_AT_DEFAULT_N_RESULTS),
+                                fast, read_json(model_dir / BF16_RESULTS))
         if results is not None and results["runs"]
     ]
     return evaluations, sweep
@@ -182,15 +219,26 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
         if scheduler_config["beta_schedule"] == "linear" else scheduler_config["beta_schedule"]
     )
     made_with = f"{f'[mnist-diffusion]({source_url})' if source_url else 'mnist-diffusion'}"
+    # A distilled student is told by its pipeline and scheduler configs, which every save keeps, not by the run
+    # record: a student re-saved with `save_pretrained` has no training_config.json. Its record, where there is one,
+    # says how it was distilled; without one, the configs give the baked-in guidance and the skipping-step schedule,
+    # and the teacher is not recorded.
     distilled = (training or {}).get("distilled_from")
+    if distilled is None and (model_index.get("distilled_guidance_scale") is not None
+                              or model_index.get("scheduler", [None, None])[1] == "LCMScheduler"):
+        distilled = {"teacher": None, "teacher_solver": None,
+                     "guidance_scale": model_index.get("distilled_guidance_scale"),
+                     "num_ddim_timesteps": scheduler_config.get("original_inference_steps")}
     if distilled:
+        teacher = teacher_name(distilled)
+        baked_in = ("guidance" if distilled["guidance_scale"] is None
+                    else f"guidance at scale {distilled['guidance_scale']:g}")
         intro = [
             f"# {repo_id.split('/')[-1]}: a digit in {steps} network calls", "",
             "Ask for a digit, get a freshly generated 28×28 handwritten digit of that class in a few UNet passes. A "
             "consistency-distilled student (Latent Consistency Models, Luo et al., 2023; Song et al., 2023) of a "
-            "class-conditional DDPM, whose classifier-free guidance at scale "
-            f"{distilled['guidance_scale']:g} is baked in: one conditional pass per step, sampled with diffusers' own "
-            f"`LCMScheduler`. Made with {made_with}.", "",
+            f"class-conditional DDPM, whose classifier-free {baked_in} is baked in: one conditional pass per step, "
+            f"sampled with diffusers' own `LCMScheduler`. Made with {made_with}.", "",
         ]
     else:
         intro = [
@@ -237,8 +285,10 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
     ]
     if distilled:
         lines += [
-            f"Fewer or more steps: `pipe(labels=[7], num_inference_steps=1)`, up to the {distilled['num_ddim_timesteps']} "
-            "steps of the schedule it was distilled on. The guidance is in the weights: leave `guidance_scale` at 1.",
+            "Fewer or more steps: `pipe(labels=[7], num_inference_steps=1)`"
+            + (f", up to the {distilled['num_ddim_timesteps']} steps of the schedule it was distilled on"
+               if distilled["num_ddim_timesteps"] else "")
+            + ". The guidance is in the weights: leave `guidance_scale` at 1.",
             "",
         ]
     else:
@@ -269,10 +319,13 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
             f"(`{scheduler_config['variance_type']}`), `{scheduler_config['prediction_type']}` prediction."
         )
     if distilled:
+        teacher_step = " ".join(filter(None, [distilled["teacher_solver"], "step"]))
+        teacher_guidance = "" if distilled["guidance_scale"] is None else f" {distilled['guidance_scale']:g}"
         lines += [
-            f"- **Objective**: consistency distillation of `{distilled['teacher']}`. A training digit is noised to "
-            f"x_t at a timestep of the skipping-step schedule; the frozen teacher's {distilled['teacher_solver']} step "
-            f"with classifier-free guidance {distilled['guidance_scale']:g} takes it to the schedule's next lower "
+            "- **Objective**: consistency distillation of "
+            f"{f'`{teacher}`' if teacher else 'a teacher, not recorded in this folder'}. A training digit is noised to "
+            f"x_t at a timestep of the skipping-step schedule; the frozen teacher's {teacher_step} "
+            f"with classifier-free guidance{teacher_guidance} takes it to the schedule's next lower "
             "timestep s; the student's f(x_t, t) = c_skip(t)·x_t + c_out(t)·x̂_0 is regressed onto the target "
             "network's (an EMA of the student's weights) f at s. c_skip and c_out are `LCMScheduler`'s boundary "
             "condition, so f(x, 0) = x in training and sampling alike. Student and target start from the teacher.",
@@ -284,18 +337,23 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
         ]
     if training is not None:
         args = training["args"]
+        # What the run trained on, as it recorded it (`describe_training_data`); an older record does not say.
+        data = training.get("data") or {}
+        num_train_images = data.get("num_train_images")
+        data_used = ", ".join(filter(None, [data.get("data_set"),
+                                            num_train_images and f"{num_train_images:,} training images"]))
+        epochs = f" ({training['images_seen'] / num_train_images:.1f} epochs)" if num_train_images else ""
         lines += [
             "## Training", "",
             "| | |", "| --- | --- |",
-            "| data | MNIST, 60,000 training images, pixels in [−1, 1] |",
-            f"| steps | {training['global_step']:,} optimiser steps, {training['images_seen']:,} images "
-            f"({training['images_seen'] / 60000:.1f} epochs) |",
+            f"| data | {f'{data_used},' if data_used else 'not recorded;'} pixels in [−1, 1] |",
+            f"| steps | {training['global_step']:,} optimiser steps, {training['images_seen']:,} images{epochs} |",
             f"| batch, optimiser | {args['train_batch_size']} × {training['num_processes']} process(es); AdamW, lr "
             f"{args['learning_rate']:g}, {args['lr_scheduler']} schedule, {args['lr_warmup_steps']} warm-up steps |",
             *([f"| label dropout (for guidance) | {args['cond_drop_prob']:g} |"] if "cond_drop_prob" in args else [
-                f"| distillation | teacher `{distilled['teacher']}`, guidance {distilled['guidance_scale']:g}, "
-                f"{distilled['num_ddim_timesteps']} skipping steps, {args['loss_type']} loss, target decay "
-                f"{args['target_decay']:g} |"]),
+                f"| distillation | teacher {f'`{teacher}`' if teacher else 'not recorded'}, guidance "
+                f"{distilled['guidance_scale']:g}, {distilled['num_ddim_timesteps']} skipping steps, "
+                f"{args['loss_type']} loss, target decay {args['target_decay']:g} |"]),
             f"| EMA | {'max decay ' + format(args['ema_max_decay'], 'g') if args['use_ema'] else 'off'} |",
             f"| precision | {training['mixed_precision']} |",
             f"| hardware | {training.get('hardware', 'not recorded')} |",
@@ -307,18 +365,16 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
         lines += [
             "An independent classifier (a transformers RegNet trained on MNIST, ≥ 99.5% test accuracy) reads every "
             "generated digit; its pooled features are the space of the Fréchet distance, reported as a ratio to the "
-            "real floor (real training digits against the test set at the same n).", "",
-            *EVALUATION_HEADER,
+            "real floor (real training digits against the test set at the same n); ratios compare only within a "
+            "table, at one n.", "",
+            *tables_by_n(evaluations),
         ]
-        for results in evaluations:
-            lines += evaluation_rows(results)
-        lines.append("")
-        teacher = [read_json(path) for path in sorted(model_dir.glob(TEACHER_RESULTS))]
-        if distilled and teacher:
+        teacher_results = [read_json(path) for path in sorted(model_dir.glob(TEACHER_RESULTS))]
+        if distilled and teacher_results:
             lines += [
-                f"The teacher, `{distilled['teacher']}`, at the guidance the student was distilled with, for "
-                "comparison (two UNet passes per guided step):", "",
-                *EVALUATION_HEADER, *(row for results in teacher for row in evaluation_rows(results)), "",
+                f"The teacher{f', `{teacher}`,' if teacher else ''} at the guidance the student was distilled with, "
+                "for comparison (two UNet passes per guided step):", "",
+                *EVALUATION_HEADER, *(row for results in teacher_results for row in evaluation_rows(results)), "",
             ]
     else:
         lines += ["Not evaluated yet.", ""]

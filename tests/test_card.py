@@ -5,7 +5,7 @@ import diffusers
 import pytest
 from huggingface_hub import ModelCard
 
-from mnist_diffusion.card import TEACHER_RESULTS, evaluation_rows, read_evaluations, render_model_card
+from mnist_diffusion.card import TEACHER_RESULTS, evaluation_rows, read_evaluations, render_model_card, tables_by_n
 from mnist_diffusion.generate import SHIPPED_MODEL, SHIPPED_STUDENT
 
 
@@ -35,7 +35,7 @@ def test_card_numbers_come_from_the_folder(tiny_pipe, tmp_path):
     (tmp_path / "evaluation" / "default.json").write_text(json.dumps({
         "samples_per_digit": 50, "num_samples": 500, "runs": [run_result("ddpm", 1000, 2.0, 0.9934)]}))
     card = render_model_card(tmp_path, repo_id="someone/digits")
-    assert "| steps | 7 optimiser steps, 896 images (0.0 epochs) |" in card
+    assert "| steps | 7 optimiser steps, 896 images |" in card  # no data set size recorded: no epochs
     assert "| ddpm | 1000 | 2 | all | 50 | 99.34% | 8 (98.3%) | 1.23 | 2.47× |" in card
     results = ModelCard(card).data.eval_results
     assert [(r.metric_type, r.metric_value) for r in results] == [("accuracy", 0.9934), ("frechet_ratio", 2.468)]
@@ -99,23 +99,33 @@ def test_the_default_results_are_the_shipped_defaults_and_the_readme_headline_qu
             f"{run['num_inference_steps']}-step DDPM at guidance {run['guidance_scale']:g})") in headline
 
 
-def test_a_distilled_folder_gets_a_card_of_its_own(tiny_unet, tmp_path):
+def save_student(unet, folder, **config):
+    """A tiny consistency-distilled student as `scripts/distill.py` saves it: diffusers' LCMScheduler, 4 steps."""
     from diffusers import LCMScheduler
 
     from mnist_diffusion import MNISTDDPMPipeline
 
-    MNISTDDPMPipeline(tiny_unet, LCMScheduler(beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
-                                              original_inference_steps=50),
-                      default_guidance_scale=1.0, default_num_inference_steps=4).save_pretrained(tmp_path)
-    (tmp_path / "training_config.json").write_text(json.dumps({
+    MNISTDDPMPipeline(unet, LCMScheduler(beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                                         original_inference_steps=50),
+                      default_guidance_scale=1.0, default_num_inference_steps=4, **config).save_pretrained(folder)
+
+
+def student_record(**distilled_from):
+    """A student's training_config.json (without `data`, as distill.py wrote it before recording its data set)."""
+    return {
         "command": "scripts/distill.py --max_train_minutes 60", "global_step": 9, "images_seen": 1152,
         "train_minutes": 61.4, "num_processes": 1, "mixed_precision": "bf16",
         "args": {"train_batch_size": 128, "learning_rate": 1e-4, "lr_scheduler": "constant_with_warmup",
                  "lr_warmup_steps": 100, "use_ema": True, "ema_max_decay": 0.999, "loss_type": "huber",
                  "target_decay": 0.95},
         "distilled_from": {"teacher": "pretrained/mnist-ddpm", "teacher_solver": "DDIM", "guidance_scale": 1.4,
-                           "num_ddim_timesteps": 50},
-    }))
+                           "num_ddim_timesteps": 50, **distilled_from},
+    }
+
+
+def test_a_distilled_folder_gets_a_card_of_its_own(tiny_unet, tmp_path):
+    save_student(tiny_unet, tmp_path)
+    (tmp_path / "training_config.json").write_text(json.dumps(student_record()))
     (tmp_path / "evaluation").mkdir()
     for name, sampler, steps in (("default.json", "lcm", 4), ("teacher_dpm.json", "dpm", 20)):
         (tmp_path / "evaluation" / name).write_text(json.dumps({
@@ -126,9 +136,69 @@ def test_a_distilled_folder_gets_a_card_of_its_own(tiny_unet, tmp_path):
     assert "Defaults stored with the model: 4 denoising steps, guidance scale 1." in card
     assert "read `pipeline_mnist_ddpm.py` and `unet/unet_mnist.py` first" in card  # the scheduler is diffusers'
     assert "| wall time | 61 minutes of distillation |" in card
-    assert "teacher `pretrained/mnist-ddpm`, guidance 1.4, 50 skipping steps, huber loss, target decay 0.95" in card
+    assert "teacher `mnist-ddpm`, guidance 1.4, 50 skipping steps, huber loss, target decay 0.95" in card
     assert "| lcm | 4 | 1 | none | 500 | 99.00% |" in card and "| dpm | 20 | 1 | none | 500 | 99.00% |" in card
     assert "DPMSolverMultistepScheduler" not in card  # no solver swap: the student samples with its own scheduler
+
+
+@pytest.mark.parametrize("distilled_guidance_scale", [1.5, None], ids=["distilled-guidance", "lcm-scheduler"])
+def test_a_student_without_a_run_record_still_gets_a_student_card(tiny_unet, tmp_path, distilled_guidance_scale):
+    # A student re-saved with `save_pretrained` has no training_config.json: its pipeline config
+    # (`distilled_guidance_scale`) or its scheduler (LCMScheduler) tells what it is.
+    save_student(tiny_unet, tmp_path, distilled_guidance_scale=distilled_guidance_scale)
+    assert not (tmp_path / "training_config.json").exists()
+    card = render_model_card(tmp_path, repo_id="someone/mnist-lcm")
+    assert "# mnist-lcm: a digit in 4 network calls" in card and "consistency distillation" in card
+    assert "L_simple" not in card and "swap in a diffusers solver" not in card and "DPMSolver" not in card
+    assert "up to the 50 steps of the schedule it was distilled on" in card  # the scheduler's original_inference_steps
+    assert "teacher, not recorded in this folder" in card and "mnist-ddpm" not in card  # no teacher is invented
+    if distilled_guidance_scale is not None:
+        assert "guidance at scale 1.5 is baked in" in card and "classifier-free guidance 1.5" in card
+    else:  # the scale is in neither config: the card names none
+        assert "guidance is baked in" in card and "guidance at scale" not in card
+
+
+def test_a_students_card_names_its_teacher_as_a_hub_visitor_can_find_it(tiny_unet, tmp_path):
+    # The teacher's local path (as typed to distill.py) means nothing on the Hub: the folder's name, or the repo id.
+    save_student(tiny_unet, tmp_path, distilled_guidance_scale=1.4)
+    (tmp_path / "evaluation").mkdir()
+    for name, sampler, steps in (("default.json", "lcm", 4), ("teacher_dpm.json", "dpm", 20)):
+        (tmp_path / "evaluation" / name).write_text(json.dumps({
+            "samples_per_digit": 500, "num_samples": 5000, "runs": [run_result(sampler, steps, 1.0, 0.99)]}))
+    (tmp_path / "training_config.json").write_text(json.dumps(student_record(teacher="/work/runs/my-teacher")))
+    card = render_model_card(tmp_path, repo_id="someone/mnist-lcm")
+    assert "/work/runs" not in card
+    assert "consistency distillation of `my-teacher`" in card and "| distillation | teacher `my-teacher`," in card
+    assert "The teacher, `my-teacher`, at the guidance" in card
+
+    (tmp_path / "training_config.json").write_text(json.dumps(student_record(
+        teacher="someone/mnist-ddpm", teacher_repo_id="someone/mnist-ddpm")))
+    card = render_model_card(tmp_path, repo_id="someone/mnist-lcm")
+    assert "consistency distillation of `someone/mnist-ddpm`" in card
+    assert "| distillation | teacher `someone/mnist-ddpm`," in card and "The teacher, `someone/mnist-ddpm`," in card
+
+
+def test_the_training_table_says_what_data_the_run_used(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path)
+    record = {
+        "command": "scripts/train.py --data_dir x", "global_step": 7, "images_seen": 896, "train_minutes": 1.5,
+        "num_processes": 1, "mixed_precision": "no",
+        "args": {"train_batch_size": 128, "learning_rate": 0.001, "lr_scheduler": "cosine", "lr_warmup_steps": 5,
+                 "cond_drop_prob": 0.1, "use_ema": False},
+    }
+    # A generated data set of 320 images (as tests/synthetic_mnist.py writes), recorded by describe_training_data.
+    (tmp_path / "training_config.json").write_text(json.dumps({
+        **record, "data": {"data_set": "the data set declared in x/checksums.json", "num_train_images": 320}}))
+    card = render_model_card(tmp_path)
+    assert "| data | the data set declared in x/checksums.json, 320 training images, pixels in [−1, 1] |" in card
+    assert "| steps | 7 optimiser steps, 896 images (2.8 epochs) |" in card
+    assert "60,000" not in card and "MNIST, 60" not in card
+
+    # A record written before runs recorded their data: the card does not guess.
+    (tmp_path / "training_config.json").write_text(json.dumps(record))
+    card = render_model_card(tmp_path)
+    assert "| data | not recorded; pixels in [−1, 1] |" in card and "60,000" not in card
+    assert "| steps | 7 optimiser steps, 896 images |" in card  # no epochs without the data set's size
 
 
 TOKEN = "hf_" + "aBcDeFgHiJkLmNoPqRsTuVwXyZ01234567"
@@ -171,3 +241,16 @@ def test_the_card_installs_from_the_source_location_and_leads_with_remote_code(t
     assert 'pip install "git+https://example.org/default"' in render_model_card(tmp_path)
     with pytest.raises(ValueError, match="'mnist-diffusion'"):
         render_model_card(tmp_path, source_url="mnist-diffusion")
+
+
+def test_frechet_ratios_at_different_n_are_never_in_one_table():
+    small = {"num_samples": 1000, "samples_per_digit": 100, "real_floor_frechet_distance": 0.267,
+             "runs": [run_result("ddpm", 1000, 1.4, 0.998), run_result("dpm", 20, 1.4, 0.997)]}
+    large = {"num_samples": 5000, "samples_per_digit": 500, "real_floor_frechet_distance": 0.073,
+             "runs": [run_result("dpm", 20, 1.4, 0.996)]}
+    text = "\n".join(tables_by_n([large, small]))
+    tables = text.split("At n = ")[1:]
+    assert [table.split(":")[0] for table in tables] == ["1,000 (100 per digit), real floor 0.267",
+                                                        "5,000 (500 per digit), real floor 0.073"]
+    assert all(row in tables[0] for row in evaluation_rows(small)) and evaluation_rows(large)[0] in tables[1]
+    assert [table.count("| sampler |") for table in tables] == [1, 1]  # one header per n, not one per results file
