@@ -403,6 +403,32 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         """Set `pipe._interrupt = True` (in a callback) to skip the remaining steps of the current call."""
         return self._interrupt
 
+    # What a `callback_on_step_end` reads, as in diffusers' pipelines; it may set `pipe._guidance_scale` (and
+    # `pipe._guidance_interval`) to change the guidance of the steps that follow. Set by each call, and kept after it.
+
+    @property
+    def guidance_scale(self) -> float:
+        """The guidance scale w of the current (or last) call."""
+        return self._guidance_scale
+
+    @property
+    def guidance_interval(self) -> tuple[float, float] | None:
+        """The timesteps that the current (or last) call guides, `(t_low, t_high)`; None: every step."""
+        return self._guidance_interval
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """
+        Whether the steps (those inside the guidance interval) run the unconditional pass. Off only at w = 1: here
+        w < 1 moves towards the unconditional model (0 ignores the label) rather than meaning "no guidance".
+        """
+        return self._guidance_scale != 1
+
+    @property
+    def num_timesteps(self) -> int:
+        """The denoising steps of the current (or last) call: the length of the loop the callback runs in."""
+        return self._num_timesteps
+
     def resolve_defaults(
         self,
         num_inference_steps: int | None = None,
@@ -487,7 +513,8 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs,
     ) -> tuple[torch.Tensor, int, float, tuple[float, float] | None, torch.Generator | list | None]:
         """
-        Validate the arguments of a call (of this pipeline or of one built on it) and fill in the defaults.
+        Validate the arguments of a call (of this pipeline or of one built on it) and fill in the defaults; start the
+        call's state that callbacks read (`guidance_scale`, `guidance_interval`, `interrupt`).
 
         Returns:
             `tuple`: the class label of every image to generate (each label repeated `num_images_per_label` times),
@@ -530,6 +557,8 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             )
 
         class_labels = torch.tensor(labels, device=self._execution_device).repeat_interleave(num_images_per_label)
+        self._guidance_scale, self._guidance_interval = guidance_scale, guidance_interval
+        self._interrupt = False
         return class_labels, num_inference_steps, guidance_scale, guidance_interval, generator
 
     def predict_noise(
@@ -652,7 +681,9 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             return_dict (`bool`, defaults to `True`): return an [`ImagePipelineOutput`] instead of a tuple.
             callback_on_step_end (`Callable`, *optional*): called as `callback_on_step_end(self, i, t, kwargs)`
                 after each step, with `kwargs` holding the tensors named in `callback_on_step_end_tensor_inputs`;
-                it may return a dict that replaces them, and set `self._interrupt = True` to stop early.
+                it may return a dict that replaces them, set `pipe._interrupt = True` to stop early, and set
+                `pipe._guidance_scale` or `pipe._guidance_interval` to change the guidance of the steps that follow
+                (it reads them, and `num_timesteps`, as properties).
             callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["latents"]`): tensors passed to the
                 callback.
 
@@ -669,11 +700,10 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         >>> image.save("seven.png")
         ```
         """
-        class_labels, num_inference_steps, guidance_scale, guidance_interval, generator = self.check_inputs(
+        class_labels, num_inference_steps, _, _, generator = self.check_inputs(
             labels, num_images_per_label, num_inference_steps, guidance_scale, guidance_interval, output_type,
             generator, callback_on_step_end, callback_on_step_end_tensor_inputs,
         )
-        self._interrupt = False
 
         config = self.unet.config
         shape = (len(class_labels), config.in_channels, config.sample_size, config.sample_size)
@@ -684,11 +714,13 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         dtype = self.unet.dtype
 
         timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
-                step_scale = step_guidance_scale(t, guidance_scale, guidance_interval)
+                # Read at every step: a callback may have changed the guidance of the steps that follow.
+                step_scale = step_guidance_scale(t, self._guidance_scale, self._guidance_interval)
                 noise_pred = self.predict_noise(latents, t, class_labels, step_scale, dtype)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
                 latents = self.run_callback(callback_on_step_end, i, t, latents, callback_on_step_end_tensor_inputs)

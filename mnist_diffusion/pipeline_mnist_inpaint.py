@@ -185,11 +185,10 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
             )
         jump_length = check_positive_integer("jump_length", jump_length)
         jump_n_sample = check_positive_integer("jump_n_sample", jump_n_sample)
-        class_labels, num_inference_steps, guidance_scale, guidance_interval, generator = self.check_inputs(
+        class_labels, num_inference_steps, _, _, generator = self.check_inputs(
             labels, num_images_per_label, num_inference_steps, guidance_scale, guidance_interval, output_type,
             generator, callback_on_step_end, callback_on_step_end_tensor_inputs,
         )
-        self._interrupt = False
         known, mask = self.prepare_image_and_mask(
             image, mask_image, len(class_labels) // num_images_per_label, len(class_labels)
         )
@@ -199,6 +198,7 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
         latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         schedule = repaint_schedule(self.scheduler.timesteps.tolist(), jump_length, jump_n_sample)
+        self._num_timesteps = len(schedule)  # the callback's step index counts RePaint's moves
         dtype = self.unet.dtype  # read once: see `predict_noise`
 
         with self.progress_bar(total=len(schedule)) as progress_bar:
@@ -206,7 +206,8 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
                 if self.interrupt:
                     continue
                 if t_next < t:  # denoise: unknown pixels from the model's step, known ones from q(x_t_next | x_0)
-                    step_scale = step_guidance_scale(t, guidance_scale, guidance_interval)
+                    # Read at every step: a callback may have changed the guidance of the steps that follow.
+                    step_scale = step_guidance_scale(t, self._guidance_scale, self._guidance_interval)
                     noise_pred = self.predict_noise(latents, t, class_labels, step_scale, dtype)
                     generated = self.scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
                     if t_next == -1:  # the last step lands on x_0: the kept pixels exactly as given

@@ -106,13 +106,48 @@ class ConditionedBlock(nn.Module):
         return hidden_states
 
 
-class Stage(nn.Module):
-    """The blocks of one resolution, and the convolution that moves to the next one (none at the last)."""
+def run_block(owner: nn.Module, block: nn.Module, hidden_states: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+    """`block(hidden_states, embedding)`, recomputed in the backward pass while `owner` has gradient checkpointing on
+    (`ModelMixin.enable_gradient_checkpointing` sets `gradient_checkpointing` on every module that has the attribute)."""
+    if torch.is_grad_enabled() and owner.gradient_checkpointing:
+        return owner._gradient_checkpointing_func(block, hidden_states, embedding)
+    return block(hidden_states, embedding)
 
-    def __init__(self):
+
+class Stage(nn.Module):
+    """
+    The blocks of one resolution, and the convolution that moves to the next one (none at the last). The UNet calls
+    each stage's `forward`, never its parts directly: hooks sit on a module's forward (block-level group offloading
+    onloads a whole stage there), so a part called from outside would run on offloaded placeholder weights.
+    """
+
+    def __init__(self, upward: bool):
         super().__init__()
+        self.upward = upward
         self.blocks = nn.ModuleList()
         self.resample = None
+        self.gradient_checkpointing = False
+
+    def forward(
+        self, hidden_states: torch.Tensor, embedding: torch.Tensor, skips: tuple[torch.Tensor, ...] = ()
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """
+        On the way down: the blocks, then the downsampler; returns the output and the skip connections it made
+        (every block's output and the downsampler's). On the way up: each block takes the next of `skips` (one per
+        block, the nearest first) concatenated to its input, then the upsampler; returns the output and no skips.
+        Skips travel as arguments and return values, not as a list changed in place: a hook that moves a module's
+        inputs to another device passes it copies.
+        """
+        made = []
+        for index, block in enumerate(self.blocks):
+            if self.upward:
+                hidden_states = torch.cat([hidden_states, skips[index]], dim=1)
+            hidden_states = run_block(self, block, hidden_states, embedding)
+            made.append(hidden_states)
+        if self.resample is not None:
+            hidden_states = self.resample(hidden_states)
+            made.append(hidden_states)
+        return hidden_states, () if self.upward else tuple(made)
 
 
 class ClassConditionedUNet(ModelMixin, ConfigMixin):
@@ -189,7 +224,7 @@ class ClassConditionedUNet(ModelMixin, ConfigMixin):
         skip_channels = [block_out_channels[0]]
         channels, resolution = block_out_channels[0], sample_size
         for level, level_channels in enumerate(block_out_channels):
-            stage = Stage()
+            stage = Stage(upward=False)
             for _ in range(layers_per_block):
                 attend = resolution in attention_resolutions
                 stage.blocks.append(ConditionedBlock(channels, level_channels, attend=attend, **block_kwargs))
@@ -210,7 +245,7 @@ class ClassConditionedUNet(ModelMixin, ConfigMixin):
 
         self.up_stages = nn.ModuleList()
         for level, level_channels in reversed(list(enumerate(block_out_channels))):
-            stage = Stage()
+            stage = Stage(upward=True)
             for _ in range(layers_per_block + 1):
                 attend = resolution in attention_resolutions
                 in_channels_with_skip = channels + skip_channels.pop()
@@ -263,19 +298,10 @@ class ClassConditionedUNet(ModelMixin, ConfigMixin):
             )
         if class_labels.is_floating_point() or class_labels.is_complex() or class_labels.dtype == torch.bool:
             raise ValueError(f"`class_labels` must be an integer tensor, got dtype {class_labels.dtype}.")
-        if not torch.compiler.is_compiling():
-            out_of_range = (class_labels < 0) | (class_labels > self.config.num_classes)
-            if out_of_range.any():
-                raise ValueError(
-                    f"`class_labels` must lie in [0, {self.config.num_classes}] ({self.config.num_classes} is the "
-                    f"null label), got {class_labels[out_of_range].tolist()}."
-                )
+        # Shapes and dtypes only: they cost nothing. The labels' values are checked where they enter (the pipeline's
+        # `labels`, the data set's label file), once per call: reading them here would make the host wait for the
+        # device at every denoising step and training batch, as diffusers' own UNet2DModel does not.
         return timestep.reshape(-1).expand(batch)
-
-    def _run(self, block: nn.Module, hidden_states: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and self.gradient_checkpointing:
-            return self._gradient_checkpointing_func(block, hidden_states, embedding)
-        return block(hidden_states, embedding)
 
     def forward(
         self,
@@ -292,7 +318,7 @@ class ClassConditionedUNet(ModelMixin, ConfigMixin):
             timestep (`int`, `float` or `torch.Tensor`): t, one for the whole batch (a number or a 0-d tensor) or
                 one per image (a 1-d tensor).
             class_labels (`torch.Tensor` of shape `(batch_size,)`): integer labels in [0, num_classes]; the value
-                `num_classes` is the null label.
+                `num_classes` is the null label. Their values are not checked here (see `_check_inputs`).
             return_dict (`bool`, defaults to `True`): return a [`ClassConditionedUNetOutput`] instead of a tuple.
 
         Returns:
@@ -305,21 +331,15 @@ class ClassConditionedUNet(ModelMixin, ConfigMixin):
         hidden_states = self.conv_in(sample)
         skips = [hidden_states]
         for stage in self.down_stages:
-            for block in stage.blocks:
-                hidden_states = self._run(block, hidden_states, embedding)
-                skips.append(hidden_states)
-            if stage.resample is not None:
-                hidden_states = stage.resample(hidden_states)
-                skips.append(hidden_states)
+            hidden_states, made = stage(hidden_states, embedding)
+            skips.extend(made)
 
         for block in self.mid_blocks:
-            hidden_states = self._run(block, hidden_states, embedding)
+            hidden_states = run_block(self, block, hidden_states, embedding)
 
         for stage in self.up_stages:
-            for block in stage.blocks:
-                hidden_states = self._run(block, torch.cat([hidden_states, skips.pop()], dim=1), embedding)
-            if stage.resample is not None:
-                hidden_states = stage.resample(hidden_states)
+            taken = tuple(skips.pop() for _ in stage.blocks)  # the nearest skip first
+            hidden_states, _ = stage(hidden_states, embedding, taken)
 
         prediction = self.conv_out(F.silu(self.norm_out(hidden_states)))
         if not return_dict:

@@ -54,8 +54,6 @@ def test_wrong_sample_shape_is_a_clear_error(tiny_unet, shape, match):
 @pytest.mark.parametrize(
     "labels,match",
     [
-        (torch.tensor([0, 11]), r"\[0, 10\].*\[11\]"),
-        (torch.tensor([-1, 0]), r"\[-1\]"),
         (torch.tensor([0.0, 1.0]), "integer tensor"),
         (torch.tensor([[0, 1]]), "1-d integer tensor"),
         (torch.tensor([0, 1, 2]), "one label per sample"),
@@ -107,3 +105,35 @@ def test_torch_compile_matches_eager(tiny_unet):
     sample, labels = inputs()
     compiled = torch.compile(tiny_unet)
     torch.testing.assert_close(compiled(sample, 250, labels).sample, tiny_unet(sample, 250, labels).sample, atol=1e-4, rtol=1e-4)
+
+
+def test_the_forward_pass_never_reads_a_tensor_back_to_the_host(tiny_unet, monkeypatch):
+    # On a GPU, turning a tensor into a Python value makes the host wait for the device: at every denoising step and
+    # every training batch. Label values are checked where they enter (pipeline, data set), not here.
+    sample, labels = inputs()
+
+    def host_read(self, *args, **kwargs):
+        raise AssertionError("the forward pass read a tensor's value on the host")
+
+    for name in ("__bool__", "item", "tolist", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    with torch.no_grad():
+        prediction = tiny_unet(sample, torch.tensor([1, 500, 999]), labels).sample
+    monkeypatch.undo()
+    assert prediction.shape == sample.shape
+
+
+@pytest.mark.parametrize("offload_type", ["block_level", "leaf_level"])
+@pytest.mark.parametrize("to_disk", [False, True], ids=["memory", "disk"])
+def test_group_offloading_gives_the_same_prediction(tiny_unet, tmp_path, offload_type, to_disk):
+    sample, labels = inputs()
+    with torch.no_grad():
+        reference = tiny_unet(sample, 300, labels).sample
+    offloaded = ClassConditionedUNet.from_config(tiny_unet.config).eval()
+    offloaded.load_state_dict(tiny_unet.state_dict())
+    offloaded.enable_group_offload(onload_device=torch.device("cpu"), offload_device=torch.device("cpu"),
+                                   offload_type=offload_type, num_blocks_per_group=1,
+                                   offload_to_disk_path=str(tmp_path) if to_disk else None)
+    with torch.no_grad():
+        for _ in range(2):  # the second pass onloads what the first offloaded
+            torch.testing.assert_close(offloaded(sample, 300, labels).sample, reference, atol=0, rtol=0)
