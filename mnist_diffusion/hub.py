@@ -241,12 +241,13 @@ def push_pipeline_to_hub(
         [`~huggingface_hub.CommitInfo`]: the commit, with its `oid` (commit hash) and `commit_url`.
     """
     model_dir = Path(model_dir)
+    token = require_token(token)  # first: a push that cannot happen loads nothing
     if card_text is None:
         card_text = render_model_card(model_dir, repo_id, source_url)
     files = pipeline_files(model_dir, card_text)
     check_no_secrets(files)
     components = component_names(json.loads(files["model_index.json"]))
-    api = HfApi(token=require_token(token))
+    api = HfApi(token=token)
 
     api.create_repo(repo_id, private=private, exist_ok=True)
     if revision not in (None, "main"):

@@ -7,9 +7,12 @@ loaded with `trust_remote_code=True` by someone who does not have `mnist_diffusi
 
 import importlib
 import inspect
+import json
 import math
 import numbers
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 
 import diffusers
@@ -242,45 +245,28 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         self._default_steps_scheduler = type(scheduler).__name__
 
     @classmethod
-    def from_pretrained(
-        cls,
-        pretrained_model_name_or_path: str | os.PathLike,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        token: str | bool | None = None,
-        local_files_only: bool = False,
-        force_download: bool = False,
-        torch_dtype: torch.dtype | None = None,
-        variant: str | None = None,
-        use_safetensors: bool | None = None,
-        **kwargs,
-    ) -> "MNISTDDPMPipeline":
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "MNISTDDPMPipeline":
         """
-        Load a pipeline from a folder written by `save_pretrained` or from a Hub repo.
+        Load a pipeline from a folder written by `save_pretrained` or from a Hub repo, with diffusers' own loader:
+        every argument of `DiffusionPipeline.from_pretrained` works as for a built-in pipeline (`dtype`, also per
+        component as `{"unet": torch.bfloat16, "default": torch.float32}`, the older `torch_dtype`, `device_map`,
+        `low_cpu_mem_usage`, `variant`, `use_safetensors`, components and config values to use instead of the saved
+        ones, ...).
 
-        Each component is loaded by its own class, as in `ClassConditionedUNet.from_pretrained(repo, subfolder="unet")`.
-        `DiffusionPipeline.from_pretrained` would instead run the Python files a Hub repo carries for users without
-        this package, and refuse to without `trust_remote_code=True`; here they are never downloaded nor run, so a
-        repo id, a snapshot of the repo and a cache that the remote-code route has filled all load the same way.
-        (A folder written by `save_pretrained` carries no code, so only this method loads it, not
-        `DiffusionPipeline.from_pretrained`.) Any pipeline of this family loads the folder of any other: they share
-        the components.
+        Two things are done first, which diffusers' loader does not do for a pipeline of its own package:
+        - A Hub repo id is downloaded without the Python files the repo carries for users of
+          `trust_remote_code=True` (diffusers' loader refuses such a repo without that flag), and only the files
+          this pipeline loads: `model_index.json`, the components' configs, and their weights in the `variant` and
+          format asked for (`revision`, `cache_dir`, `token`, `local_files_only`, `force_download`, `proxies` apply).
+        - `model_index.json` is checked: it must hold a pipeline of this family, each component a model or scheduler
+          class of diffusers or of this package, so that a tampered file is named rather than followed. A repo names
+          this package's components by file (`["unet_mnist", "ClassConditionedUNet"]`, for remote code); they are
+          loaded from the installed package, never from a file in the folder.
 
         Args:
             pretrained_model_name_or_path (`str` or `os.PathLike`): a Hub repo id such as `"org/mnist-ddpm"`, or a
                 folder.
-            revision (`str`, *optional*): branch, tag or commit of the repo, resolved once so that every file comes
-                from the same commit; defaults to `main`.
-            cache_dir (`str` or `os.PathLike`, *optional*): the Hub cache to use instead of `HF_HUB_CACHE`.
-            token (`str` or `bool`, *optional*): Hub token for private repos; defaults to the saved login.
-            local_files_only (`bool`, defaults to `False`): load from the cache only, as `HF_HUB_OFFLINE=1` does.
-            force_download (`bool`, defaults to `False`): download again even if the files are cached.
-            torch_dtype (`torch.dtype`, *optional*): dtype of the UNet's weights.
-            variant (`str`, *optional*): load the UNet's `diffusion_pytorch_model.<variant>.safetensors`.
-            use_safetensors (`bool`, *optional*): as in `ModelMixin.from_pretrained`.
-            kwargs: components to use instead of the saved ones (`scheduler=...`), and values of the pipeline's
-                config (`default_guidance_scale=...`) that replace the saved ones.
+            kwargs: any argument of `DiffusionPipeline.from_pretrained`.
 
         Returns:
             [`MNISTDDPMPipeline`]: the loaded pipeline.
@@ -288,53 +274,68 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         Raises:
             `FileNotFoundError`: `pretrained_model_name_or_path` is neither a folder nor a Hub repo id.
             `ValueError`: the folder or repo holds another pipeline, or its model_index.json does not name each
-                component as `[library, class name]` of a model or scheduler.
+                component as `[library, class name]` of a model or scheduler; or, from diffusers, a missing variant.
             `huggingface_hub.errors.RepositoryNotFoundError`, `~huggingface_hub.errors.RevisionNotFoundError`: the
                 Hub has no such repo (or it is private and the token does not give access), or no such revision.
             `huggingface_hub.errors.RevisionResolutionError`: offline, and the revision is not in the cache.
         """
-        # Imported here: users of this file as remote code may have a huggingface_hub older than `resolve_revision`.
-        from huggingface_hub import resolve_revision
-
-        hub_kwargs = {
-            "cache_dir": cache_dir,
-            "token": token,
-            "local_files_only": local_files_only,
-            "force_download": force_download,
-        }
-        if not os.path.isdir(pretrained_model_name_or_path):
-            if not is_repo_id(pretrained_model_name_or_path):
-                raise FileNotFoundError(
-                    f"No such folder: {pretrained_model_name_or_path} (nor is it a Hub repo id like 'org/mnist-ddpm')."
-                )
-            hub_kwargs["revision"] = resolve_revision(
-                str(pretrained_model_name_or_path),
-                revision=revision,
-                cache_dir=cache_dir,
-                local_files_only=local_files_only,
-                token=token,
-            )
-        config = cls.load_config(pretrained_model_name_or_path, **hub_kwargs)
-        cls._check_saved_class(config.get("_class_name"), pretrained_model_name_or_path)
-
-        init_kwargs = {}
-        for name, parameter in list(inspect.signature(cls.__init__).parameters.items())[1:]:
-            if name in kwargs:
-                init_kwargs[name] = kwargs.pop(name)
-            elif parameter.default is inspect.Parameter.empty:  # a component, saved in its own subfolder
-                component = cls._saved_component_class(config, name, parameter.annotation)
-                load_kwargs = {**hub_kwargs, "subfolder": name}
-                if issubclass(component, torch.nn.Module):
-                    load_kwargs.update(torch_dtype=torch_dtype, variant=variant, use_safetensors=use_safetensors)
-                init_kwargs[name] = component.from_pretrained(pretrained_model_name_or_path, **load_kwargs)
-            elif name in config:
-                init_kwargs[name] = config[name]
-        if kwargs:
-            raise TypeError(f"{cls.__name__}.from_pretrained() got unexpected keyword arguments {sorted(kwargs)}.")
-
-        pipeline = cls(**init_kwargs)
-        pipeline.register_to_config(_name_or_path=pretrained_model_name_or_path)
+        name = pretrained_model_name_or_path
+        if os.path.isdir(name):
+            folder = os.fspath(name)
+        elif is_repo_id(name):
+            folder = cls._download_without_code(name, kwargs)
+        else:
+            raise FileNotFoundError(f"No such folder: {name} (nor is it a Hub repo id like 'org/mnist-ddpm').")
+        index = cls.load_config(folder)
+        cls._check_saved_class(index.get("_class_name"), name)
+        components = cls._check_components(index)
+        with tempfile.TemporaryDirectory(prefix="mnist-diffusion-") as view:
+            if any(library in COMPONENT_MODULES for library, _ in components.values()):
+                folder = cls._package_view(folder, index, components, view)
+            pipeline = super().from_pretrained(folder, **kwargs)
+        pipeline.register_to_config(_name_or_path=name)
         return pipeline
+
+    @classmethod
+    def _download_without_code(cls, repo_id: str, kwargs: dict) -> str:
+        # The snapshot of `repo_id` holding what this pipeline loads and no Python file; the Hub options are taken
+        # out of `kwargs` (the loader would ignore them for a folder). The revision is resolved once, so that every
+        # file comes from the same commit.
+        from huggingface_hub import hf_hub_download, resolve_revision, snapshot_download
+
+        hub = {option: kwargs.pop(option) for option in ("cache_dir", "token", "local_files_only", "force_download",
+                                                         "proxies") if option in kwargs}
+        hub.pop("proxies", None)  # huggingface_hub 1.x configures proxies through its HTTP client, not per call
+        revision = resolve_revision(repo_id, revision=kwargs.pop("revision", None), cache_dir=hub.get("cache_dir"),
+                                    local_files_only=hub.get("local_files_only", False), token=hub.get("token"))
+        index_file = hf_hub_download(repo_id, cls.config_name, revision=revision, **hub)
+        index = cls.load_config(os.path.dirname(index_file))
+        variant = f".{kwargs['variant']}" if kwargs.get("variant") else ""
+        weights = ".bin" if kwargs.get("use_safetensors") is False else ".safetensors"
+        patterns = [cls.config_name]
+        for component in index:
+            if not component.startswith("_") and isinstance(index[component], (list, tuple)):
+                # diffusion_pytorch_model.safetensors, not .fp16.safetensors beside it; or the shards of either.
+                patterns += [f"{component}/*.json", f"{component}/*model{variant}{weights}",
+                             f"{component}/*model{variant}-*-of-*{weights}"]
+        return snapshot_download(repo_id, revision=revision, allow_patterns=patterns, ignore_patterns=["*.py"], **hub)
+
+    @staticmethod
+    def _package_view(folder: str, index: dict, components: dict, view: str) -> str:
+        # `view`, made to hold `folder` as diffusers' loader reads it: each component's subfolder linked (copied where
+        # links are not allowed), and a model_index.json that names this package's components by module path, from
+        # which the loader imports the installed package. Named by file, the loader would run the folder's copy.
+        renamed = dict(index)
+        for name, (library, class_name) in components.items():
+            if library in COMPONENT_MODULES:
+                renamed[name] = [f"{__package__}.{library}", class_name]
+            try:
+                os.symlink(os.path.abspath(os.path.join(folder, name)), os.path.join(view, name))
+            except OSError:
+                shutil.copytree(os.path.join(folder, name), os.path.join(view, name))
+        with open(os.path.join(view, "model_index.json"), "w") as file:
+            json.dump(renamed, file)
+        return view
 
     @classmethod
     def _check_saved_class(cls, saved_class, location) -> None:
@@ -355,22 +356,26 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             f"not a {cls.__name__}; {advice}."
         )
 
-    @staticmethod
-    def _saved_component_class(config: dict, name: str, expected: type) -> type:
-        # The class of the component `name` that model_index.json names, checked to be the kind `__init__` expects.
-        if name not in config:
-            raise ValueError(f"model_index.json has no entry for the `{name}` component.")
-        entry = config[name]
-        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
-            raise ValueError(
-                f"model_index.json must name the `{name}` component as [library, class name], got {entry!r}."
-            )
-        component = component_class(*entry)
-        if not issubclass(component, expected):
-            raise ValueError(
-                f"model_index.json names the `{name}` component {list(entry)!r}, which is not a {expected.__name__}."
-            )
-        return component
+    @classmethod
+    def _check_components(cls, index: dict) -> dict[str, tuple[str, str]]:
+        # The `[library, class name]` entry of each component `__init__` takes, checked to name a class of the kind
+        # it expects ([`component_class`]); returned by component name.
+        components = {}
+        for name, parameter in list(inspect.signature(cls.__init__).parameters.items())[1:]:
+            if parameter.default is not inspect.Parameter.empty:
+                continue  # a config value, not a component
+            if name not in index:
+                raise ValueError(f"model_index.json has no entry for the `{name}` component.")
+            entry = index[name]
+            if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+                raise ValueError(
+                    f"model_index.json must name the `{name}` component as [library, class name], got {entry!r}."
+                )
+            if not issubclass(component_class(*entry), parameter.annotation):
+                raise ValueError(f"model_index.json names the `{name}` component {list(entry)!r}, which is not a "
+                                 f"{parameter.annotation.__name__}.")
+            components[name] = tuple(entry)
+        return components
 
     @classmethod
     def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> "MNISTDDPMPipeline":

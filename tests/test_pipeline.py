@@ -505,13 +505,17 @@ def test_a_callback_reads_the_guidance_and_changes_it_for_the_steps_that_follow(
     assert batches == [4, 2, 4] and tiny_pipe.guidance_interval == (0.0, 0.0)
 
 
-def test_model_cpu_offload_gives_the_same_images(tiny_unet):
-    reference = run(fresh_copy(tiny_unet), labels=(1, 2), guidance_scale=2.0, num_inference_steps=3,
-                    output_type="pt")
+def assert_offloading_gives_the_same_images(tiny_unet, offload: str) -> None:
+    """Images of a pipeline with `tiny_unet`'s weights, equal with and without `pipe.<offload>(device="cpu")`."""
+    kwargs = dict(labels=(1, 2), guidance_scale=2.0, num_inference_steps=3, output_type="pt")
+    reference = run(fresh_copy(tiny_unet), **kwargs)
     offloaded = fresh_copy(tiny_unet)
-    offloaded.enable_model_cpu_offload(device="cpu")
-    images = run(offloaded, labels=(1, 2), guidance_scale=2.0, num_inference_steps=3, output_type="pt")
-    torch.testing.assert_close(images, reference, atol=0, rtol=0)
+    getattr(offloaded, offload)(device="cpu")
+    torch.testing.assert_close(run(offloaded, **kwargs), reference, atol=0, rtol=0)
+
+
+def test_model_cpu_offload_gives_the_same_images(tiny_unet):
+    assert_offloading_gives_the_same_images(tiny_unet, "enable_model_cpu_offload")
 
 
 def test_sequential_cpu_offload_works_wherever_it_works_for_diffusers_own_ddpm_pipeline(tiny_unet):
@@ -529,12 +533,7 @@ def test_sequential_cpu_offload_works_wherever_it_works_for_diffusers_own_ddpm_p
         peer(num_inference_steps=2, output_type="np")
     except TypeError as error:
         pytest.xfail(f"diffusers' own DDPMPipeline cannot offload sequentially here either: {error}")
-    reference = run(fresh_copy(tiny_unet), labels=(1, 2), guidance_scale=2.0, num_inference_steps=3,
-                    output_type="pt")
-    offloaded = fresh_copy(tiny_unet)
-    offloaded.enable_sequential_cpu_offload(device="cpu")
-    images = run(offloaded, labels=(1, 2), guidance_scale=2.0, num_inference_steps=3, output_type="pt")
-    torch.testing.assert_close(images, reference, atol=0, rtol=0)
+    assert_offloading_gives_the_same_images(tiny_unet, "enable_sequential_cpu_offload")
 
 
 def fresh_copy(tiny_unet) -> MNISTDDPMPipeline:
@@ -544,3 +543,88 @@ def fresh_copy(tiny_unet) -> MNISTDDPMPipeline:
     pipe.unet.load_state_dict(tiny_unet.state_dict())
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# Loading: diffusers' own loader, with every argument of `DiffusionPipeline.from_pretrained` ------------------------
+
+
+@pytest.fixture
+def saved(tiny_pipe, tmp_path):
+    tiny_pipe.register_to_config(default_guidance_scale=1.4)
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    return tmp_path / "pipe"
+
+
+@pytest.mark.parametrize("dtype_kwargs, expected", [
+    ({}, torch.float32),
+    ({"dtype": torch.bfloat16}, torch.bfloat16),
+    ({"torch_dtype": torch.bfloat16}, torch.bfloat16),
+    ({"dtype": {"unet": torch.bfloat16, "default": torch.float32}}, torch.bfloat16),
+    ({"dtype": {"default": torch.bfloat16}}, torch.bfloat16),
+    ({"device_map": "cpu"}, torch.float32),
+    ({"low_cpu_mem_usage": False}, torch.float32),
+    ({"low_cpu_mem_usage": True}, torch.float32),
+])
+def test_from_pretrained_takes_diffusers_loading_arguments(saved, tiny_pipe, dtype_kwargs, expected):
+    pipe = MNISTDDPMPipeline.from_pretrained(saved, **dtype_kwargs)
+    assert pipe.unet.dtype == expected and pipe.config.default_guidance_scale == 1.4
+    assert pipe.config._name_or_path == saved
+    for name, weight in tiny_pipe.unet.state_dict().items():
+        torch.testing.assert_close(pipe.unet.state_dict()[name].float(), weight.to(expected).float(), msg=name)
+
+
+def test_variants_and_pickle_weights_round_trip_and_a_missing_variant_is_diffusers_error(saved, tiny_pipe, tmp_path):
+    reference = run(MNISTDDPMPipeline.from_pretrained(saved), output_type="pt")
+    tiny_pipe.save_pretrained(tmp_path / "variant", variant="fp16")
+    assert (tmp_path / "variant" / "unet" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    images = run(MNISTDDPMPipeline.from_pretrained(tmp_path / "variant", variant="fp16"), output_type="pt")
+    torch.testing.assert_close(images, reference, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="You are trying to load the model files of the `variant=bf16`"):
+        MNISTDDPMPipeline.from_pretrained(tmp_path / "variant", variant="bf16")
+    tiny_pipe.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    assert (tmp_path / "pickled" / "unet" / "diffusion_pytorch_model.bin").is_file()
+    pickled = MNISTDDPMPipeline.from_pretrained(tmp_path / "pickled", use_safetensors=False)
+    torch.testing.assert_close(run(pickled, output_type="pt"), reference, atol=0, rtol=0)
+
+
+def test_components_and_config_values_passed_to_from_pretrained_replace_the_saved_ones(saved):
+    pipe = MNISTDDPMPipeline.from_pretrained(saved, scheduler=DDIMScheduler(), default_guidance_scale=2.5)
+    assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.config.default_guidance_scale == 2.5
+
+
+def test_a_folder_in_the_hub_layout_loads_the_installed_code_never_the_folders_copy(saved):
+    # A Hub repo names our components by file, with the file beside the weights for trust_remote_code users; the
+    # package route must not import those files (here they would fail loudly).
+    import json
+
+    index = json.loads((saved / "model_index.json").read_text())
+    index.update(_class_name=["pipeline_mnist_ddpm", "MNISTDDPMPipeline"], unet=["unet_mnist", "ClassConditionedUNet"],
+                 scheduler=["scheduling_mnist_ddpm", "MNISTDDPMScheduler"])
+    (saved / "model_index.json").write_text(json.dumps(index))
+    for name, file in (("unet", "unet_mnist.py"), ("scheduler", "scheduling_mnist_ddpm.py"), (".", "pipeline_mnist_ddpm.py")):
+        (saved / name / file).write_text("raise RuntimeError('the folder's own code ran')\n")
+    pipe = MNISTDDPMPipeline.from_pretrained(saved, dtype=torch.bfloat16)
+    assert type(pipe.unet) is ClassConditionedUNet and pipe.unet.dtype == torch.bfloat16
+    assert isinstance(pipe.scheduler, MNISTDDPMScheduler) and pipe.config.default_guidance_scale == 1.4
+
+
+def test_a_batch_gives_the_images_of_one_call_per_image_with_the_same_generators(tiny_pipe):
+    # diffusers' batch consistency: one generator per image makes each image independent of its batch.
+    def generators(*seeds):
+        return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    kwargs = dict(num_inference_steps=4, guidance_scale=2.0, output_type="pt")
+    batched = tiny_pipe(labels=[3, 7], num_images_per_label=2, generator=generators(0, 1, 2, 3), **kwargs).images
+    alone = torch.cat([tiny_pipe(labels=[label], generator=generators(seed), **kwargs).images
+                       for label, seed in ((3, 0), (3, 1), (7, 2), (7, 3))])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_a_compiled_unet_runs_the_whole_loop_as_one_graph_without_recompiling(tiny_pipe):
+    torch.compiler.reset()
+    reference = run(tiny_pipe, num_inference_steps=4, guidance_scale=2.0, output_type="pt")
+    tiny_pipe.unet = torch.compile(tiny_pipe.unet, fullgraph=True, backend="eager")
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        compiled = run(tiny_pipe, num_inference_steps=4, guidance_scale=2.0, output_type="pt")
+        run(tiny_pipe, num_inference_steps=4, guidance_scale=2.0, output_type="pt", seed=1)  # a second call too
+    torch.testing.assert_close(compiled, reference, atol=1e-5, rtol=1e-5)
