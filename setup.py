@@ -15,7 +15,11 @@ setup(
     author="The mnist-diffusion authors",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["mnist_diffusion", "mnist_diffusion.*"]),
+    # The shipped models travel inside the package (mnist_diffusion/pretrained/ once installed), so that the default
+    # model of every command exists in any install, not only in a checkout; their figures stay in the repository.
+    packages=find_packages(include=["mnist_diffusion", "mnist_diffusion.*"]) + ["mnist_diffusion.pretrained"],
+    package_dir={"mnist_diffusion.pretrained": "pretrained"},
+    package_data={"mnist_diffusion.pretrained": ["*/*.json", "*/*/*.json", "*/*.safetensors", "*/unet/*.safetensors"]},
     # Install the CPU build first (`pip install torch==2.13.0`) on machines without a GPU: an unpinned torch
     # requirement with no torch present pulls several GB of CUDA packages.
     install_requires=[

@@ -12,7 +12,20 @@ from .images import make_grid
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .scheduling_mnist_ddpm import MNISTDDPMScheduler
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "pretrained" / "mnist-ddpm"
+
+
+def shipped_models_folder() -> Path:
+    """
+    Where the shipped models are: `pretrained/` of the checkout this package runs from (an editable install, or the
+    source tree on the path), else the copy that an install put inside the package (`setup.py`'s package data).
+    """
+    checkout = Path(__file__).resolve().parents[1] / "pretrained"
+    if (checkout / "mnist-ddpm" / "model_index.json").is_file():
+        return checkout
+    return Path(__file__).resolve().parent / "pretrained"
+
+
+SHIPPED_MODEL = shipped_models_folder() / "mnist-ddpm"
 SHIPPED_STUDENT = SHIPPED_MODEL.parent / "mnist-lcm"  # its consistency-distilled few-step student
 
 # name → (scheduler class, steps used when none are asked for). None: the pipeline's stored default, or else the full

@@ -137,3 +137,55 @@ def test_group_offloading_gives_the_same_prediction(tiny_unet, tmp_path, offload
     with torch.no_grad():
         for _ in range(2):  # the second pass onloads what the first offloaded
             torch.testing.assert_close(offloaded(sample, 300, labels).sample, reference, atol=0, rtol=0)
+
+
+# What diffusers expects of a model (in the spirit of its ModelTesterMixin) ------------------------------------------
+
+
+@pytest.mark.parametrize("load_kwargs, dtype", [
+    ({}, torch.float32),
+    ({"dtype": torch.bfloat16}, torch.bfloat16),
+    ({"device_map": "cpu"}, torch.float32),
+    ({"low_cpu_mem_usage": False}, torch.float32),
+])
+def test_from_pretrained_takes_diffusers_model_arguments(tiny_unet, tmp_path, load_kwargs, dtype):
+    tiny_unet.save_pretrained(tmp_path)
+    loaded = ClassConditionedUNet.from_pretrained(tmp_path, **load_kwargs)
+    assert loaded.dtype == dtype and not loaded.training
+    sample, labels = inputs()
+    with torch.no_grad():
+        expected = tiny_unet(sample, 100, labels).sample
+        prediction = loaded(sample.to(dtype), 100, labels).sample.float()
+    torch.testing.assert_close(prediction, expected, atol=0.05 if dtype == torch.bfloat16 else 0, rtol=0)
+
+
+def test_variants_and_pickle_weights_round_trip(tiny_unet, tmp_path):
+    tiny_unet.save_pretrained(tmp_path / "variant", variant="fp16")
+    tiny_unet.save_pretrained(tmp_path / "pickled", safe_serialization=False)
+    assert (tmp_path / "variant" / "diffusion_pytorch_model.fp16.safetensors").is_file()
+    assert (tmp_path / "pickled" / "diffusion_pytorch_model.bin").is_file()
+    for loaded in (ClassConditionedUNet.from_pretrained(tmp_path / "variant", variant="fp16"),
+                   ClassConditionedUNet.from_pretrained(tmp_path / "pickled", use_safetensors=False)):
+        for name, weight in tiny_unet.state_dict().items():
+            assert torch.equal(loaded.state_dict()[name], weight), name
+    with pytest.raises(EnvironmentError, match="fp16"):
+        ClassConditionedUNet.from_pretrained(tmp_path / "pickled", variant="fp16")
+
+
+def test_a_batch_predicts_what_each_sample_predicts_alone(tiny_unet):
+    sample, labels = inputs()
+    timesteps = torch.tensor([1, 500, 999])
+    with torch.no_grad():
+        batched = tiny_unet(sample, timesteps, labels).sample
+        alone = torch.cat([tiny_unet(sample[i : i + 1], timesteps[i : i + 1], labels[i : i + 1]).sample
+                           for i in range(len(sample))])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_compiles_as_one_graph_that_the_denoising_steps_never_recompile(tiny_unet):
+    sample, labels = inputs()
+    torch.compiler.reset()
+    compiled = torch.compile(tiny_unet, fullgraph=True, backend="eager")  # fullgraph: a graph break is an error
+    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
+        for t in (999, 500, 1):  # a new timestep each step, as in the pipeline's loop
+            compiled(sample, torch.tensor(t), labels)
