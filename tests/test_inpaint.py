@@ -220,3 +220,19 @@ def test_inpainting_callback_interrupt_and_jump_sizes_take_numpy_integers(inpain
     assert len(denoising_steps) == 3
     with pytest.raises(TypeError, match="must return a dict"):
         inpaint(*digit_and_bottom_mask(), labels=[1], callback_on_step_end=lambda pipe, i, t, tensors: 1, **FAST)
+
+
+def test_a_callback_reads_the_guidance_and_turns_it_off_for_the_steps_that_follow(inpaint):
+    image, mask = digit_and_bottom_mask()
+    batches, seen = [], []
+    inpaint.unet.register_forward_hook(lambda module, args, output: batches.append(len(args[0])))
+
+    def guidance_off_after_the_first_step(pipe, i, t, callback_kwargs):
+        seen.append((pipe.guidance_scale, pipe.do_classifier_free_guidance, pipe.num_timesteps))
+        pipe._guidance_scale = 1.0
+        return callback_kwargs
+
+    inpaint(image, mask, labels=[3], num_inference_steps=3, jump_length=1, jump_n_sample=1, guidance_scale=2.0,
+            callback_on_step_end=guidance_off_after_the_first_step, output_type="pt")
+    assert seen[0] == (2.0, True, 3) and [scale for scale, _, _ in seen[1:]] == [1.0, 1.0]
+    assert batches == [2, 1, 1]  # both passes at the first step only
