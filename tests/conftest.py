@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -5,6 +7,7 @@ from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMSc
 
 from .synthetic_mnist import write_synthetic_mnist
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY_UNET = dict(block_out_channels=(8, 16, 16), layers_per_block=1, attention_head_dim=8, norm_num_groups=4)
 
 
@@ -38,3 +41,8 @@ def synthetic_mnist(tmp_path_factory):
     machine without the real files.
     """
     return write_synthetic_mnist(tmp_path_factory.mktemp("synthetic-mnist"))
+
+
+def documentation() -> str:
+    """The README and the reference pages in docs/, where the measured tables live."""
+    return "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])

@@ -8,6 +8,8 @@ from huggingface_hub import ModelCard
 from mnist_diffusion.card import TEACHER_RESULTS, evaluation_rows, read_evaluations, render_model_card, tables_by_n
 from mnist_diffusion.generate import SHIPPED_MODEL, SHIPPED_STUDENT
 
+from .conftest import documentation
+
 
 def run_result(sampler, steps, guidance, accuracy):
     return {"sampler": sampler, "num_inference_steps": steps, "guidance_scale": guidance, "accuracy": accuracy,
@@ -68,17 +70,17 @@ def test_the_repository_cards_are_the_renderings_of_the_shipped_models(folder, r
 
 
 @pytest.mark.parametrize("folder", [SHIPPED_MODEL, SHIPPED_STUDENT], ids=["ddpm", "lcm"])
-def test_the_readme_evaluation_tables_are_the_shipped_results(folder):
+def test_the_documented_evaluation_tables_are_the_shipped_results(folder):
     if not (folder / "model_index.json").is_file():
         pytest.skip(f"no shipped model at {folder}")
     evaluations, sweep = read_evaluations(folder)
     if not evaluations:
         pytest.skip(f"{folder} has no evaluation results")
     teacher = [json.loads(path.read_text()) for path in sorted(folder.glob(TEACHER_RESULTS))]
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    docs = documentation()
     for results in [*evaluations, *([sweep] if sweep else []), *teacher]:
         for row in evaluation_rows(results):
-            assert row in readme, f"README.md lacks the measured row {row}"
+            assert row in docs, f"neither README.md nor docs/ shows the measured row {row}"
 
 
 def test_the_default_results_are_the_shipped_defaults_and_the_readme_headline_quotes_them():
@@ -254,3 +256,18 @@ def test_frechet_ratios_at_different_n_are_never_in_one_table():
                                                         "5,000 (500 per digit), real floor 0.073"]
     assert all(row in tables[0] for row in evaluation_rows(small)) and evaluation_rows(large)[0] in tables[1]
     assert [table.count("| sampler |") for table in tables] == [1, 1]  # one header per n, not one per results file
+
+
+def test_the_readme_quality_table_is_the_shipped_results_at_one_n():
+    # The front door's one quality table: the teacher's default sampling and fast solver, and the student in float32,
+    # all at the same n, so that their Fréchet ratios compare.
+    if not (SHIPPED_STUDENT / "evaluation" / "bf16.json").is_file():
+        pytest.skip(f"no shipped evaluations in {SHIPPED_MODEL} and {SHIPPED_STUDENT}")
+    default, same_n = (json.loads((SHIPPED_MODEL / "evaluation" / name).read_text())
+                       for name in ("default.json", "fast_at_default_n.json"))
+    student = json.loads((SHIPPED_STUDENT / "evaluation" / "bf16.json").read_text())
+    student = {**student, "runs": [run for run in student["runs"] if run["unet_dtype"] == "float32"]}
+    assert default["num_samples"] == same_n["num_samples"] == student["num_samples"]
+    rows = [*evaluation_rows(default), *evaluation_rows(same_n), *evaluation_rows(student)]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "\n".join(rows) in readme, "README's quality table is out of date"

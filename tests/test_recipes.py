@@ -1,5 +1,5 @@
 """Tests of `benchmarks/recipes.py`, the quality-per-CPU-minute comparison: what a run changed is read from its
-recorded options, the table is rendered from the results file, and the README carries the committed table."""
+recorded options, the table is rendered from the results file, and the docs carry the committed table."""
 
 import json
 import sys
@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import recipes  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import ROOT, documentation  # noqa: E402
 
 
 def write_run(folder: Path, command: str, minutes: float = 25.0, **args) -> Path:
@@ -106,19 +106,19 @@ def test_a_run_with_no_recorded_training_time_is_a_usage_error(tmp_path, capsys)
     assert "--runs untimed: train_minutes must be a positive number of minutes, got none" in error
 
 
-def test_the_readme_carries_the_committed_comparison():
+def test_the_docs_carry_the_committed_comparison():
     results = json.loads((ROOT / "benchmarks" / "recipes.json").read_text())
-    assert recipes.recipes_table(results) in (ROOT / "README.md").read_text(), "README's recipe table is out of date"
+    assert recipes.recipes_table(results) in documentation(), "the recipe table is out of date"
 
 
-def test_the_readme_carries_the_final_teachers_measured_rows():
-    """The final recipe run (`benchmarks/final_teacher/`): its evaluation rows in the README are the committed JSON's."""
+def test_the_docs_carry_the_final_teachers_measured_rows():
+    """The final recipe run (`benchmarks/final_teacher/`): its evaluation rows in the docs are the committed JSON's."""
     from mnist_diffusion.card import evaluation_rows
 
     results = json.loads((ROOT / "benchmarks" / "final_teacher" / "evaluation.json").read_text())
     record = json.loads((ROOT / "benchmarks" / "final_teacher" / "training_config.json").read_text())
     assert results["num_samples"] == 5_000 and record["args"]["prediction_type"] == "v_prediction"
-    readme = (ROOT / "README.md").read_text()
+    docs = documentation()
     for row in evaluation_rows(results):
-        assert row in readme, f"README.md lacks the final teacher's measured row {row}"
-    assert f"{record['global_step']:,} steps" in readme and f"{record['train_minutes']:.0f} minutes" in readme
+        assert row in docs, f"the docs lack the final teacher's measured row {row}"
+    assert f"{record['global_step']:,} steps" in docs and f"{record['train_minutes']:.0f} minutes" in docs
