@@ -16,9 +16,9 @@ from pathlib import Path, PureWindowsPath
 
 from huggingface_hub import EvalResult, ModelCardData
 
-from .evaluation import DEFAULT_RULE
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .redaction import redact, redact_command
+from .run_folder import TRAINING_CONFIG
 
 # The evaluation files a card reads, relative to the model folder (written by scripts/evaluate.py --output).
 DEFAULT_RESULTS = "evaluation/default.json"  # the sampler and guidance of the pipeline's defaults
@@ -178,7 +178,7 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
     model_index = json.loads((model_dir / "model_index.json").read_text())
     unet_config = json.loads((model_dir / "unet" / "config.json").read_text())
     scheduler_config = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())
-    training = read_json(model_dir / "training_config.json")
+    training = read_json(model_dir / TRAINING_CONFIG)
     # The defaults a call uses, resolved by the pipeline itself (the one place that knows the fallbacks).
     pipeline = MNISTDDPMPipeline.from_pretrained(model_dir)
     steps, guidance_scale, guidance_interval = pipeline.resolve_defaults()
@@ -379,13 +379,17 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
     else:
         lines += ["Not evaluated yet.", ""]
     if sweep is not None:
+        # The rule that chose the stored default, as the sweep recorded it (`evaluate.py --store_default`).
+        rule = sweep.get("default_rule")
+        chosen_by = "" if rule is None else (
+            f" The model's default, {guidance}, is the setting with the smallest Fréchet ratio among those whose "
+            f"accuracy is at least {100 * rule['min_accuracy']:g}% and whose worst digit is at least "
+            f"{100 * rule['min_worst_digit_accuracy']:g}% (n ≥ {rule['min_samples']:,})."
+        )
         lines += [
             "### Guidance scale", "",
             "The same sampler at every guidance setting of the sweep (scales, and guidance limited to an interval of "
-            "timesteps). The model's default, "
-            f"{guidance}, is the setting with the smallest Fréchet ratio among those whose accuracy is at least "
-            f"{100 * DEFAULT_RULE['min_accuracy']:g}% and whose worst digit is at least "
-            f"{100 * DEFAULT_RULE['min_worst_digit_accuracy']:g}% (n ≥ {DEFAULT_RULE['min_samples']:,}).", "",
+            f"timesteps).{chosen_by}", "",
             *EVALUATION_HEADER,
             *evaluation_rows(sweep), "",
         ]

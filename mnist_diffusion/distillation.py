@@ -32,9 +32,9 @@ from diffusers import LCMScheduler
 from diffusers.training_utils import EMAModel
 
 from .fingerprint import model_sha256
-from .generate import SHIPPED_MODEL
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline, is_repo_id
 from .scheduling_mnist_ddpm import PREDICTION_TYPES, MNISTDDPMScheduler
+from .shipped import SHIPPED_MODEL
 from .training import (
     Stopwatch,
     Throughput,

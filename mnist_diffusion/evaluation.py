@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .arguments import MAX_SEED, guidance_interval_type, number_argument
 from .data import load_mnist
 from .fingerprint import config_sha256, model_sha256, weights_sha256
-from .generate import (MAX_SEED, SAMPLERS, SHIPPED_MODEL, every_step_if_all, guidance_interval_type, number_argument,
-                       use_sampler)
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
+from .samplers import SAMPLERS, every_step_if_all, use_sampler
+from .shipped import SHIPPED_CLASSIFIER, SHIPPED_MODEL
 
-SHIPPED_CLASSIFIER = SHIPPED_MODEL.parent / "mnist-classifier"
 
 
 # RePaint settings of the inpainting measurement and figure, sized for a 2-core CPU: 50 levels, each stretch of 5
@@ -391,8 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--append", action="store_true",
                         help="Add the runs to the evaluation already in --output (same model, classifier, n, seed).")
     parser.add_argument("--store_default", action="store_true",
-                        help="Apply the README's rule to all runs in --output and store the chosen guidance in the "
-                             "model's model_index.json.")
+                        help="Apply the rule of docs/evaluation.md to all runs in --output, store the chosen guidance in "
+                             "the model's model_index.json and the rule in --output.")
     return parser
 
 
@@ -434,6 +434,9 @@ def main(argv: list[str] | None = None) -> None:
     temporary.replace(args.output)  # a finished sweep is never half-overwritten
     if args.store_default:
         chosen = choose_default(results)
+        results["default_rule"] = DEFAULT_RULE  # the card says which rule chose the stored default
+        temporary.write_text(json.dumps(results, indent=2) + "\n")
+        temporary.replace(args.output)
         store_default(args.model_dir, chosen)
         print(f"Stored the default guidance {chosen['guidance_scale']} (interval {chosen['guidance_interval']}) in "
               f"{Path(args.model_dir) / 'model_index.json'}")

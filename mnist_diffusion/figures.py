@@ -7,6 +7,7 @@
 - `guidance_plot`: accuracy against Fréchet ratio, one curve per guidance family, from an evaluation sweep's JSON.
 """
 
+import argparse
 import json
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from .data import load_mnist
 from .evaluation import DEFAULT_RULE, INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS, bottom_half_task
 from .images import make_grid, model_range_to_pil, pixels_to_model_range
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
+from .samplers import SAMPLERS, use_sampler
+from .shipped import SHIPPED_MODEL
 
 DIGITS = list(range(10))
 # Where the reverse chain is sampled for the strips: mostly late t, where the digit takes shape.
@@ -138,10 +141,6 @@ def steps_figure(pipe: MNISTDDPMPipeline, steps: tuple[int, ...] = (1, 2, 4, 8),
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    from .generate import SAMPLERS, SHIPPED_MODEL, use_sampler
-
     parser = argparse.ArgumentParser(prog="make_figures.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(SHIPPED_MODEL), help="Pipeline folder.")

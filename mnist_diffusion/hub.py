@@ -24,13 +24,10 @@ from huggingface_hub.errors import LocalTokenNotFoundError
 from .card import render_model_card
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline, component_class
 from .redaction import find_secrets
+from .run_folder import BY_PRODUCTS, TRAINING_CONFIG
 
 logger = logging.get_logger(__name__)
 
-TRAINING_CONFIG = "training_config.json"
-# Training by-products that sit next to the pipeline in a run's output folder; none of them is ever pushed.
-CHECKPOINTS, LOGS, SAMPLES = "checkpoints", "logs", "samples"
-NEVER_PUSHED = (CHECKPOINTS, LOGS, SAMPLES)
 # As git decides: a file with a NUL byte in its first 8,000 bytes is binary (weights, images); any other is text.
 BINARY_SNIFF_BYTES = 8000
 CARD_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)|<img\s[^>]*?src\s*=\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
@@ -85,7 +82,7 @@ def hub_model_index(model_index: dict) -> tuple[dict, dict[str, Path]]:
 def card_images(card_text: str, model_dir: Path) -> list[str]:
     """
     The images that `card_text` shows by relative path (Markdown `![...](path)` or HTML `<img src="path">`) and
-    that exist in `model_dir`. A missing one is reported as a warning; one in `NEVER_PUSHED` is an error.
+    that exist in `model_dir`. A missing one is reported as a warning; one in `BY_PRODUCTS` is an error.
 
     Args:
         card_text (`str`): the model card.
@@ -100,7 +97,7 @@ def card_images(card_text: str, model_dir: Path) -> list[str]:
         if re.match(r"^[a-z][a-z0-9+.-]*:", reference, re.IGNORECASE) or reference.startswith(("/", "#")):
             continue  # a URL or an absolute path, not a file of the repo
         path = PurePosixPath(reference.split("#")[0].split("?")[0])
-        if path.parts and path.parts[0] in NEVER_PUSHED:
+        if path.parts and path.parts[0] in BY_PRODUCTS:
             raise ValueError(
                 f"The model card shows {reference}, but {path.parts[0]}/ is never pushed; copy the image into the "
                 f"pipeline folder (e.g. images/) and show it from there."

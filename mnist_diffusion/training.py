@@ -42,19 +42,17 @@ from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
 from .data import MNIST_FILES, MNISTDataset, describe_training_data
-from .hub import (CHECKPOINTS, LOGS, SAMPLES, TRAINING_CONFIG, add_hub_arguments, check_hub_arguments,
-                  push_pipeline_to_hub)
+from .hub import add_hub_arguments, check_hub_arguments, push_pipeline_to_hub
 from .images import make_grid
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline, null_class_label
 from .redaction import redact, redact_command
+from .run_folder import CHECKPOINTS, LOGS, PIPELINE_ENTRIES, RUN_ENTRIES, SAMPLES, TRAINING_CONFIG
 from .scheduling_mnist_ddpm import BETA_SCHEDULES, PREDICTION_TYPES, MNISTDDPMScheduler
 from .unet_mnist import ClassConditionedUNet
 
 logger = get_logger(__name__)
 
 SCRIPT = "scripts/train.py"
-PIPELINE_ENTRIES = ("model_index.json", "unet", "scheduler", TRAINING_CONFIG)
-RUN_ENTRIES = set(PIPELINE_ENTRIES) | {CHECKPOINTS, LOGS, SAMPLES}
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TRAINING_STATE = "training_state.json"
 # What `accelerator.save_state` writes besides the random states: the model, optimiser and lr schedule; each object

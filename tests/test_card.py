@@ -6,7 +6,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from mnist_diffusion.card import TEACHER_RESULTS, evaluation_rows, read_evaluations, render_model_card, tables_by_n
-from mnist_diffusion.generate import SHIPPED_MODEL, SHIPPED_STUDENT
+from mnist_diffusion.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 
 from .conftest import documentation
 
@@ -53,6 +53,13 @@ def test_card_numbers_come_from_the_folder(tiny_pipe, tmp_path):
     results = ModelCard(card).data.eval_results
     assert [r.metric_value for r in results] == [0.9934, 2.468, 0.975, 2.468]
     assert "dpm, 20 steps, guidance 1, n=5000" in results[2].metric_name
+    # Which rule chose the default is what the sweep recorded (`evaluate.py --store_default`), never assumed.
+    assert "is the setting with the smallest Fréchet ratio" not in card
+    sweep = json.loads((tmp_path / "evaluation" / "guidance_sweep.json").read_text())
+    rule = {"min_accuracy": 0.99, "min_worst_digit_accuracy": 0.98, "min_samples": 5000}
+    (tmp_path / "evaluation" / "guidance_sweep.json").write_text(json.dumps({**sweep, "default_rule": rule}))
+    assert ("is the setting with the smallest Fréchet ratio among those whose accuracy is at least 99% and whose worst "
+            "digit is at least 98% (n ≥ 5,000).") in render_model_card(tmp_path, repo_id="someone/digits")
 
 
 SHIPPED = [(SHIPPED_MODEL, "org/mnist-ddpm", "model_card.md"), (SHIPPED_STUDENT, "org/mnist-lcm", "model_card_lcm.md")]

@@ -106,7 +106,7 @@ COMPLETE = dict(digit="3", region="bottom half", completions=2, guidance_scale=1
 def test_the_distilled_student_is_the_first_sampler_and_ignores_the_guidance_slider(client):
     from PIL import Image
 
-    from mnist_diffusion.generate import SHIPPED_STUDENT
+    from mnist_diffusion.shipped import SHIPPED_STUDENT
 
     assert SHIPPED_STUDENT.is_dir(), f"the demo offers the shipped student, {SHIPPED_STUDENT}, which is missing"
     first, _ = client.predict(**{**GENERATE, "sampler": DISTILLED}, api_name="/generate")

@@ -304,7 +304,7 @@ def test_evaluate_inpainting_keeps_the_top_half_and_scores_both_labels(tiny_mode
 
 
 def test_the_readme_inpainting_table_is_the_shipped_measurement():
-    from mnist_diffusion.generate import SHIPPED_MODEL
+    from mnist_diffusion.shipped import SHIPPED_MODEL
 
     results = SHIPPED_MODEL / "evaluation" / "inpainting.json"
     if not results.is_file():

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mnist_diffusion.generate import MAX_SEED, check_number, main
+from mnist_diffusion.arguments import MAX_SEED, check_number
+from mnist_diffusion.generate import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -38,8 +38,8 @@ def test_a_non_editable_install_finds_its_shipped_models_outside_the_checkout(tm
         import torch
         import mnist_diffusion
         from mnist_diffusion import MNISTDDPMPipeline
-        from mnist_diffusion.evaluation import SHIPPED_CLASSIFIER
-        from mnist_diffusion.generate import SHIPPED_MODEL, SHIPPED_STUDENT, main
+        from mnist_diffusion.generate import main
+        from mnist_diffusion.shipped import SHIPPED_CLASSIFIER, SHIPPED_MODEL, SHIPPED_STUDENT
 
         installed = Path(mnist_diffusion.__file__).resolve().parent
         assert installed.is_relative_to(Path(sys.prefix).resolve()), installed

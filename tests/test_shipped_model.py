@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from mnist_diffusion import MNISTDDPMPipeline
-from mnist_diffusion.generate import SHIPPED_MODEL, SHIPPED_STUDENT, use_sampler
+from mnist_diffusion.samplers import use_sampler
+from mnist_diffusion.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 
 SHIPPED_CLASSIFIER = SHIPPED_MODEL.parent / "mnist-classifier"
 needs_model = pytest.mark.skipif(not (SHIPPED_MODEL / "model_index.json").is_file(),

@@ -1,0 +1,40 @@
+"""The samplers a pipeline can run, by name: its own DDPM chain or a diffusers scheduler built from its config.
+
+Shared by the command lines (`--scheduler`, `--samplers`), the evaluation, the figures and the demo.
+"""
+
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LCMScheduler
+
+from .pipeline_mnist_ddpm import MNISTDDPMPipeline
+from .scheduling_mnist_ddpm import MNISTDDPMScheduler
+
+# name → (scheduler class, steps used when none are asked for). None: the pipeline's stored default, or else the full
+# chain (1000 for the DDPM); the consistency-distilled student (pretrained/mnist-lcm) stores 4 for its LCMScheduler.
+SAMPLERS = {
+    "ddpm": (MNISTDDPMScheduler, None),
+    "ddim": (DDIMScheduler, 50),
+    "dpm": (DPMSolverMultistepScheduler, 20),
+    "lcm": (LCMScheduler, None),
+}
+
+def use_sampler(pipe: MNISTDDPMPipeline, name: str) -> int | None:
+    """
+    Swap `pipe.scheduler` for the sampler called `name`, built from the trained scheduler's config.
+
+    Returns:
+        The sampler's default number of steps (None: the pipeline's default, the full DDPM chain).
+    """
+    if name not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}.")
+    scheduler_class, default_steps = SAMPLERS[name]
+    if not isinstance(pipe.scheduler, scheduler_class):  # the model's own sampler keeps its config as it is
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    return default_steps
+
+
+def every_step_if_all(guidance_interval, pipe: MNISTDDPMPipeline):
+    """A guidance interval as the pipeline takes it: `all` becomes (0, T), which guides every step even when the
+    model stores a narrower default; anything else is passed on."""
+    if guidance_interval == "all":
+        return 0, pipe.scheduler.config.num_train_timesteps
+    return guidance_interval
