@@ -1,5 +1,6 @@
 """The checks of what a user types, shared by the command lines and the demo: numbers in a range, seeds, guidance
-intervals. A bad value is named with what was expected; argparse turns the message into a usage error (exit 2).
+intervals, and the option checks of the training scripts. A bad value is named with what was expected; argparse turns
+the message into a usage error (exit 2).
 
 (The pipeline, scheduler and UNet files keep their own checks: they are copied alone into a Hub repo as remote code.)
 """
@@ -65,3 +66,24 @@ def guidance_interval_type(text: str) -> tuple[float, float] | str:
     if not 0 <= low <= high:
         raise argparse.ArgumentTypeError(f"expected 0 ≤ LOW ≤ HIGH, got {text!r}")
     return low, high
+
+
+# The ranges that option checks name, and the test of each (NaN passes none of them).
+RANGES = {
+    "a positive integer": lambda value: value >= 1,
+    "positive": lambda value: value > 0,
+    "≥ 0": lambda value: value >= 0,
+    "in [0, 1)": lambda value: 0 <= value < 1,
+    "in (0, 1)": lambda value: 0 < value < 1,
+    "a finite number ≥ 0": lambda value: math.isfinite(value) and value >= 0,
+}
+
+
+def out_of_range(args: argparse.Namespace, names: list[str], expected: str) -> list[str]:
+    """
+    `--name must be <expected>, got <value>` for each of the options `names` that is set (not None) and outside the
+    range `expected`, one of the keys of `RANGES` (`"a positive integer"`, `"positive"`, `"≥ 0"`, ...).
+    """
+    valid = RANGES[expected]
+    return [f"--{name} must be {expected}, got {getattr(args, name)}"
+            for name in names if getattr(args, name) is not None and not valid(getattr(args, name))]

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .arguments import out_of_range
 from .classifier import DigitClassifier, build_classifier, normalize
 from .data import load_mnist
 from .images import IMAGE_SIZE, digits_to_unit_range
@@ -29,7 +30,6 @@ from .training import (
     make_accelerator,
     make_dataloader,
     new_training_state,
-    out_of_range,
     parse_checked,
     progress_bar,
     run_record,

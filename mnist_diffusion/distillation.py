@@ -21,7 +21,6 @@ accelerator, checkpoints that survive a kill, the time budget, validation grids,
 
 import argparse
 import inspect
-import math
 import os
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from accelerate.logging import get_logger
 from diffusers import LCMScheduler
 from diffusers.training_utils import EMAModel
 
+from .arguments import out_of_range
 from .fingerprint import model_sha256
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline, is_repo_id
 from .scheduling_mnist_ddpm import PREDICTION_TYPES, MNISTDDPMScheduler
@@ -51,7 +51,6 @@ from .training import (
     make_ema,
     make_optimizer,
     mnist_training_data,
-    out_of_range,
     output_dir_problems,
     parse_checked,
     progress_bar,
@@ -120,8 +119,7 @@ def check_args(args: argparse.Namespace) -> list[str]:
     problems += out_of_range(args, ["dataloader_num_workers"], "≥ 0")
     problems += out_of_range(args, ["target_decay"], "in [0, 1)")
     problems += out_of_range(args, ["huber_c", "timestep_scaling"], "positive")
-    if args.guidance_scale is not None and not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
-        problems.append(f"--guidance_scale must be a finite number ≥ 0, got {args.guidance_scale}")
+    problems += out_of_range(args, ["guidance_scale"], "a finite number ≥ 0")
     if (args.num_ddim_timesteps and args.default_num_inference_steps
             and args.default_num_inference_steps > args.num_ddim_timesteps):
         problems.append(f"--default_num_inference_steps {args.default_num_inference_steps} must be at most "

@@ -41,6 +41,7 @@ from PIL import Image
 from safetensors import SafetensorError, safe_open
 from tqdm.auto import tqdm
 
+from .arguments import out_of_range
 from .data import MNIST_FILES, MNISTDataset, describe_training_data
 from .hub import add_hub_arguments, check_hub_arguments, push_pipeline_to_hub
 from .images import make_grid
@@ -67,15 +68,6 @@ MODEL_OPTIONS = ("block_out_channels", "layers_per_block", "attention_resolution
 LR_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 # What draws train.py's validation grids (see `train`).
 VALIDATION_SAMPLER = "DPM-Solver++ (a fast preview; the saved model samples with the full DDPM chain)"
-# The ranges that option checks name, and the test of each (NaN passes none of them).
-RANGES = {
-    "a positive integer": lambda value: value >= 1,
-    "positive": lambda value: value > 0,
-    "≥ 0": lambda value: value >= 0,
-    "in [0, 1)": lambda value: 0 <= value < 1,
-    "in (0, 1)": lambda value: 0 < value < 1,
-}
-
 
 # Options ------------------------------------------------------------------------------------------------------------
 
@@ -212,16 +204,6 @@ def parse_checked(
     if problems:
         parser.error("; ".join(problems))
     return args
-
-
-def out_of_range(args: argparse.Namespace, names: list[str], expected: str) -> list[str]:
-    """
-    `--name must be <expected>, got <value>` for each of the options `names` that is set (not None) and outside the
-    range `expected`, one of the keys of `RANGES` (`"a positive integer"`, `"positive"`, `"≥ 0"`, ...).
-    """
-    valid = RANGES[expected]
-    return [f"--{name} must be {expected}, got {getattr(args, name)}"
-            for name in names if getattr(args, name) is not None and not valid(getattr(args, name))]
 
 
 def check_args(args: argparse.Namespace) -> list[str]:
