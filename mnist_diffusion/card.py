@@ -14,7 +14,7 @@ import re
 from importlib.metadata import PackageNotFoundError, metadata
 from pathlib import Path, PureWindowsPath
 
-from huggingface_hub import EvalResult, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .redaction import redact, redact_command
@@ -156,9 +156,14 @@ def read_evaluations(
     return evaluations, sweep
 
 
+TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
+
+
 def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", source_url: str | None = None) -> str:
     """
-    Render the model card of the pipeline in `model_dir`.
+    Render the model card of the pipeline in `model_dir`: `templates/model_card.md` (one template, with the
+    distilled student's sections beside the DDPM's) filled with `huggingface_hub.ModelCard.from_template` from the
+    folder's configs, run record and evaluation results ([`card_fields`]).
 
     The card leads with the route that needs no package (diffusers and `trust_remote_code=True`), then installs the
     package from `source_url`. Nothing token-shaped reaches the card, whatever the folder's files hold: a command
@@ -173,8 +178,14 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
     Returns:
         `str`: the card, YAML metadata (with `model-index` results when evaluation files are present) and Markdown.
     """
-    model_dir = Path(model_dir)
     source_url = check_source_url(source_url) if source_url is not None else package_source_url()
+    metadata, fields = card_fields(Path(model_dir), repo_id, source_url)
+    card = ModelCard.from_template(metadata, template_path=TEMPLATE, **fields)
+    return redact(card.content + "\n")  # jinja drops the template's last line break
+
+
+def card_fields(model_dir: Path, repo_id: str, source_url: str | None) -> tuple[ModelCardData, dict]:
+    """The card's metadata (with `model-index` results from the evaluations) and the values its template shows."""
     model_index = json.loads((model_dir / "model_index.json").read_text())
     unet_config = json.loads((model_dir / "unet" / "config.json").read_text())
     scheduler_config = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())
@@ -187,9 +198,49 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
         low, high = guidance_interval
         guidance += f", applied only at timesteps {low:g} ≤ t ≤ {high:g}"
     evaluations, sweep = read_evaluations(model_dir, pipeline)
-    num_parameters = pipeline.unet.num_parameters()
+    metadata = ModelCardData(
+        library_name="diffusers",
+        license="apache-2.0",
+        datasets=["ylecun/mnist"],
+        tags=["diffusers", "ddpm", "class-conditional", "classifier-free-guidance", "mnist"],
+        pipeline_tag="unconditional-image-generation",
+        model_name=repo_id.split("/")[-1],
+        eval_results=eval_results(evaluations) or None,
+    )
+    distilled = distillation_of(model_index, scheduler_config, training)
+    teacher = teacher_name(distilled) if distilled else None
+    # The code the Hub repo carries: the pipeline's, and that of each component diffusers does not ship.
+    own_code = {"pipeline": "pipeline_mnist_ddpm.py"}
+    own_code |= {name.replace("unet", "UNet"): f"{name}/{model_index[name][0].split('.')[-1]}.py"
+                 for name in ("unet", "scheduler") if model_index.get(name, ["diffusers"])[0] != "diffusers"}
+    diffusers_version = model_index.get("_diffusers_version")
+    fields = {
+        "name": repo_id.split("/")[-1],
+        "repo_id": repo_id,
+        "source_url": source_url,
+        "made_with": f"[mnist-diffusion]({source_url})" if source_url else "mnist-diffusion",
+        "steps": steps,
+        "guidance": guidance,
+        "student": bool(distilled),
+        "figures": [(path, alt) for path, alt in FIGURES.items()
+                    if (model_dir / path).is_file() and "guidance" not in path],
+        "own_code": spoken_list(list(own_code)),
+        "own_code_files": spoken_list([f"`{path}`" for path in own_code.values()]),
+        "install_diffusers": f'pip install "diffusers=={diffusers_version}"' if diffusers_version else "pip install diffusers",
+        "unet": unet_summary(unet_config, pipeline.unet.num_parameters()),
+        "noise_schedule": noise_schedule(scheduler_config),
+        "training_rows": training_rows(training, distilled, teacher) if training is not None else None,
+        "evaluation_tables": "\n".join(tables_by_n(evaluations)).rstrip("\n") if evaluations else None,
+        **sweep_fields(model_dir, sweep, guidance),
+    }
+    if distilled:
+        fields |= student_fields(model_dir, distilled, teacher)
+    return metadata, fields
 
-    eval_results = [
+
+def eval_results(evaluations: list[dict]) -> list[EvalResult]:
+    """The `model-index` results of the main tables: accuracy and Fréchet ratio of every run."""
+    return [
         EvalResult(
             task_type="image-generation", dataset_type="ylecun/mnist", dataset_name="MNIST", dataset_split="test",
             metric_type=metric, metric_name=f"{name} ({run['sampler']}, {run['num_inference_steps']} steps, "
@@ -203,221 +254,108 @@ def render_model_card(model_dir: str | Path, repo_id: str = "org/mnist-ddpm", so
             ("frechet_ratio", "Fréchet distance / real floor", run["frechet_ratio_to_real_floor"]),
         )
     ]
-    metadata = ModelCardData(
-        library_name="diffusers",
-        license="apache-2.0",
-        datasets=["ylecun/mnist"],
-        tags=["diffusers", "ddpm", "class-conditional", "classifier-free-guidance", "mnist"],
-        pipeline_tag="unconditional-image-generation",
-        model_name=repo_id.split("/")[-1],
-        eval_results=eval_results or None,
-    )
 
-    widths = ", ".join(str(w) for w in unet_config["block_out_channels"])
-    beta_schedule = (
-        f"linear from {scheduler_config['beta_start']:g} to {scheduler_config['beta_end']:g}"
-        if scheduler_config["beta_schedule"] == "linear" else scheduler_config["beta_schedule"]
-    )
-    made_with = f"{f'[mnist-diffusion]({source_url})' if source_url else 'mnist-diffusion'}"
-    # A distilled student is told by its pipeline and scheduler configs, which every save keeps, not by the run
-    # record: a student re-saved with `save_pretrained` has no training_config.json. Its record, where there is one,
-    # says how it was distilled; without one, the configs give the baked-in guidance and the skipping-step schedule,
-    # and the teacher is not recorded.
+
+def distillation_of(model_index: dict, scheduler_config: dict, training: dict | None) -> dict | None:
+    """
+    How the folder's model was distilled, or None for a DDPM. A distilled student is told by its pipeline and
+    scheduler configs, which every save keeps, not by the run record: a student re-saved with `save_pretrained` has
+    no training_config.json. Its record, where there is one, says how it was distilled; without one, the configs give
+    the baked-in guidance and the skipping-step schedule, and the teacher is not recorded.
+    """
     distilled = (training or {}).get("distilled_from")
     if distilled is None and (model_index.get("distilled_guidance_scale") is not None
                               or model_index.get("scheduler", [None, None])[1] == "LCMScheduler"):
         distilled = {"teacher": None, "teacher_solver": None,
                      "guidance_scale": model_index.get("distilled_guidance_scale"),
                      "num_ddim_timesteps": scheduler_config.get("original_inference_steps")}
-    if distilled:
-        teacher = teacher_name(distilled)
-        baked_in = ("guidance" if distilled["guidance_scale"] is None
-                    else f"guidance at scale {distilled['guidance_scale']:g}")
-        intro = [
-            f"# {repo_id.split('/')[-1]}: a digit in {steps} network calls", "",
-            "Ask for a digit, get a freshly generated 28×28 handwritten digit of that class in a few UNet passes. A "
-            "consistency-distilled student (Latent Consistency Models, Luo et al., 2023; Song et al., 2023) of a "
-            f"class-conditional DDPM, whose classifier-free {baked_in} is baked in: one conditional pass per step, "
-            f"sampled with diffusers' own `LCMScheduler`. Made with {made_with}.", "",
-        ]
+    return distilled
+
+
+def unet_summary(unet_config: dict, num_parameters: int) -> str:
+    """The noise predictor's size and layout, for the Model section."""
+    widths = ", ".join(str(w) for w in unet_config["block_out_channels"])
+    attention = ", ".join(str(r) for r in unet_config["attention_resolutions"]) or "no"
+    return (f"{num_parameters:,} parameters; widths {widths} at 28, 14 and 7 pixels, {unet_config['layers_per_block']} "
+            "residual block(s) per resolution on the way down (one more on the way up), self-attention at "
+            f"{attention} pixels and in the bottleneck")
+
+
+def noise_schedule(config: dict) -> str:
+    """The noise schedule, and how it is sampled: by `LCMScheduler` (a student) or with the DDPM's variance."""
+    beta = (f"linear from {config['beta_start']:g} to {config['beta_end']:g}" if config["beta_schedule"] == "linear"
+            else config["beta_schedule"])
+    schedule = f"T = {config['num_train_timesteps']}, β {beta}; "
+    if "original_inference_steps" in config:  # LCMScheduler
+        return (schedule + f"`{config['prediction_type']}` prediction; sampled by `LCMScheduler` on the skipping-step "
+                f"schedule of {config['original_inference_steps']} timesteps.")
+    variance = "= β̃_t" if config["variance_type"] == "fixed_small" else "= β_t"
+    return schedule + f"σ_t² {variance} (`{config['variance_type']}`), `{config['prediction_type']}` prediction."
+
+
+def training_rows(training: dict, distilled: dict | None, teacher: str | None) -> list[tuple[str, str]]:
+    """The Training table, from the run record."""
+    args = training["args"]
+    # What the run trained on, as it recorded it (`describe_training_data`); an older record does not say.
+    data = training.get("data") or {}
+    num_train_images = data.get("num_train_images")
+    data_used = ", ".join(filter(None, [data.get("data_set"),
+                                        num_train_images and f"{num_train_images:,} training images"]))
+    epochs = f" ({training['images_seen'] / num_train_images:.1f} epochs)" if num_train_images else ""
+    if "cond_drop_prob" in args:
+        objective = ("label dropout (for guidance)", f"{args['cond_drop_prob']:g}")
     else:
-        intro = [
-            f"# {repo_id.split('/')[-1]}: a class-conditional DDPM for handwritten digits", "",
-            "Ask for a digit, get a freshly generated 28×28 handwritten digit of that class. A denoising diffusion "
-            "probabilistic model (Ho et al., 2020) whose noise predictor ε_θ(x_t, t, y) is conditioned on the digit "
-            f"label, sampled with classifier-free guidance (Ho & Salimans, 2022). Made with {made_with}.", "",
-        ]
-    lines = ["---", metadata.to_yaml(), "---", "", *intro]
-    lines += [f"![{alt}]({path})" for path, alt in FIGURES.items() if (model_dir / path).is_file() and "guidance" not in path]
-    diffusers_version = model_index.get("_diffusers_version")
-    # The code the Hub repo carries: the pipeline's, and that of each component diffusers does not ship.
-    own_code = {"pipeline": "pipeline_mnist_ddpm.py"}
-    own_code |= {name.replace("unet", "UNet"): f"{name}/{model_index[name][0].split('.')[-1]}.py"
-                 for name in ("unet", "scheduler") if model_index.get(name, ["diffusers"])[0] != "diffusers"}
-    lines += [
-        "", "## Usage", "",
-        f"diffusers alone loads this repo: it carries its own copy of the {spoken_list(list(own_code))} code. "
-        "**`trust_remote_code=True` runs that code on your machine**: read "
-        f"{spoken_list([f'`{path}`' for path in own_code.values()])} first.", "",
-        "```bash", "pip install torch==2.13.0   # the CPU build; skip on a GPU machine",
-        f'pip install "diffusers=={diffusers_version}"' if diffusers_version else "pip install diffusers", "```",
-        "", "```python", "from diffusers import DiffusionPipeline", "",
-        f'pipe = DiffusionPipeline.from_pretrained("{repo_id}", trust_remote_code=True)',
-        "image = pipe(labels=[7]).images[0]  # a 28×28 PIL image of a handwritten 7", "```", "",
-        f"Defaults stored with the model: {steps} denoising steps, {guidance}.", "",
-        "Offline, download a full snapshot while online and load the folder: "
-        f'`DiffusionPipeline.from_pretrained(huggingface_hub.snapshot_download("{repo_id}"), trust_remote_code=True)`.',
-        "",
+        objective = ("distillation", f"teacher {f'`{teacher}`' if teacher else 'not recorded'}, guidance "
+                     f"{distilled['guidance_scale']:g}, {distilled['num_ddim_timesteps']} skipping steps, "
+                     f"{args['loss_type']} loss, target decay {args['target_decay']:g}")
+    return [
+        ("data", f"{f'{data_used},' if data_used else 'not recorded;'} pixels in [−1, 1]"),
+        ("steps", f"{training['global_step']:,} optimiser steps, {training['images_seen']:,} images{epochs}"),
+        ("batch, optimiser", f"{args['train_batch_size']} × {training['num_processes']} process(es); AdamW, lr "
+                             f"{args['learning_rate']:g}, {args['lr_scheduler']} schedule, {args['lr_warmup_steps']} "
+                             "warm-up steps"),
+        objective,
+        ("EMA", "max decay " + format(args["ema_max_decay"], "g") if args["use_ema"] else "off"),
+        ("precision", training["mixed_precision"]),
+        ("hardware", training.get("hardware", "not recorded")),
+        ("wall time", f"{training['train_minutes']:.0f} minutes of {'distillation' if distilled else 'training'}"),
+        ("command", f"`{' '.join(redact_command(training['command'].split()))}`"),
     ]
-    if source_url:
-        lines += [
-            "With the mnist-diffusion package (training, evaluation, inpainting, the demo), no remote code runs:", "",
-            "```bash", f'pip install "git+{source_url}"', "```", "",
-        ]
-    else:
-        lines += [
-            "With the mnist-diffusion package (training, evaluation, inpainting, the demo) installed from a checkout "
-            "of its source (`pip install -e .`), no remote code runs:", "",
-        ]
-    lines += [
-        "```python", "from mnist_diffusion import MNISTDDPMPipeline", "",
-        f'pipe = MNISTDDPMPipeline.from_pretrained("{repo_id}")', "image = pipe(labels=[7]).images[0]", "```", "",
-    ]
-    if distilled:
-        lines += [
-            "Fewer or more steps: `pipe(labels=[7], num_inference_steps=1)`"
-            + (f", up to the {distilled['num_ddim_timesteps']} steps of the schedule it was distilled on"
-               if distilled["num_ddim_timesteps"] else "")
-            + ". The guidance is in the weights: leave `guidance_scale` at 1.",
-            "",
-        ]
-    else:
-        lines += [
-            "Fast sampling: swap in a diffusers solver.", "",
-            "```python", "from diffusers import DPMSolverMultistepScheduler", "",
-            "pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)",
-            "images = pipe(labels=list(range(10)), num_inference_steps=20).images", "```", "",
-        ]
-    lines += [
-        "## Model", "",
-        f"- **Noise predictor**: `ClassConditionedUNet`, {num_parameters:,} parameters; widths {widths} at 28, 14 and 7 "
-        f"pixels, {unet_config['layers_per_block']} residual block(s) per resolution on the way down (one more on the "
-        f"way up), self-attention at {', '.join(str(r) for r in unet_config['attention_resolutions']) or 'no'} pixels "
-        "and in the bottleneck; time (sinusoidal embedding + MLP) and label (learned embedding with a null entry for "
-        "classifier-free guidance) condition every block.",
-    ]
-    if "original_inference_steps" in scheduler_config:  # LCMScheduler
-        lines.append(
-            f"- **Noise schedule**: T = {scheduler_config['num_train_timesteps']}, β {beta_schedule}; "
-            f"`{scheduler_config['prediction_type']}` prediction; sampled by `LCMScheduler` on the skipping-step "
-            f"schedule of {scheduler_config['original_inference_steps']} timesteps."
-        )
-    else:
-        lines.append(
-            f"- **Noise schedule**: T = {scheduler_config['num_train_timesteps']}, β {beta_schedule}; "
-            f"σ_t² {'= β̃_t' if scheduler_config['variance_type'] == 'fixed_small' else '= β_t'} "
-            f"(`{scheduler_config['variance_type']}`), `{scheduler_config['prediction_type']}` prediction."
-        )
-    if distilled:
-        teacher_step = " ".join(filter(None, [distilled["teacher_solver"], "step"]))
-        teacher_guidance = "" if distilled["guidance_scale"] is None else f" {distilled['guidance_scale']:g}"
-        lines += [
-            "- **Objective**: consistency distillation of "
-            f"{f'`{teacher}`' if teacher else 'a teacher, not recorded in this folder'}. A training digit is noised to "
-            f"x_t at a timestep of the skipping-step schedule; the frozen teacher's {teacher_step} "
-            f"with classifier-free guidance{teacher_guidance} takes it to the schedule's next lower "
-            "timestep s; the student's f(x_t, t) = c_skip(t)·x_t + c_out(t)·x̂_0 is regressed onto the target "
-            "network's (an EMA of the student's weights) f at s. c_skip and c_out are `LCMScheduler`'s boundary "
-            "condition, so f(x, 0) = x in training and sampling alike. Student and target start from the teacher.",
-            "",
-        ]
-    else:
-        lines += [
-            "- **Objective**: L_simple = E‖ε − ε_θ(x_t, t, y)‖² with t uniform and x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε.", "",
-        ]
-    if training is not None:
-        args = training["args"]
-        # What the run trained on, as it recorded it (`describe_training_data`); an older record does not say.
-        data = training.get("data") or {}
-        num_train_images = data.get("num_train_images")
-        data_used = ", ".join(filter(None, [data.get("data_set"),
-                                            num_train_images and f"{num_train_images:,} training images"]))
-        epochs = f" ({training['images_seen'] / num_train_images:.1f} epochs)" if num_train_images else ""
-        lines += [
-            "## Training", "",
-            "| | |", "| --- | --- |",
-            f"| data | {f'{data_used},' if data_used else 'not recorded;'} pixels in [−1, 1] |",
-            f"| steps | {training['global_step']:,} optimiser steps, {training['images_seen']:,} images{epochs} |",
-            f"| batch, optimiser | {args['train_batch_size']} × {training['num_processes']} process(es); AdamW, lr "
-            f"{args['learning_rate']:g}, {args['lr_scheduler']} schedule, {args['lr_warmup_steps']} warm-up steps |",
-            *([f"| label dropout (for guidance) | {args['cond_drop_prob']:g} |"] if "cond_drop_prob" in args else [
-                f"| distillation | teacher {f'`{teacher}`' if teacher else 'not recorded'}, guidance "
-                f"{distilled['guidance_scale']:g}, {distilled['num_ddim_timesteps']} skipping steps, "
-                f"{args['loss_type']} loss, target decay {args['target_decay']:g} |"]),
-            f"| EMA | {'max decay ' + format(args['ema_max_decay'], 'g') if args['use_ema'] else 'off'} |",
-            f"| precision | {training['mixed_precision']} |",
-            f"| hardware | {training.get('hardware', 'not recorded')} |",
-            f"| wall time | {training['train_minutes']:.0f} minutes of {'distillation' if distilled else 'training'} |",
-            f"| command | `{' '.join(redact_command(training['command'].split()))}` |", "",
-        ]
-    lines += ["## Evaluation", ""]
-    if evaluations:
-        lines += [
-            "An independent classifier (a transformers RegNet trained on MNIST, ≥ 99.5% test accuracy) reads every "
-            "generated digit; its pooled features are the space of the Fréchet distance, reported as a ratio to the "
-            "real floor (real training digits against the test set at the same n); ratios compare only within a "
-            "table, at one n.", "",
-            *tables_by_n(evaluations),
-        ]
-        teacher_results = [read_json(path) for path in sorted(model_dir.glob(TEACHER_RESULTS))]
-        if distilled and teacher_results:
-            lines += [
-                f"The teacher{f', `{teacher}`,' if teacher else ''} at the guidance the student was distilled with, "
-                "for comparison (two UNet passes per guided step):", "",
-                *EVALUATION_HEADER, *(row for results in teacher_results for row in evaluation_rows(results)), "",
-            ]
-    else:
-        lines += ["Not evaluated yet.", ""]
-    if sweep is not None:
-        # The rule that chose the stored default, as the sweep recorded it (`evaluate.py --store_default`).
-        rule = sweep.get("default_rule")
-        chosen_by = "" if rule is None else (
-            f" The model's default, {guidance}, is the setting with the smallest Fréchet ratio among those whose "
-            f"accuracy is at least {100 * rule['min_accuracy']:g}% and whose worst digit is at least "
-            f"{100 * rule['min_worst_digit_accuracy']:g}% (n ≥ {rule['min_samples']:,})."
-        )
-        lines += [
-            "### Guidance scale", "",
-            "The same sampler at every guidance setting of the sweep (scales, and guidance limited to an interval of "
-            f"timesteps).{chosen_by}", "",
-            *EVALUATION_HEADER,
-            *evaluation_rows(sweep), "",
-        ]
-        if (model_dir / "images/guidance.png").is_file():
-            lines += [f"![{FIGURES['images/guidance.png']}](images/guidance.png)", ""]
-    lines += [
-        "## Limitations", "",
-        "28×28 grey digits in the style of MNIST (centred, white on black), of the ten digit classes and nothing else. "
-        + ("Its variety is that of the guided teacher at the baked-in scale; one step gives blurrier digits than "
-           "four (see the table)." if distilled else
-           "The full DDPM chain takes seconds per image on a CPU; a solver with 20–25 steps is much faster."), "",
-        "## Citations", "",
-        "```bibtex",
-        "@inproceedings{ho2020ddpm, title={Denoising Diffusion Probabilistic Models},",
-        "  author={Ho, Jonathan and Jain, Ajay and Abbeel, Pieter}, booktitle={NeurIPS}, year={2020}}",
-        "@article{ho2022cfg, title={Classifier-Free Diffusion Guidance},",
-        "  author={Ho, Jonathan and Salimans, Tim}, journal={arXiv:2207.12598}, year={2022}}",
-        *([
-            "@article{luo2023lcm, title={Latent Consistency Models: Synthesizing High-Resolution Images with Few-Step "
-            "Inference},", "  author={Luo, Simian and Tan, Yiqin and Huang, Longbo and Li, Jian and Zhao, Hang},",
-            "  journal={arXiv:2310.04378}, year={2023}}",
-            "@inproceedings{song2023consistency, title={Consistency Models},",
-            "  author={Song, Yang and Dhariwal, Prafulla and Chen, Mark and Sutskever, Ilya}, booktitle={ICML}, "
-            "year={2023}}",
-        ] if distilled else []),
-        "```", "",
-    ]
-    return redact("\n".join(lines))
+
+
+def sweep_fields(model_dir: Path, sweep: dict | None, guidance: str) -> dict:
+    """The guidance sweep's table, and the rule that chose the stored default, as the sweep recorded it
+    (`evaluate.py --store_default`)."""
+    if sweep is None:
+        return {"sweep_table": None}
+    rule = sweep.get("default_rule")
+    chosen_by = "" if rule is None else (
+        f" The model's default, {guidance}, is the setting with the smallest Fréchet ratio among those whose "
+        f"accuracy is at least {100 * rule['min_accuracy']:g}% and whose worst digit is at least "
+        f"{100 * rule['min_worst_digit_accuracy']:g}% (n ≥ {rule['min_samples']:,})."
+    )
+    return {
+        "sweep_table": "\n".join([*EVALUATION_HEADER, *evaluation_rows(sweep)]),
+        "chosen_by": chosen_by,
+        "guidance_figure": FIGURES["images/guidance.png"] if (model_dir / "images/guidance.png").is_file() else None,
+    }
+
+
+def student_fields(model_dir: Path, distilled: dict, teacher: str | None) -> dict:
+    """What a distilled student's card says of its distillation, and its teacher's results for comparison."""
+    teacher_results = [read_json(path) for path in sorted(model_dir.glob(TEACHER_RESULTS))]
+    guidance_scale, steps = distilled["guidance_scale"], distilled["num_ddim_timesteps"]
+    return {
+        "baked_in": "guidance" if guidance_scale is None else f"guidance at scale {guidance_scale:g}",
+        "distilled_steps": f", up to the {steps} steps of the schedule it was distilled on" if steps else "",
+        "teacher_named": f"`{teacher}`" if teacher else "a teacher, not recorded in this folder",
+        "teacher_step": " ".join(filter(None, [distilled["teacher_solver"], "step"])),
+        "teacher_guidance": "" if guidance_scale is None else f" {guidance_scale:g}",
+        "teacher_aside": f", `{teacher}`," if teacher else "",
+        "teacher_table": "\n".join([*EVALUATION_HEADER, *(row for results in teacher_results
+                                                          for row in evaluation_rows(results))])
+        if teacher_results else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

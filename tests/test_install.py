@@ -49,6 +49,9 @@ def test_a_non_editable_install_finds_its_shipped_models_outside_the_checkout(tm
         student.set_progress_bar_config(disable=True)
         assert student(labels=[7], num_inference_steps=2, output_type="pt").images.shape == (1, 1, 28, 28)
         main(["--labels", "3", "--scheduler", "dpm", "--num_inference_steps", "2", "--output", "three.png"])
+        from mnist_diffusion.card import render_model_card  # its template is package data too
+
+        assert "## Evaluation" in render_model_card(SHIPPED_MODEL)
         print("ok")
         """
     )
