@@ -9,7 +9,7 @@ next to a standard `ConvNextImageProcessor`, so that anyone classifies a digit w
 
 Its pooled penultimate features (`RegNetModel.pooler_output`, 128 numbers per image) are the space where
 `evaluation.py` measures the Fréchet distance. `DigitClassifier` runs the same model on whole tensors of digits.
-`classifier_training.py` trains it (`scripts/train_classifier.py`).
+`training/classifier.py` trains it (`scripts/train_classifier.py`).
 
 Why this architecture. The processor only rescales and normalises (x / 255 − 0.5) / 0.5, with no resize, so that the
 batched torch preprocessing of `DigitClassifier` is exactly the processor's. That rules out upscaling, so the network

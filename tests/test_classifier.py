@@ -1,5 +1,5 @@
 """Tests of the evaluation classifier: a transformers model that loads with the Auto classes, and the batched
-`DigitClassifier` that must agree with the image processor. Its training is tested in test_classifier_training.py."""
+`DigitClassifier` that must agree with the image processor. Its training (training/classifier.py) is tested in test_classifier_training.py."""
 
 import subprocess
 import sys
@@ -143,8 +143,8 @@ def test_the_pipeline_does_not_need_transformers():
 import importlib, pkgutil, sys
 sys.modules["transformers"] = None  # makes `import transformers` fail and find_spec report it missing
 import mnist_diffusion
-CLASSIFIER_MODULES = ("classifier", "classifier_training")
-for module in pkgutil.iter_modules(mnist_diffusion.__path__):
+CLASSIFIER_MODULES = ("classifier", "training.classifier")
+for module in pkgutil.walk_packages(mnist_diffusion.__path__):
     if module.name not in CLASSIFIER_MODULES:
         importlib.import_module(f"mnist_diffusion.{module.name}")
 for name in CLASSIFIER_MODULES:

@@ -1,4 +1,4 @@
-"""Tests of `mnist_diffusion/classifier_training.py`: the augmentation, a tiny training run on the generated MNIST of
+"""Tests of `mnist_diffusion/training/classifier.py`: the augmentation, a tiny training run on the generated MNIST of
 `tests/synthetic_mnist.py`, its time budget and its options."""
 
 import json
@@ -11,8 +11,8 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, Re
 
 from mnist_diffusion.classifier import DigitClassifier  # noqa: E402
 from mnist_diffusion.images import digits_to_unit_range  # noqa: E402
-from mnist_diffusion.classifier_training import parse_args, random_affine, train_classifier  # noqa: E402
 from mnist_diffusion.data import load_mnist  # noqa: E402
+from mnist_diffusion.training.classifier import parse_args, random_affine, train_classifier  # noqa: E402
 
 TINY_ARGS = ["--hidden_sizes", "8", "16", "--depths", "1", "1", "--embedding_size", "8"]
 

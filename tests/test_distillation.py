@@ -1,10 +1,10 @@
-"""Tests of `mnist_diffusion/distillation.py` on a tiny teacher and the generated MNIST of `tests/synthetic_mnist.py`:
+"""Tests of `mnist_diffusion/training/distillation.py` on a tiny teacher and the generated MNIST of `tests/synthetic_mnist.py`:
 the method's pieces against diffusers' own schedulers, the loss, the boundary condition, the run (options, kill and
 resume, the folder it writes)."""
 
 import json
-import shutil
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +14,8 @@ import torch
 from diffusers import DDIMScheduler, LCMScheduler
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
-from mnist_diffusion.distillation import (
+from mnist_diffusion.scheduling_mnist_ddpm import PREDICTION_TYPES
+from mnist_diffusion.training.distillation import (
     consistency_function,
     consistency_loss,
     copy_of,
@@ -27,7 +28,6 @@ from mnist_diffusion.distillation import (
     student_scheduler,
     update_target,
 )
-from mnist_diffusion.scheduling_mnist_ddpm import PREDICTION_TYPES
 
 from .conftest import TINY_UNET
 from .test_training import ROOT, checkpoint_names, kill_at_checkpoint, subprocess_env, unet_weights
@@ -297,7 +297,7 @@ def test_a_distilled_student_is_refused_as_a_teacher_by_name(tmp_path, tiny_teac
 
 
 def test_help_names_the_sampler_that_draws_the_validation_grids():
-    from mnist_diffusion.distillation import build_parser
+    from mnist_diffusion.training.distillation import build_parser
 
     text = " ".join(build_parser().format_help().split())
     assert "Steps of the student's LCMScheduler for validation samples" in text and "DPM-Solver++" not in text

@@ -1,4 +1,4 @@
-"""Tests of `mnist_diffusion/training.py`, on the generated MNIST of `tests/synthetic_mnist.py`: what they check (the
+"""Tests of `mnist_diffusion/training/` (the DDPM job and the shared pieces), on the generated MNIST of `tests/synthetic_mnist.py`: what they check (the
 loop, checkpoints, resuming, two processes, the options, what is recorded and pushed) does not depend on real digits,
 so they run wherever the tests do."""
 
@@ -19,30 +19,33 @@ from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel, compute_snr
 from safetensors.torch import load_file
 
-from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, training
+from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline
 from mnist_diffusion.data import MNISTDataError
 from mnist_diffusion.scheduling_mnist_ddpm import MNISTDDPMScheduler
-from mnist_diffusion.training import (
-    TrainingLength,
-    add_checkpoint_arguments,
-    add_ema_arguments,
-    add_optimizer_arguments,
-    build_parser,
-    check_checkpoint_arguments,
-    check_ema_arguments,
-    check_optimizer_arguments,
+from mnist_diffusion.training import ddpm, loop
+from mnist_diffusion.training.checkpoints import (
     checkpoint_problem,
-    make_accelerator,
     new_training_state,
-    parse_args,
-    parse_checked,
-    recorded_options,
     resolve_checkpoint,
     resume_state,
     save_checkpoint,
+)
+from mnist_diffusion.training.ddpm import build_parser, parse_args, train
+from mnist_diffusion.training.loop import (
+    TrainingLength,
+    make_accelerator,
+    recorded_options,
     should_stop,
-    train,
     training_length,
+)
+from mnist_diffusion.training.options import (
+    add_checkpoint_arguments,
+    add_ema_arguments,
+    add_optimizer_arguments,
+    check_checkpoint_arguments,
+    check_ema_arguments,
+    check_optimizer_arguments,
+    parse_checked,
 )
 
 from .hub_server import HubServer
@@ -103,13 +106,13 @@ def test_min_snr_weights_match_diffusers(prediction_type, beta_schedule):
         expected = expected / snr
     elif prediction_type == "v_prediction":
         expected = expected / (snr + 1)
-    torch.testing.assert_close(training.min_snr_weights(ours, timesteps, 5.0), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ddpm.min_snr_weights(ours, timesteps, 5.0), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_min_snr_weighting_down_weights_only_the_low_noise_steps():
     scheduler = MNISTDDPMScheduler()
     timesteps = torch.arange(1000)
-    weights = training.min_snr_weights(scheduler, timesteps, 5.0)
+    weights = ddpm.min_snr_weights(scheduler, timesteps, 5.0)
     snr = scheduler.alphas_cumprod / (1 - scheduler.alphas_cumprod)
     assert torch.equal(weights[snr <= 5], torch.ones(int((snr <= 5).sum())))
     assert (weights[snr > 5] < 1).all() and weights[0] == pytest.approx(5 / snr[0].item(), rel=1e-5)
@@ -122,10 +125,10 @@ def test_a_gamma_above_every_snr_gives_l_simple():
     losses = []
     for gamma in (None, 1e9):
         torch.manual_seed(0)
-        losses.append(training.ddpm_loss(model, scheduler, images, labels, 0.1, 10, snr_gamma=gamma))
+        losses.append(ddpm.ddpm_loss(model, scheduler, images, labels, 0.1, 10, snr_gamma=gamma))
     torch.testing.assert_close(losses[0], losses[1])
     torch.manual_seed(0)
-    assert training.ddpm_loss(model, scheduler, images, labels, 0.1, 10, snr_gamma=5.0) < losses[0]
+    assert ddpm.ddpm_loss(model, scheduler, images, labels, 0.1, 10, snr_gamma=5.0) < losses[0]
 
 
 def test_channels_last_min_snr_run_resumes_and_loads(tmp_path, synthetic_mnist):
@@ -453,7 +456,7 @@ def test_the_main_rank_clock_decides_the_time_budget_with_the_flag_on_the_device
         sent.append((flag.device, from_process))
         return torch.tensor(next(main_rank_verdicts))
 
-    monkeypatch.setattr(training, "broadcast", broadcast)
+    monkeypatch.setattr(loop, "broadcast", broadcast)
     accelerator = SimpleNamespace(device=torch.device("meta"))
     in_time = {"global_step": 5, "images_seen": 80, "train_seconds": 0.0}
     assert should_stop(accelerator, in_time, max_train_steps=10, max_train_minutes=1.0)
@@ -470,7 +473,7 @@ STOP_PROBE = """
 import json, sys
 from pathlib import Path
 from accelerate import Accelerator
-from mnist_diffusion.training import should_stop
+from mnist_diffusion.training.loop import should_stop
 
 accelerator = Accelerator()
 verdicts = []

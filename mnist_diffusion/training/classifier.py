@@ -2,7 +2,7 @@
 
 Cross-entropy on the MNIST training split, each digit randomly rotated, scaled and shifted a little, with AdamW and a
 one-cycle learning rate; then the accuracy on the test split, and the model saved with its image processor and
-`training_results.json`. The loop is made of the pieces of `training.py`: seeding, the length of the run, the time
+`training_results.json`. The loop is made of the pieces of `loop.py` and `options.py`: seeding, the length of the run, the time
 budget, the run record, the option checks.
 """
 
@@ -15,28 +15,27 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .arguments import out_of_range
-from .classifier import DigitClassifier, build_classifier, normalize
-from .data import load_mnist
-from .images import IMAGE_SIZE, digits_to_unit_range
-from .training import (
+from ..arguments import out_of_range
+from ..classifier import DigitClassifier, build_classifier, normalize
+from ..data import load_mnist
+from ..images import IMAGE_SIZE, digits_to_unit_range
+from .checkpoints import new_training_state
+from .loop import (
     Stopwatch,
     Throughput,
     backward_and_step,
     build_seeded,
-    check_seed,
     count_step,
     log_step,
     make_accelerator,
     make_dataloader,
-    new_training_state,
-    parse_checked,
     progress_bar,
     run_record,
     should_stop,
     training_batches,
     training_length,
 )
+from .options import check_seed, parse_checked
 
 SCRIPT = "scripts/train_classifier.py"
 RESULTS = "training_results.json"

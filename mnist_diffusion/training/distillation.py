@@ -16,7 +16,7 @@ Every model output (teacher's, student's, target's) is read by the teacher's `pr
 [`original_and_noise`]), which the student's `LCMScheduler` inherits. Student and target start from the teacher's
 weights. The student is saved as an `MNISTDDPMPipeline` whose scheduler
 is diffusers' `LCMScheduler`, with `default_guidance_scale` 1 (the guidance is baked in). Everything else (options,
-accelerator, checkpoints that survive a kill, the time budget, validation grids, the run record) is `training.py`'s.
+accelerator, checkpoints that survive a kill, the time budget, validation grids, the run record) is that of `loop.py`, `checkpoints.py` and `options.py`.
 """
 
 import argparse
@@ -30,19 +30,22 @@ from accelerate.logging import get_logger
 from diffusers import LCMScheduler
 from diffusers.training_utils import EMAModel
 
-from .arguments import out_of_range
-from .fingerprint import model_sha256
-from .pipeline_mnist_ddpm import MNISTDDPMPipeline, is_repo_id
-from .scheduling_mnist_ddpm import PREDICTION_TYPES, MNISTDDPMScheduler
-from .shipped import SHIPPED_MODEL
-from .training import (
+from ..arguments import out_of_range
+from ..fingerprint import model_sha256
+from ..pipeline_mnist_ddpm import MNISTDDPMPipeline, is_repo_id
+from ..scheduling_mnist_ddpm import PREDICTION_TYPES, MNISTDDPMScheduler
+from ..shipped import SHIPPED_MODEL
+from .checkpoints import (
+    check_output_dir,
+    output_dir_problems,
+    resolve_checkpoint,
+    resume_state,
+)
+from .loop import (
     Stopwatch,
     Throughput,
-    add_run_arguments,
     backward_and_step,
     build_seeded,
-    check_output_dir,
-    check_run_arguments,
     count_step,
     ema_copy,
     end_of_step,
@@ -51,17 +54,14 @@ from .training import (
     make_ema,
     make_optimizer,
     mnist_training_data,
-    output_dir_problems,
-    parse_checked,
     progress_bar,
-    resolve_checkpoint,
-    resume_state,
     run_record,
     start_trackers,
     training_batches,
     validation_grid,
     write_pipeline,
 )
+from .options import add_run_arguments, check_run_arguments, parse_checked
 
 logger = get_logger(__name__)
 
@@ -70,7 +70,7 @@ LOSS_TYPES = ("huber", "l2")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The options of `scripts/distill.py`: teacher, data and the distillation here, then training.py's groups."""
+    """The options of `scripts/distill.py`: teacher, data and the distillation here, then the shared groups of `options.py`."""
     parser = argparse.ArgumentParser(
         prog="distill.py",
         description="Distil the class-conditional DDPM into a few-step consistency model that samples with diffusers' "

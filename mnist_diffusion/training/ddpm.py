@@ -1,0 +1,310 @@
+"""Training of the class-conditional DDPM on MNIST, behind `accelerate launch scripts/train.py`.
+
+The loop is the algorithm of the spec: draw t uniformly, jump to x_t in closed form, regress the noise with a
+plain MSE; drop the label to the null label with probability `cond_drop_prob` for classifier-free guidance
+([`ddpm_loss`]). [`train`] reads as numbered steps (accelerator, models, data, resume, loop, save) of the pieces in
+`loop.py`, `checkpoints.py` and `options.py`. Everything a run writes sits in `output_dir` (see `run_folder.py`).
+"""
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from diffusers import DPMSolverMultistepScheduler, ModelMixin
+from diffusers.training_utils import EMAModel
+
+from ..arguments import out_of_range
+from ..data import MNIST_FILES
+from ..pipeline_mnist_ddpm import MNISTDDPMPipeline, null_class_label
+from ..scheduling_mnist_ddpm import BETA_SCHEDULES, PREDICTION_TYPES, MNISTDDPMScheduler
+from ..unet_mnist import ClassConditionedUNet
+from .checkpoints import (
+    check_output_dir,
+    output_dir_problems,
+    resolve_checkpoint,
+    resume_state,
+)
+from .loop import (
+    Stopwatch,
+    Throughput,
+    backward_and_step,
+    build_seeded,
+    count_step,
+    ema_copy,
+    end_of_step,
+    end_run,
+    make_accelerator,
+    make_ema,
+    make_optimizer,
+    mnist_training_data,
+    progress_bar,
+    run_record,
+    start_trackers,
+    training_batches,
+    validation_grid,
+    write_pipeline,
+)
+from .options import (
+    add_run_arguments,
+    check_batch_size,
+    check_run_arguments,
+    parse_checked,
+)
+
+logger = get_logger(__name__)
+
+
+SCRIPT = "scripts/train.py"
+
+
+TRAINING_IMAGES = MNIST_FILES["train"][0].count
+
+
+# The options that define what a run trains (the model, its noise schedule and its objective): a resume with any of
+# them changed would continue another run's weights under a record that describes only the new ones.
+MODEL_OPTIONS = ("block_out_channels", "layers_per_block", "attention_resolutions", "attention_head_dim",
+                 "norm_num_groups", "dropout", "num_train_timesteps", "beta_schedule", "prediction_type",
+                 "cond_drop_prob", "snr_gamma")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of `scripts/train.py`: data and model here, then the shared groups."""
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a class-conditional DDPM on MNIST (run with `accelerate launch` for several processes).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data and output")
+    data.add_argument("--data_dir", default="data/mnist",
+                      help="Folder with the four MNIST IDX .gz files; missing files are downloaded there when online.")
+    data.add_argument("--output_dir", default="mnist-ddpm",
+                      help="Where the trained pipeline goes, with checkpoints/, logs/ and samples/ beside it.")
+    data.add_argument("--dataloader_num_workers", type=int, default=0,
+                      help="Worker processes for data loading (the data set is in memory: 0 is usually fastest).")
+    model = parser.add_argument_group("model and noise schedule")
+    model.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 96],
+                       help="UNet width at 28, 14 and 7 pixels.")
+    model.add_argument("--layers_per_block", type=int, default=1, help="Residual blocks per resolution.")
+    model.add_argument("--attention_resolutions", type=int, nargs="*", default=[7],
+                       help="Feature-map sizes with self-attention (the bottleneck always has it).")
+    model.add_argument("--attention_head_dim", type=int, default=32, help="Channels per attention head.")
+    model.add_argument("--norm_num_groups", type=int, default=8, help="Groups of every GroupNorm.")
+    model.add_argument("--dropout", type=float, default=0.0, help="Dropout inside residual blocks.")
+    model.add_argument("--num_train_timesteps", type=int, default=1000, help="T, the diffusion steps.")
+    model.add_argument("--beta_schedule", choices=BETA_SCHEDULES, default="linear",
+                       help="Noise schedule: linear β from 1e-4 to 0.02 (DDPM), or cosine.")
+    model.add_argument("--prediction_type", choices=PREDICTION_TYPES, default="epsilon",
+                       help="What the UNet learns to predict; the spec's L_simple is `epsilon`.")
+    model.add_argument("--cond_drop_prob", type=float, default=0.1,
+                       help="Probability of replacing the label by the null label (classifier-free guidance).")
+    model.add_argument("--snr_gamma", type=float, default=None,
+                       help="Min-SNR-γ loss weighting (Hang et al., 2023): each timestep's loss weighted by "
+                            "min(SNR, γ) over what the prediction type already weights; the paper uses 5. Unset: "
+                            "the spec's L_simple.")
+    model.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=False,
+                       help="Train with the UNet's weights and activations in channels_last memory format.")
+    add_run_arguments(parser)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options of `scripts/train.py`, checked by [`check_args`]."""
+    return parse_checked(build_parser(), check_args, argv)
+
+
+def check_args(args: argparse.Namespace) -> list[str]:
+    """Every nonsense option value of `scripts/train.py`, named, so that nothing starts training with it."""
+    problems = out_of_range(args, ["layers_per_block", "num_train_timesteps", "attention_head_dim", "norm_num_groups"],
+                            "a positive integer")
+    problems += out_of_range(args, ["dataloader_num_workers"], "≥ 0")
+    problems += out_of_range(args, ["cond_drop_prob", "dropout"], "in [0, 1)")
+    problems += out_of_range(args, ["snr_gamma"], "positive")
+    problems += check_batch_size(args.train_batch_size, TRAINING_IMAGES, "the MNIST training split")
+    if any(c < 1 or (args.norm_num_groups >= 1 and c % args.norm_num_groups) for c in args.block_out_channels):
+        problems.append(f"--block_out_channels {args.block_out_channels} must be positive multiples of "
+                        f"--norm_num_groups {args.norm_num_groups}")
+    if 28 % 2 ** (len(args.block_out_channels) - 1):
+        problems.append(f"--block_out_channels has {len(args.block_out_channels)} levels; 28 pixels halve at most "
+                        "twice (28 → 14 → 7)")
+    # Attention splits the width of each level that has it (those of --attention_resolutions, and the bottleneck)
+    # into heads of --attention_head_dim channels.
+    attended = {channels for level, channels in enumerate(args.block_out_channels)
+                if 28 // 2**level in args.attention_resolutions} | {args.block_out_channels[-1]}
+    if args.attention_head_dim >= 1 and any(channels % args.attention_head_dim for channels in attended):
+        problems.append(f"--attention_head_dim {args.attention_head_dim} must divide the width of every level with "
+                        f"attention, {sorted(attended)}")
+    problems += output_dir_problems(Path(args.output_dir), resuming=args.resume_from_checkpoint is not None)
+    return problems + check_run_arguments(args)
+
+
+def make_unet(args: argparse.Namespace) -> ClassConditionedUNet:
+    """A fresh UNet of the model options of [`build_parser`]."""
+    return ClassConditionedUNet(
+        block_out_channels=tuple(args.block_out_channels),
+        layers_per_block=args.layers_per_block,
+        attention_resolutions=tuple(args.attention_resolutions),
+        attention_head_dim=args.attention_head_dim,
+        norm_num_groups=args.norm_num_groups,
+        dropout=args.dropout,
+    )
+
+
+def ddpm_loss(model, noise_scheduler: MNISTDDPMScheduler, images: torch.Tensor, labels: torch.Tensor,
+              cond_drop_prob: float, null_label: int, snr_gamma: float | None = None) -> torch.Tensor:
+    """
+    L_simple on one batch: t drawn uniformly, x_t in closed form, the label replaced by `null_label` with probability
+    `cond_drop_prob` (classifier-free guidance), and the MSE between the UNet's prediction and its target; with
+    `snr_gamma`, each image's MSE weighted by [`min_snr_weights`].
+    """
+    noise = torch.randn_like(images)
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(images),), device=images.device)
+    drop = torch.rand(len(labels), device=labels.device) < cond_drop_prob
+    labels = torch.where(drop, torch.full_like(labels, null_label), labels)
+    noisy_images = noise_scheduler.add_noise(images, noise, timesteps)  # x_t, closed form
+    prediction = model(noisy_images, timesteps, labels).sample
+    target = training_target(noise_scheduler, images, noise, timesteps)
+    if snr_gamma is None:
+        return F.mse_loss(prediction.float(), target.float())
+    per_image = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    return (min_snr_weights(noise_scheduler, timesteps, snr_gamma) * per_image).mean()
+
+
+def min_snr_weights(scheduler: MNISTDDPMScheduler, timesteps: torch.Tensor, snr_gamma: float) -> torch.Tensor:
+    """
+    The Min-SNR-γ weight of each timestep (Hang et al., 2023) for the scheduler's prediction type. With
+    SNR(t) = ᾱ_t / (1 − ᾱ_t), the x_0 loss is weighted by min(SNR, γ); an ε loss already carries a factor SNR and a
+    v loss SNR + 1, so they are divided by it. Where SNR is 0 (a zero-terminal-SNR schedule's last step) the ε
+    weight is its limit, 1.
+    """
+    alphas_cumprod = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].double()
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    clipped = snr.clamp(max=snr_gamma)
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        weights = torch.where(snr > 0, clipped / snr, torch.ones_like(snr))
+    elif prediction_type == "v_prediction":
+        weights = clipped / (snr + 1)
+    else:
+        weights = clipped
+    return weights.float()
+
+
+def training_target(scheduler: MNISTDDPMScheduler, images, noise, timesteps) -> torch.Tensor:
+    """What the UNet learns to predict under the scheduler's `prediction_type`."""
+    if scheduler.config.prediction_type == "epsilon":
+        return noise  # L_simple = ‖ε − ε_θ(x_t, t, y)‖²
+    if scheduler.config.prediction_type == "v_prediction":
+        return scheduler.get_velocity(images, noise, timesteps)
+    return images
+
+
+def save_ddpm_pipeline(accelerator: Accelerator, args: argparse.Namespace, model, ema: EMAModel | None,
+                       noise_scheduler: MNISTDDPMScheduler, state: dict, script: str = SCRIPT) -> None:
+    """
+    Write the pipeline with the EMA (or live) weights and the run record to `args.output_dir`. Only the main process
+    builds it, so that [`ema_copy`] leaves the random state of the other ranks alone; they wait for it.
+    """
+    if accelerator.is_main_process:
+        pipeline = MNISTDDPMPipeline(unet=ema_copy(accelerator, model, ema), scheduler=noise_scheduler)
+        write_pipeline(pipeline, Path(args.output_dir), run_record(accelerator, script, args, state, model))
+    accelerator.wait_for_everyone()
+
+
+def train(args: argparse.Namespace, on_step=None, build_unet: Callable[[argparse.Namespace], ModelMixin] = make_unet,
+          script: str = SCRIPT) -> Path:
+    """
+    Train, resumably, and write the pipeline to `args.output_dir`.
+
+    Args:
+        args: the options of `build_parser()`.
+        on_step: optional `on_step(accelerator, model, batch, global_step)` called after every optimiser step (for
+            tests that watch the ranks of a distributed run).
+        build_unet: builds the fresh UNet from `args`; by default our [`ClassConditionedUNet`] of the model options.
+            Any UNet that `MNISTDDPMPipeline` takes will do: the benchmark trains diffusers' own `UNet2DModel` this way
+            (`benchmarks/train_peer.py`).
+        script: the script as the run record's command line names it.
+
+    Returns:
+        The output folder, which `MNISTDDPMPipeline.from_pretrained` loads.
+    """
+    output_dir = Path(args.output_dir)
+
+    # 1. accelerator, and the checks that need no data: the checkpoint to resume and the output folder
+    accelerator = make_accelerator(output_dir, args.mixed_precision, args.gradient_accumulation_steps, args.logger)
+    identity = {name: getattr(args, name) for name in MODEL_OPTIONS}
+    resume_from = resolve_checkpoint(args.resume_from_checkpoint, output_dir, num_registered=1 if args.use_ema else 0,
+                                     identity=identity)
+    if accelerator.is_main_process:
+        check_output_dir(output_dir, resuming=args.resume_from_checkpoint is not None)
+
+    # 2. models: the UNet with its EMA and optimiser, and the noise schedule
+    model = build_seeded(args.seed, lambda: build_unet(args))
+    if args.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    ema = make_ema(accelerator, model, args)
+    optimizer = make_optimizer(model, args)
+    noise_scheduler = MNISTDDPMScheduler(
+        num_train_timesteps=args.num_train_timesteps,
+        beta_schedule=args.beta_schedule,
+        prediction_type=args.prediction_type,
+    )
+
+    # 3. data, which sets the length of the run and of its lr schedule; a bad file or batch size fails here
+    dataset, dataloader, length, lr_scheduler = mnist_training_data(accelerator, args, optimizer)
+    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
+
+    # 4. resume, and start the logs
+    state = resume_state(accelerator, resume_from, output_dir, identity)
+    global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    start_trackers(accelerator, "train_mnist_ddpm", args)
+    logger.info(
+        f"{len(dataset)} images, {accelerator.unwrap_model(model).num_parameters()} UNet parameters, "
+        f"{accelerator.num_processes} process(es) ({accelerator.distributed_type}), global batch {global_batch}, "
+        f"{length.max_train_steps} steps.", main_process_only=True,
+    )
+
+    # 5. loop: one optimiser step per `gradient_accumulation_steps` batches, until the steps or the minutes run out
+    null_label = null_class_label(accelerator.unwrap_model(model))
+    progress = progress_bar(accelerator, state, length.max_train_steps)
+    stopwatch, throughput = Stopwatch(state["train_seconds"]), Throughput(state["images_seen"])
+    model.train()
+    for images, labels in training_batches(accelerator, dataloader, state["global_step"], length):
+        with accelerator.accumulate(model):
+            loss = ddpm_loss(model, noise_scheduler, images, labels, args.cond_drop_prob, null_label, args.snr_gamma)
+            backward_and_step(accelerator, loss, model, optimizer, lr_scheduler, args.max_grad_norm)
+        if not accelerator.sync_gradients:
+            continue
+        if ema is not None:
+            ema.step(model.parameters())
+        step = count_step(state, global_batch, stopwatch.seconds())
+        if on_step is not None:
+            on_step(accelerator, model, (images, labels), step)
+        done = end_of_step(
+            accelerator, args, state, length, progress, throughput, loss, lr_scheduler.get_last_lr()[0],
+            write_model=lambda: save_ddpm_pipeline(accelerator, args, model, ema, noise_scheduler, state, script),
+            sample_grid=lambda: validation_grid(
+                ema_copy(accelerator, model, ema),
+                DPMSolverMultistepScheduler.from_config(noise_scheduler.config),  # a preview in a few steps
+                args.validation_inference_steps, args.validation_images_per_digit, args.validation_guidance_scale,
+                args.seed,
+            ),
+        )
+        if done:
+            break
+    progress.close()
+
+    # 6. save: the pipeline (also after a resume that found the run finished: a kill may have come before this), then
+    # the Hub
+    save_ddpm_pipeline(accelerator, args, model, ema, noise_scheduler, state, script)
+    end_run(accelerator, args)
+    return output_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    train(parse_args(argv))

@@ -1,0 +1,434 @@
+"""The pieces every training loop of the project is made of: the accelerator, seeding, the data and the length of a
+run, its batches after a resume, the optimiser step, the time budget, the bookkeeping after each step (logs,
+checkpoints, validation grids), the run record, the pipeline written whole and the push to the Hub."""
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    ProjectConfiguration,
+    broadcast,
+    set_seed,
+)
+from diffusers import DiffusionPipeline, ModelMixin
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..data import MNISTDataset, describe_training_data
+from ..hub import push_pipeline_to_hub
+from ..images import make_grid
+from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
+from ..redaction import redact, redact_command
+from ..run_folder import (
+    LOGS,
+    PIPELINE_ENTRIES,
+    SAMPLES,
+    TRAINING_CONFIG,
+)
+from .checkpoints import save_checkpoint
+from .options import (
+    check_batch_size,
+)
+
+
+def recorded_options(args: argparse.Namespace) -> dict:
+    """
+    The options as written to training_config.json and the logs: everything but the Hub token, and no text shaped like
+    a token either (one pasted into the wrong option).
+    """
+    return {name: redact(value) if isinstance(value, str) else value
+            for name, value in vars(args).items() if name != "hub_token"}
+
+
+def describe_hardware(accelerator: Accelerator) -> str:
+    """What the run trained on, for the record: the GPUs, or the CPU model with its cores and threads."""
+    if accelerator.device.type == "cuda":
+        return f"{accelerator.num_processes} × {torch.cuda.get_device_name(accelerator.device)}"
+    cpu = platform.processor() or platform.machine()
+    if Path("/proc/cpuinfo").is_file():
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return (f"{cpu}, {os.cpu_count()} cores, {accelerator.num_processes} process(es) × "
+            f"{torch.get_num_threads()} thread(s), no GPU")
+
+
+def run_record(accelerator: Accelerator, script: str, args: argparse.Namespace, state: dict, model) -> dict:
+    """
+    What a run did, as saved beside the model it trained: the command line and the options (secrets redacted), the
+    data set it trained on, the steps, images and minutes of training (from `state`, summed over resumed runs) and what it ran on.
+
+    Args:
+        accelerator: the run's accelerator.
+        script: the script as the command line should name it, e.g. `"scripts/train.py"`.
+        args: the parsed options.
+        state: the training state of [`new_training_state`], as the loop has counted it.
+        model: the model being trained (wrapped or not), whose parameters are counted.
+    """
+    return {
+        "command": " ".join([script, *redact_command(sys.argv[1:])]),
+        "args": recorded_options(args),
+        "data": describe_training_data(args.data_dir),
+        "global_step": state["global_step"],
+        "images_seen": state["images_seen"],
+        "train_minutes": round(state["train_seconds"] / 60, 2),
+        "num_processes": accelerator.num_processes,
+        "distributed_type": str(accelerator.distributed_type),
+        "hardware": describe_hardware(accelerator),
+        "mixed_precision": accelerator.mixed_precision,
+        "num_parameters": accelerator.unwrap_model(model).num_parameters(),
+        "torch_version": torch.__version__,
+    }
+
+
+def make_accelerator(
+    run_dir: Path, mixed_precision: str | None, gradient_accumulation_steps: int = 1, log_with: str = "none"
+) -> Accelerator:
+    """
+    The accelerator of a run writing to `run_dir`, with TensorBoard logs (`log_with="tensorboard"`) in its `logs/`.
+    Its seedable sampler shuffles by seed and epoch alone, so that a resumed run sees the batches of an uninterrupted
+    one.
+    """
+    return Accelerator(
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        log_with=None if log_with == "none" else log_with,
+        project_config=ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(run_dir / LOGS)),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+
+
+def build_seeded(seed: int, build: Callable):
+    """
+    `build()`, seeded so that every rank starts from the same weights; then each rank is seeded apart (with the seed
+    plus its index) so that ranks draw different noise, timesteps, label drops and augmentations.
+
+    Returns:
+        What `build()` returns.
+    """
+    torch.manual_seed(seed)
+    built = build()
+    set_seed(seed, device_specific=True)
+    return built
+
+
+def make_ema(accelerator: Accelerator, model: ModelMixin, args: argparse.Namespace) -> EMAModel | None:
+    """
+    The EMA of `model`'s weights that `--use_ema` asks for (None without it), with the warm-up of
+    [`add_ema_arguments`], on the accelerator's device and registered so that checkpoints hold it.
+    """
+    if not args.use_ema:
+        return None
+    ema = EMAModel(
+        model.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, inv_gamma=args.ema_inv_gamma,
+        power=args.ema_power, model_cls=type(model), model_config=model.config,
+    )
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema)
+    return ema
+
+
+def make_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.AdamW:
+    """AdamW over `model`'s parameters, with the options of [`add_optimizer_arguments`]."""
+    return torch.optim.AdamW(
+        model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay, eps=args.adam_epsilon,
+    )
+
+
+def make_dataloader(
+    dataset: torch.utils.data.Dataset, batch_size: int, seed: int, source: str, num_workers: int = 0
+) -> torch.utils.data.DataLoader:
+    """
+    The shuffled training batches of `dataset`, incomplete ones dropped, in an order set by `seed`.
+
+    Raises:
+        `ValueError`: if `dataset` (read from `source`, for the message) has fewer images than one batch. The option
+        checks know the size of MNIST; a data set of its own (see `data.CHECKSUMS_FILE`) may be smaller.
+    """
+    problems = check_batch_size(batch_size, len(dataset), source)
+    if problems:
+        raise ValueError(problems[0] + ".")
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def mnist_training_data(accelerator: Accelerator, args: argparse.Namespace, optimizer: torch.optim.Optimizer) -> tuple[
+    MNISTDataset, torch.utils.data.DataLoader, "TrainingLength", torch.optim.lr_scheduler.LRScheduler
+]:
+    """
+    The data step of a run on the MNIST training split of `--data_dir` (the main process downloads missing files):
+    the data set, its data loader, the length of the run, and `optimizer`'s lr schedule over it. A bad file or a
+    batch larger than the data fails here, before any training.
+    """
+    dataset = MNISTDataset(args.data_dir, split="train", download=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    dataloader = make_dataloader(dataset, args.train_batch_size, args.seed, args.data_dir, args.dataloader_num_workers)
+    length = training_length(len(dataloader), accelerator.num_processes, args.gradient_accumulation_steps,
+                             args.num_epochs, args.max_train_steps)
+    lr_scheduler = make_lr_scheduler(optimizer, args, length.max_train_steps, accelerator.num_processes)
+    return dataset, dataloader, length, lr_scheduler
+
+
+@dataclass
+class TrainingLength:
+    """How long a run is: optimiser steps per epoch, optimiser steps in all, and the epochs that takes."""
+
+    steps_per_epoch: int
+    max_train_steps: int
+    num_epochs: int
+
+
+def training_length(
+    num_batches: int, num_processes: int, gradient_accumulation_steps: int, num_epochs: int,
+    max_train_steps: int | None = None,
+) -> TrainingLength:
+    """
+    The length of a run over `num_batches` batches an epoch (the data loader before `accelerator.prepare` shards it
+    over `num_processes`), one optimiser step per `gradient_accumulation_steps` batches: `num_epochs` epochs, or
+    `max_train_steps` steps when given, over as many epochs as they take.
+    """
+    steps_per_epoch = math.ceil(num_batches / num_processes / gradient_accumulation_steps)
+    max_train_steps = max_train_steps or num_epochs * steps_per_epoch
+    return TrainingLength(steps_per_epoch, max_train_steps, math.ceil(max_train_steps / steps_per_epoch))
+
+
+def make_lr_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, max_train_steps: int,
+                      num_processes: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """
+    The `--lr_scheduler` schedule with `--lr_warmup_steps` of warm-up over `max_train_steps`. accelerate steps a
+    prepared schedule once per process at every optimiser step, hence the factor `num_processes`.
+    """
+    return get_scheduler(
+        args.lr_scheduler, optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * num_processes,
+        num_training_steps=max_train_steps * num_processes,
+    )
+
+
+def start_trackers(accelerator: Accelerator, project_name: str, args: argparse.Namespace) -> None:
+    """Start the logger's run (TensorBoard: in logs/) on the main process, with the recorded options as hparams."""
+    if accelerator.is_main_process:
+        # TensorBoard's hparams take numbers, strings and booleans only.
+        config = {name: str(value) if isinstance(value, (list, tuple)) or value is None else value
+                  for name, value in recorded_options(args).items()}
+        accelerator.init_trackers(project_name, config=config)
+
+
+def training_batches(accelerator: Accelerator, dataloader, global_step: int, length: TrainingLength) -> Iterator:
+    """
+    The batches a run trains on from optimiser step `global_step` to the end of its last epoch: a resumed run skips
+    the batches of its epoch that it trained on before, so that it sees what an uninterrupted run would. A run that
+    has taken all its steps gets none.
+
+    Args:
+        accelerator: the run's accelerator (its `gradient_accumulation_steps` batches make one step).
+        dataloader: the prepared data loader, whose length is the batches of one process.
+        global_step: the optimiser steps taken so far.
+        length: the run's [`TrainingLength`].
+    """
+    if global_step >= length.max_train_steps:
+        return
+    first_epoch, skip_batches = divmod(global_step * accelerator.gradient_accumulation_steps, len(dataloader))
+    for epoch in range(first_epoch, length.num_epochs):
+        dataloader.set_epoch(epoch)
+        if epoch == first_epoch and skip_batches:
+            yield from accelerator.skip_first_batches(dataloader, skip_batches)
+        else:
+            yield from dataloader
+
+
+def backward_and_step(accelerator: Accelerator, loss: torch.Tensor, model, optimizer, lr_scheduler,
+                      max_grad_norm: float = 0.0) -> None:
+    """
+    Backpropagate `loss`, clip the gradient norm to `max_grad_norm` (0: no clipping) where gradients are synced, and
+    step the optimiser and lr schedule. Under `accelerator.accumulate` the prepared optimiser and schedule only step on
+    the last of the accumulated batches.
+    """
+    accelerator.backward(loss)
+    if accelerator.sync_gradients and max_grad_norm > 0:
+        accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@dataclass
+class Stopwatch:
+    """The training time of a run, summed over resumed runs: `seconds_before` (from the checkpoint) plus this run's."""
+
+    seconds_before: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+
+@dataclass
+class Throughput:
+    """Images per second of training since the last reading, for the progress bar and the logs."""
+
+    images_seen: int = 0
+    since: float = field(default_factory=time.perf_counter)
+
+    def read(self, images_seen: int) -> float:
+        now = time.perf_counter()
+        rate = (images_seen - self.images_seen) / (now - self.since)
+        self.images_seen, self.since = images_seen, now
+        return rate
+
+
+def progress_bar(accelerator: Accelerator, state: dict, max_train_steps: int) -> tqdm:
+    """The progress bar of the optimiser steps, shown by the first process of each machine."""
+    return tqdm(total=max_train_steps, initial=state["global_step"], desc="train",
+                disable=not accelerator.is_local_main_process)
+
+
+def count_step(state: dict, images: int, seconds: float) -> int:
+    """Count one optimiser step on `images` images (over all processes) and the training time so far in `state`."""
+    state["global_step"] += 1
+    state["images_seen"] += images
+    state["train_seconds"] = seconds
+    return state["global_step"]
+
+
+def log_step(accelerator: Accelerator, progress: tqdm, step: int, loss: torch.Tensor, lr: float,
+             images_per_second: float) -> None:
+    """Show the loss, learning rate and speed on the progress bar, and send them to the logger."""
+    logs = {"loss": loss.detach().item(), "lr": lr, "images_per_second": images_per_second}
+    progress.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_second:.0f}")
+    accelerator.log(logs, step=step)
+
+
+def should_stop(accelerator: Accelerator, state: dict, max_train_steps: int, max_train_minutes: float | None) -> bool:
+    """
+    Whether the run ends with the step just counted in `state`: it has taken `max_train_steps` steps, or its training
+    time (summed over resumed runs) has used up `max_train_minutes`.
+
+    All ranks must stop at the same step, and the main rank's clock decides: the main rank's verdict is broadcast to
+    the others. The flag lives on `accelerator.device`, since NCCL only communicates tensors on the GPU.
+    """
+    if state["global_step"] >= max_train_steps:
+        return True
+    if max_train_minutes is None:
+        return False
+    out_of_time = torch.tensor(float(state["train_seconds"] >= 60 * max_train_minutes), device=accelerator.device)
+    return bool(broadcast(out_of_time, from_process=0).item())
+
+
+def end_of_step(
+    accelerator: Accelerator, args: argparse.Namespace, state: dict, length: TrainingLength, progress: tqdm,
+    throughput: Throughput, loss: torch.Tensor, lr: float, write_model: Callable[[], None],
+    sample_grid: Callable[[], Image.Image],
+) -> bool:
+    """
+    The bookkeeping after the optimiser step just counted in `state`, by the options of [`add_checkpoint_arguments`]:
+    log every 10 steps, checkpoint every `--checkpointing_steps` and at the end, write the model every
+    `--save_model_steps` (`write_model()`, on every rank), and save the validation grid `sample_grid()` every
+    `--validation_steps` (on the main rank).
+
+    Returns:
+        `bool`: whether the run ends with this step ([`should_stop`]).
+    """
+    step = state["global_step"]
+    if step % 10 == 0 or step == length.max_train_steps:
+        log_step(accelerator, progress, step, loss, lr, throughput.read(state["images_seen"]))
+    progress.update(1)
+    done = should_stop(accelerator, state, length.max_train_steps, args.max_train_minutes)
+    if step % args.checkpointing_steps == 0 or done:
+        save_checkpoint(accelerator, Path(args.output_dir), state, args.checkpoints_total_limit)
+    if args.save_model_steps and step % args.save_model_steps == 0 and not done:
+        write_model()
+    if step % args.validation_steps == 0 and accelerator.is_main_process:
+        save_validation_grid(accelerator, Path(args.output_dir), sample_grid(), step)
+    return done
+
+
+def ema_copy(accelerator: Accelerator, model, ema: EMAModel | None) -> ModelMixin:
+    """
+    A copy of the weights to sample with, in eval mode: the EMA's, or the live ones without an EMA. A pipeline never
+    touches the model being trained. The copy starts as a fresh model, whose initialisation draws on the random state
+    of the process that calls this.
+    """
+    unwrapped = accelerator.unwrap_model(model)
+    copy = type(unwrapped).from_config(unwrapped.config).to(accelerator.device)
+    if ema is None:
+        copy.load_state_dict(unwrapped.state_dict())
+    else:
+        ema.copy_to(copy.parameters())
+    return copy.eval()
+
+
+def validation_grid(unet, scheduler, num_inference_steps: int, images_per_digit: int, guidance_scale: float,
+                    seed: int) -> Image.Image:
+    """
+    A 10 × `images_per_digit` grid, one row per digit, sampled from `unet` (a copy such as [`ema_copy`] makes) with
+    `scheduler` in `num_inference_steps` steps, from the same noise (`seed`) at every validation.
+    """
+    pipeline = MNISTDDPMPipeline(unet=unet, scheduler=scheduler)
+    pipeline.set_progress_bar_config(disable=True)
+    images = pipeline(
+        labels=list(range(10)),
+        num_images_per_label=images_per_digit,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        generator=torch.Generator(device="cpu").manual_seed(seed),
+    ).images
+    return make_grid(images, rows=10)
+
+
+def save_validation_grid(accelerator: Accelerator, run_dir: Path, grid: Image.Image, step: int) -> None:
+    """Save a validation grid to `run_dir/samples/step-<step>.png` and show it in TensorBoard, if that is the logger."""
+    (run_dir / SAMPLES).mkdir(parents=True, exist_ok=True)
+    grid.save(run_dir / SAMPLES / f"step-{step:06d}.png")
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image("validation", np.asarray(grid)[None], step)
+
+
+def write_pipeline(pipeline: DiffusionPipeline, run_dir: Path, record: dict) -> None:
+    """
+    Write the pipeline, and the run's `record` as training_config.json, into run_dir next to checkpoints/ and logs/:
+    it is written whole to a staging folder, then each entry is swapped in by rename, so an interrupted save never
+    leaves a half-written file in place. Called on the main process.
+    """
+    staging = run_dir / ".tmp-pipeline"
+    shutil.rmtree(staging, ignore_errors=True)
+    pipeline.save_pretrained(staging)
+    (staging / TRAINING_CONFIG).write_text(json.dumps(record, indent=2) + "\n")
+    for name in PIPELINE_ENTRIES:
+        target, retired = run_dir / name, run_dir / f".old-{name}"
+        if target.exists():
+            shutil.rmtree(retired, ignore_errors=True)
+            os.replace(target, retired)
+        os.replace(staging / name, target)
+        if retired.is_dir():
+            shutil.rmtree(retired)
+        elif retired.exists():
+            retired.unlink()
+    shutil.rmtree(staging)
+
+
+def end_run(accelerator: Accelerator, args: argparse.Namespace) -> None:
+    """End the logs, then push the pipeline written to `--output_dir` to the Hub if `--push_to_hub` asks for it."""
+    accelerator.end_training()
+    if args.push_to_hub and accelerator.is_main_process:
+        commit = push_pipeline_to_hub(Path(args.output_dir), args.hub_model_id, token=args.hub_token)
+        accelerator.print(f"Pushed the pipeline to {commit.commit_url}")
