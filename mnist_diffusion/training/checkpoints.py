@@ -21,8 +21,6 @@ logger = get_logger(__name__)
 
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-
-
 TRAINING_STATE = "training_state.json"
 
 

@@ -13,54 +13,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 from diffusers import DPMSolverMultistepScheduler, ModelMixin
-from diffusers.training_utils import EMAModel
 
 from ..arguments import out_of_range
 from ..data import MNIST_FILES
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline, null_class_label
 from ..scheduling_mnist_ddpm import BETA_SCHEDULES, PREDICTION_TYPES, MNISTDDPMScheduler
 from ..unet_mnist import ClassConditionedUNet
-from .checkpoints import (
-    check_output_dir,
-    output_dir_problems,
-    resolve_checkpoint,
-    resume_state,
-)
-from .loop import (
-    Stopwatch,
-    Throughput,
-    backward_and_step,
-    build_seeded,
-    count_step,
-    ema_copy,
-    end_of_step,
-    end_run,
-    make_accelerator,
-    make_ema,
-    make_optimizer,
-    mnist_training_data,
-    progress_bar,
-    run_record,
-    start_trackers,
-    training_batches,
-    validation_grid,
-    write_pipeline,
-)
-from .options import (
-    add_run_arguments,
-    check_batch_size,
-    check_run_arguments,
-    parse_checked,
-)
+from .checkpoints import output_dir_problems
+from .loop import Job, build_seeded, run_job
+from .options import add_run_arguments, check_batch_size, check_run_arguments, parse_checked
 
-logger = get_logger(__name__)
 
 
 SCRIPT = "scripts/train.py"
-
-
 TRAINING_IMAGES = MNIST_FILES["train"][0].count
 
 
@@ -202,27 +168,14 @@ def training_target(scheduler: MNISTDDPMScheduler, images, noise, timesteps) -> 
     return images
 
 
-def save_ddpm_pipeline(accelerator: Accelerator, args: argparse.Namespace, model, ema: EMAModel | None,
-                       noise_scheduler: MNISTDDPMScheduler, state: dict, script: str = SCRIPT) -> None:
-    """
-    Write the pipeline with the EMA (or live) weights and the run record to `args.output_dir`. Only the main process
-    builds it, so that [`ema_copy`] leaves the random state of the other ranks alone; they wait for it.
-    """
-    if accelerator.is_main_process:
-        pipeline = MNISTDDPMPipeline(unet=ema_copy(accelerator, model, ema), scheduler=noise_scheduler)
-        write_pipeline(pipeline, Path(args.output_dir), run_record(accelerator, script, args, state, model))
-    accelerator.wait_for_everyone()
-
-
 def train(args: argparse.Namespace, on_step=None, build_unet: Callable[[argparse.Namespace], ModelMixin] = make_unet,
           script: str = SCRIPT) -> Path:
     """
-    Train, resumably, and write the pipeline to `args.output_dir`.
+    Train the DDPM with [`ddpm_loss`], resumably, and write the pipeline to `args.output_dir` ([`loop.run_job`]).
 
     Args:
         args: the options of `build_parser()`.
-        on_step: optional `on_step(accelerator, model, batch, global_step)` called after every optimiser step (for
-            tests that watch the ranks of a distributed run).
+        on_step: optional `on_step(accelerator, model, batch, global_step)` called after every optimiser step.
         build_unet: builds the fresh UNet from `args`; by default our [`ClassConditionedUNet`] of the model options.
             Any UNet that `MNISTDDPMPipeline` takes will do: the benchmark trains diffusers' own `UNet2DModel` this way
             (`benchmarks/train_peer.py`).
@@ -231,79 +184,25 @@ def train(args: argparse.Namespace, on_step=None, build_unet: Callable[[argparse
     Returns:
         The output folder, which `MNISTDDPMPipeline.from_pretrained` loads.
     """
-    output_dir = Path(args.output_dir)
 
-    # 1. accelerator, and the checks that need no data: the checkpoint to resume and the output folder
-    accelerator = make_accelerator(output_dir, args.mixed_precision, args.gradient_accumulation_steps, args.logger)
-    identity = {name: getattr(args, name) for name in MODEL_OPTIONS}
-    resume_from = resolve_checkpoint(args.resume_from_checkpoint, output_dir, num_registered=1 if args.use_ema else 0,
-                                     identity=identity)
-    if accelerator.is_main_process:
-        check_output_dir(output_dir, resuming=args.resume_from_checkpoint is not None)
-
-    # 2. models: the UNet with its EMA and optimiser, and the noise schedule
-    model = build_seeded(args.seed, lambda: build_unet(args))
-    if args.gradient_checkpointing:
-        model.enable_gradient_checkpointing()
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    ema = make_ema(accelerator, model, args)
-    optimizer = make_optimizer(model, args)
-    noise_scheduler = MNISTDDPMScheduler(
-        num_train_timesteps=args.num_train_timesteps,
-        beta_schedule=args.beta_schedule,
-        prediction_type=args.prediction_type,
-    )
-
-    # 3. data, which sets the length of the run and of its lr schedule; a bad file or batch size fails here
-    dataset, dataloader, length, lr_scheduler = mnist_training_data(accelerator, args, optimizer)
-    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
-
-    # 4. resume, and start the logs
-    state = resume_state(accelerator, resume_from, output_dir, identity)
-    global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    start_trackers(accelerator, "train_mnist_ddpm", args)
-    logger.info(
-        f"{len(dataset)} images, {accelerator.unwrap_model(model).num_parameters()} UNet parameters, "
-        f"{accelerator.num_processes} process(es) ({accelerator.distributed_type}), global batch {global_batch}, "
-        f"{length.max_train_steps} steps.", main_process_only=True,
-    )
-
-    # 5. loop: one optimiser step per `gradient_accumulation_steps` batches, until the steps or the minutes run out
-    null_label = null_class_label(accelerator.unwrap_model(model))
-    progress = progress_bar(accelerator, state, length.max_train_steps)
-    stopwatch, throughput = Stopwatch(state["train_seconds"]), Throughput(state["images_seen"])
-    model.train()
-    for images, labels in training_batches(accelerator, dataloader, state["global_step"], length):
-        with accelerator.accumulate(model):
-            loss = ddpm_loss(model, noise_scheduler, images, labels, args.cond_drop_prob, null_label, args.snr_gamma)
-            backward_and_step(accelerator, loss, model, optimizer, lr_scheduler, args.max_grad_norm)
-        if not accelerator.sync_gradients:
-            continue
-        if ema is not None:
-            ema.step(model.parameters())
-        step = count_step(state, global_batch, stopwatch.seconds())
-        if on_step is not None:
-            on_step(accelerator, model, (images, labels), step)
-        done = end_of_step(
-            accelerator, args, state, length, progress, throughput, loss, lr_scheduler.get_last_lr()[0],
-            write_model=lambda: save_ddpm_pipeline(accelerator, args, model, ema, noise_scheduler, state, script),
-            sample_grid=lambda: validation_grid(
-                ema_copy(accelerator, model, ema),
-                DPMSolverMultistepScheduler.from_config(noise_scheduler.config),  # a preview in a few steps
-                args.validation_inference_steps, args.validation_images_per_digit, args.validation_guidance_scale,
-                args.seed,
-            ),
+    def ddpm_job(accelerator: Accelerator) -> Job:
+        model = build_seeded(args.seed, lambda: build_unet(args))
+        if args.channels_last:
+            model.to(memory_format=torch.channels_last)
+        noise_scheduler = MNISTDDPMScheduler(num_train_timesteps=args.num_train_timesteps,
+                                             beta_schedule=args.beta_schedule, prediction_type=args.prediction_type)
+        null_label = null_class_label(model)
+        return Job(
+            name="train_mnist_ddpm", script=script, description="Training the DDPM", model=model,
+            identity={name: getattr(args, name) for name in MODEL_OPTIONS},
+            loss=lambda model, images, labels: ddpm_loss(model, noise_scheduler, images, labels, args.cond_drop_prob,
+                                                         null_label, args.snr_gamma),
+            pipeline=lambda unet: MNISTDDPMPipeline(unet=unet, scheduler=noise_scheduler),
+            # a preview in a few steps; the saved model samples with the full chain
+            validation_scheduler=lambda: DPMSolverMultistepScheduler.from_config(noise_scheduler.config),
         )
-        if done:
-            break
-    progress.close()
 
-    # 6. save: the pipeline (also after a resume that found the run finished: a kill may have come before this), then
-    # the Hub
-    save_ddpm_pipeline(accelerator, args, model, ema, noise_scheduler, state, script)
-    end_run(accelerator, args)
-    return output_dir
+    return run_job(args, ddpm_job, on_step)
 
 
 def main(argv: list[str] | None = None) -> None:

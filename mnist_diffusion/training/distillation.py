@@ -26,44 +26,17 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 from diffusers import LCMScheduler
-from diffusers.training_utils import EMAModel
 
 from ..arguments import out_of_range
 from ..fingerprint import model_sha256
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline, is_repo_id
 from ..scheduling_mnist_ddpm import PREDICTION_TYPES, MNISTDDPMScheduler
 from ..shipped import SHIPPED_MODEL
-from .checkpoints import (
-    check_output_dir,
-    output_dir_problems,
-    resolve_checkpoint,
-    resume_state,
-)
-from .loop import (
-    Stopwatch,
-    Throughput,
-    backward_and_step,
-    build_seeded,
-    count_step,
-    ema_copy,
-    end_of_step,
-    end_run,
-    make_accelerator,
-    make_ema,
-    make_optimizer,
-    mnist_training_data,
-    progress_bar,
-    run_record,
-    start_trackers,
-    training_batches,
-    validation_grid,
-    write_pipeline,
-)
+from .checkpoints import output_dir_problems
+from .loop import Job, build_seeded, run_job
 from .options import add_run_arguments, check_run_arguments, parse_checked
 
-logger = get_logger(__name__)
 
 SCRIPT = "scripts/distill.py"
 LOSS_TYPES = ("huber", "l2")
@@ -331,28 +304,11 @@ def copy_of(model):
 # The run ------------------------------------------------------------------------------------------------------------
 
 
-def save_student_pipeline(accelerator: Accelerator, args: argparse.Namespace, student, ema: EMAModel | None,
-                          scheduler: LCMScheduler, state: dict, distilled_from: dict) -> None:
-    """
-    Write the student pipeline (the EMA's or the live weights, `LCMScheduler`, guidance 1 and
-    `--default_num_inference_steps` as its defaults, and the distilled guidance scale, so that a call refuses to
-    guide again) and the run record with `distilled_from` to `args.output_dir`. Only the main process builds it; the
-    others wait.
-    """
-    if accelerator.is_main_process:
-        pipeline = MNISTDDPMPipeline(
-            unet=ema_copy(accelerator, student, ema), scheduler=LCMScheduler.from_config(scheduler.config),
-            default_guidance_scale=1.0, default_num_inference_steps=args.default_num_inference_steps,
-            distilled_guidance_scale=distilled_from["guidance_scale"],
-        )
-        record = {**run_record(accelerator, SCRIPT, args, state, student), "distilled_from": distilled_from}
-        write_pipeline(pipeline, Path(args.output_dir), record)
-    accelerator.wait_for_everyone()
-
-
 def distill(args: argparse.Namespace, on_step=None) -> Path:
     """
-    Distil `args.teacher` into a few-step student, resumably, and write the student pipeline to `args.output_dir`.
+    Distil `args.teacher` into a few-step student with [`consistency_loss`], resumably, and write the student pipeline
+    (`LCMScheduler`, guidance 1 and `--default_num_inference_steps` as its defaults, and the distilled guidance scale,
+    so that a call refuses to guide again) to `args.output_dir` ([`loop.run_job`]).
 
     Args:
         args: the options of `build_parser()`.
@@ -361,96 +317,51 @@ def distill(args: argparse.Namespace, on_step=None) -> Path:
     Returns:
         The output folder, which `MNISTDDPMPipeline.from_pretrained` loads.
     """
-    output_dir = Path(args.output_dir)
-
-    # 1. accelerator, the teacher, and the checks that need no data: the checkpoint to resume (written by a run with
-    # the same teacher, guidance, schedule and loss) and the output folder
     problems = teacher_problems(args)  # as parse_args found them, for callers that built `args` themselves
     if problems:
         raise ValueError("; ".join(problems) + ".")
-    accelerator = make_accelerator(output_dir, args.mixed_precision, args.gradient_accumulation_steps, args.logger)
-    teacher = load_teacher(args.teacher).to(accelerator.device)
-    _, guidance_scale, _ = teacher.resolve_defaults(guidance_scale=args.guidance_scale)  # every step is guided
-    identity = {
-        "teacher_sha256": model_sha256(teacher.unet, teacher.scheduler),
-        "guidance_scale": guidance_scale,
-        **{name: getattr(args, name) for name in ("num_ddim_timesteps", "timestep_scaling", "loss_type", "huber_c")},
-    }
-    # The registered objects: the target network, and the EMA with --use_ema.
-    resume_from = resolve_checkpoint(args.resume_from_checkpoint, output_dir, num_registered=1 + int(args.use_ema),
-                                     identity=identity)
-    if accelerator.is_main_process:
-        check_output_dir(output_dir, resuming=args.resume_from_checkpoint is not None)
 
-    # 2. models: the student and its target network, both from the frozen teacher's weights
-    scheduler = student_scheduler(teacher, args.num_ddim_timesteps, args.timestep_scaling)
-    student = build_seeded(args.seed, lambda: copy_of(teacher.unet).train().requires_grad_(True))
-    target = copy_of(teacher.unet).requires_grad_(False)
-    accelerator.register_for_checkpointing(target)
-    if args.gradient_checkpointing:
-        student.enable_gradient_checkpointing()
-    ema = make_ema(accelerator, student, args)
-    optimizer = make_optimizer(student, args)
+    def consistency_job(accelerator: Accelerator) -> Job:
+        # The frozen teacher; the student and its target network, both from the teacher's weights.
+        teacher = load_teacher(args.teacher).to(accelerator.device)
+        _, guidance_scale, _ = teacher.resolve_defaults(guidance_scale=args.guidance_scale)  # every step is guided
+        teacher_sha256 = model_sha256(teacher.unet, teacher.scheduler)
+        scheduler = student_scheduler(teacher, args.num_ddim_timesteps, args.timestep_scaling)
+        student = build_seeded(args.seed, lambda: copy_of(teacher.unet).train().requires_grad_(True))
+        target = copy_of(teacher.unet).requires_grad_(False)
 
-    # 3. data, which sets the length of the run and of its lr schedule
-    dataset, dataloader, length, lr_scheduler = mnist_training_data(accelerator, args, optimizer)
-    student, optimizer, dataloader, lr_scheduler = accelerator.prepare(student, optimizer, dataloader, lr_scheduler)
-
-    # 4. resume, and start the logs
-    state = resume_state(accelerator, resume_from, output_dir, identity)
-    global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    start_trackers(accelerator, "distill_mnist_lcm", args)
-    distilled_from = {
-        "teacher": str(args.teacher),
-        # What a Hub visitor can look up: the teacher's repo id when it was loaded from the Hub.
-        "teacher_repo_id": None if os.path.isdir(args.teacher) else str(args.teacher),
-        "teacher_sha256": identity["teacher_sha256"],
-        "method": "consistency distillation (Latent Consistency Models, Luo et al. 2023)",
-        "teacher_solver": "DDIM",
-        "guidance_scale": guidance_scale,
-        "num_ddim_timesteps": args.num_ddim_timesteps,
-    }
-    logger.info(
-        f"Distilling {args.teacher} at guidance {guidance_scale} on {args.num_ddim_timesteps} skipping steps: "
-        f"{len(dataset)} images, {accelerator.num_processes} process(es), global batch {global_batch}, "
-        f"{length.max_train_steps} steps.", main_process_only=True,
-    )
-
-    # 5. loop: one optimiser step per `gradient_accumulation_steps` batches, until the steps or the minutes run out
-    progress = progress_bar(accelerator, state, length.max_train_steps)
-    stopwatch, throughput = Stopwatch(state["train_seconds"]), Throughput(state["images_seen"])
-    for images, labels in training_batches(accelerator, dataloader, state["global_step"], length):
-        with accelerator.accumulate(student):
+        def loss(student, images, labels):
             with accelerator.autocast():  # the teacher and the target too (the prepared student autocasts itself)
-                loss = consistency_loss(student, target, teacher, scheduler, images, labels, guidance_scale,
+                return consistency_loss(student, target, teacher, scheduler, images, labels, guidance_scale,
                                         args.num_ddim_timesteps, args.loss_type, args.huber_c)
-            backward_and_step(accelerator, loss, student, optimizer, lr_scheduler, args.max_grad_norm)
-        if not accelerator.sync_gradients:
-            continue
-        update_target(target, accelerator.unwrap_model(student), args.target_decay)
-        if ema is not None:
-            ema.step(student.parameters())
-        step = count_step(state, global_batch, stopwatch.seconds())
-        if on_step is not None:
-            on_step(accelerator, student, (images, labels), step)
-        done = end_of_step(
-            accelerator, args, state, length, progress, throughput, loss, lr_scheduler.get_last_lr()[0],
-            write_model=lambda: save_student_pipeline(accelerator, args, student, ema, scheduler, state,
-                                                      distilled_from),
-            sample_grid=lambda: validation_grid(
-                ema_copy(accelerator, student, ema), LCMScheduler.from_config(scheduler.config),
-                args.validation_inference_steps, args.validation_images_per_digit, args.validation_guidance_scale,
-                args.seed,
-            ),
-        )
-        if done:
-            break
-    progress.close()
 
-    # 6. save the student (also after a resume that found the run finished), then the Hub
-    save_student_pipeline(accelerator, args, student, ema, scheduler, state, distilled_from)
-    end_run(accelerator, args)
-    return output_dir
+        return Job(
+            name="distill_mnist_lcm", script=SCRIPT, model=student, registered=(target,),
+            description=f"Distilling {args.teacher} at guidance {guidance_scale} on {args.num_ddim_timesteps} "
+                        "skipping steps",
+            identity={"teacher_sha256": teacher_sha256, "guidance_scale": guidance_scale,
+                      **{name: getattr(args, name)
+                         for name in ("num_ddim_timesteps", "timestep_scaling", "loss_type", "huber_c")}},
+            loss=loss,
+            after_step=lambda student: update_target(target, student, args.target_decay),
+            pipeline=lambda unet: MNISTDDPMPipeline(
+                unet=unet, scheduler=LCMScheduler.from_config(scheduler.config), default_guidance_scale=1.0,
+                default_num_inference_steps=args.default_num_inference_steps, distilled_guidance_scale=guidance_scale,
+            ),
+            validation_scheduler=lambda: LCMScheduler.from_config(scheduler.config),
+            record={"distilled_from": {
+                "teacher": str(args.teacher),
+                # What a Hub visitor can look up: the teacher's repo id when it was loaded from the Hub.
+                "teacher_repo_id": None if os.path.isdir(args.teacher) else str(args.teacher),
+                "teacher_sha256": teacher_sha256,
+                "method": "consistency distillation (Latent Consistency Models, Luo et al. 2023)",
+                "teacher_solver": "DDIM",
+                "guidance_scale": guidance_scale,
+                "num_ddim_timesteps": args.num_ddim_timesteps,
+            }},
+        )
+
+    return run_job(args, consistency_job, on_step)
 
 
 def main(argv: list[str] | None = None) -> None:

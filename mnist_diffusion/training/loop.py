@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 from accelerate.utils import (
     DataLoaderConfiguration,
     ProjectConfiguration,
@@ -34,16 +35,11 @@ from ..hub import push_pipeline_to_hub
 from ..images import make_grid
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
 from ..redaction import redact, redact_command
-from ..run_folder import (
-    LOGS,
-    PIPELINE_ENTRIES,
-    SAMPLES,
-    TRAINING_CONFIG,
-)
-from .checkpoints import save_checkpoint
-from .options import (
-    check_batch_size,
-)
+from ..run_folder import LOGS, PIPELINE_ENTRIES, SAMPLES, TRAINING_CONFIG
+from .checkpoints import check_output_dir, resolve_checkpoint, resume_state, save_checkpoint
+from .options import check_batch_size
+
+logger = get_logger(__name__)
 
 
 def recorded_options(args: argparse.Namespace) -> dict:
@@ -432,3 +428,134 @@ def end_run(accelerator: Accelerator, args: argparse.Namespace) -> None:
     if args.push_to_hub and accelerator.is_main_process:
         commit = push_pipeline_to_hub(Path(args.output_dir), args.hub_model_id, token=args.hub_token)
         accelerator.print(f"Pushed the pipeline to {commit.commit_url}")
+
+
+# The loop every diffusion job runs ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """
+    What a training job adds to [`run_job`], the loop the DDPM's training and the distillation share.
+
+    Args:
+        name: the logger's project name.
+        script: the script as the run record's command line names it.
+        description: how the first log line describes the run.
+        model: the model to train, built from the seed (see [`build_seeded`]).
+        identity: what defines the run (options, a teacher's hash): a checkpoint written with another is refused.
+        loss: `loss(model, images, labels)`, the job's objective on one batch of the prepared model.
+        pipeline: `pipeline(unet)`, the pipeline saved with the EMA (or live) weights.
+        validation_scheduler: `validation_scheduler()`, the sampler of the validation grids.
+        registered: objects checkpoints hold besides the model, its optimiser and EMA (a target network, say).
+        after_step: `after_step(model)` after each optimiser step, with the unwrapped model.
+        record: entries the run record holds besides the shared ones.
+    """
+
+    name: str
+    script: str
+    description: str
+    model: ModelMixin
+    identity: dict
+    loss: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+    pipeline: Callable[[ModelMixin], DiffusionPipeline]
+    validation_scheduler: Callable[[], object]
+    registered: tuple = ()
+    after_step: Callable[[torch.nn.Module], None] | None = None
+    record: dict = field(default_factory=dict)
+
+
+def save_job(accelerator: Accelerator, args: argparse.Namespace, job: Job, model, ema: EMAModel | None,
+             state: dict) -> None:
+    """
+    Write the job's pipeline with the EMA (or live) weights and the run record to `args.output_dir`. Only the main
+    process builds it, so that [`ema_copy`] leaves the random state of the other ranks alone; they wait for it.
+    """
+    if accelerator.is_main_process:
+        record = {**run_record(accelerator, job.script, args, state, model), **job.record}
+        write_pipeline(job.pipeline(ema_copy(accelerator, model, ema)), Path(args.output_dir), record)
+    accelerator.wait_for_everyone()
+
+
+def run_job(args: argparse.Namespace, build_job: Callable[[Accelerator], Job], on_step=None) -> Path:
+    """
+    Run a training job, resumably, and write its pipeline to `args.output_dir`: accelerator, the job's models, the
+    checks that need no data, data, resume, loop, save. The options are those of `options.add_run_arguments` with
+    `--data_dir` and `--output_dir`.
+
+    Args:
+        args: the parsed options.
+        build_job: `build_job(accelerator)`, the [`Job`] with its models built.
+        on_step: optional `on_step(accelerator, model, batch, global_step)` called after every optimiser step (for
+            tests that watch the ranks of a distributed run).
+
+    Returns:
+        The output folder, which `MNISTDDPMPipeline.from_pretrained` loads.
+    """
+    output_dir = Path(args.output_dir)
+
+    # 1. accelerator, the job's models, and the checks that need no data: the checkpoint to resume (written by a run
+    # of the same identity) and the output folder
+    accelerator = make_accelerator(output_dir, args.mixed_precision, args.gradient_accumulation_steps, args.logger)
+    job = build_job(accelerator)
+    for registered in job.registered:  # before the EMA: checkpoints number the registered objects in this order
+        accelerator.register_for_checkpointing(registered)
+    resume_from = resolve_checkpoint(args.resume_from_checkpoint, output_dir,
+                                     num_registered=len(job.registered) + int(args.use_ema), identity=job.identity)
+    if accelerator.is_main_process:
+        check_output_dir(output_dir, resuming=args.resume_from_checkpoint is not None)
+
+    # 2. the model's EMA and optimiser
+    model = job.model
+    if args.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    ema = make_ema(accelerator, model, args)
+    optimizer = make_optimizer(model, args)
+
+    # 3. data, which sets the length of the run and of its lr schedule; a bad file or batch size fails here
+    dataset, dataloader, length, lr_scheduler = mnist_training_data(accelerator, args, optimizer)
+    model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
+
+    # 4. resume, and start the logs
+    state = resume_state(accelerator, resume_from, output_dir, job.identity)
+    global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    start_trackers(accelerator, job.name, args)
+    logger.info(
+        f"{job.description}: {len(dataset)} images, {accelerator.unwrap_model(model).num_parameters()} parameters, "
+        f"{accelerator.num_processes} process(es) ({accelerator.distributed_type}), global batch {global_batch}, "
+        f"{length.max_train_steps} steps.", main_process_only=True,
+    )
+
+    # 5. loop: one optimiser step per `gradient_accumulation_steps` batches, until the steps or the minutes run out
+    progress = progress_bar(accelerator, state, length.max_train_steps)
+    stopwatch, throughput = Stopwatch(state["train_seconds"]), Throughput(state["images_seen"])
+    model.train()
+    for images, labels in training_batches(accelerator, dataloader, state["global_step"], length):
+        with accelerator.accumulate(model):
+            loss = job.loss(model, images, labels)
+            backward_and_step(accelerator, loss, model, optimizer, lr_scheduler, args.max_grad_norm)
+        if not accelerator.sync_gradients:
+            continue
+        if job.after_step is not None:
+            job.after_step(accelerator.unwrap_model(model))
+        if ema is not None:
+            ema.step(model.parameters())
+        step = count_step(state, global_batch, stopwatch.seconds())
+        if on_step is not None:
+            on_step(accelerator, model, (images, labels), step)
+        done = end_of_step(
+            accelerator, args, state, length, progress, throughput, loss, lr_scheduler.get_last_lr()[0],
+            write_model=lambda: save_job(accelerator, args, job, model, ema, state),
+            sample_grid=lambda: validation_grid(
+                ema_copy(accelerator, model, ema), job.validation_scheduler(), args.validation_inference_steps,
+                args.validation_images_per_digit, args.validation_guidance_scale, args.seed,
+            ),
+        )
+        if done:
+            break
+    progress.close()
+
+    # 6. save (also after a resume that found the run finished: a kill may have come before this), then the Hub
+    save_job(accelerator, args, job, model, ema, state)
+    end_run(accelerator, args)
+    return output_dir

@@ -8,8 +8,6 @@ from ..arguments import out_of_range
 from ..hub import add_hub_arguments, check_hub_arguments
 
 LR_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
-
-
 # What draws train.py's validation grids (see `train`).
 VALIDATION_SAMPLER = "DPM-Solver++ (a fast preview; the saved model samples with the full DDPM chain)"
 
