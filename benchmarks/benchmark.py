@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import diffusers
+import jinja2
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler, UNet2DModel
@@ -541,7 +542,25 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+RESULTS_TEMPLATE = BENCHMARKS_DIR / "results_template.md"
+
+
 def render_markdown(results: dict, settings: Settings) -> str:
+    """RESULTS.md: `results_template.md` (the prose) filled with the run's numbers and tables ([`results_tables`])."""
+    ratios = results["summary"]["ratios"]
+    text = jinja2.Template(RESULTS_TEMPLATE.read_text(encoding="utf-8")).render(
+        s=settings, tables=results_tables(results, settings), null_label=NULL_LABEL, guidance_scale=GUIDANCE_SCALE,
+        train_batch_size=TRAIN_BATCH_SIZE, matmul_size=MATMUL_SIZE, num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+        compile_batch1=f"{results['compile_seconds']['batch1']:.0f}",
+        compile_batch100=f"{results['compile_seconds']['batch100']:.0f}",
+        student_vs_dpm_batch1=format_ratio(ratios["student_batch1_speedup_vs_dpm_solver"]),
+        student_vs_dpm_many=format_ratio(ratios["student_many_speedup_vs_dpm_solver"]),
+    )
+    return text + "\n"  # jinja drops the template's last line break
+
+
+def results_tables(results: dict, settings: Settings) -> dict[str, str]:
+    """The Markdown tables of RESULTS.md, by name, from the run's results."""
     machine, summary, memory = results["machine"], results["summary"], results["memory"]
     median = {name: timing["median"] for name, timing in results["timings"].items()}
     ratios, flops, parameters = summary["ratios"], results["flops_per_image"], results["parameters"]
@@ -551,19 +570,8 @@ def render_markdown(results: dict, settings: Settings) -> str:
         if settings.batch1_steps == NUM_TRAIN_TIMESTEPS
         else f"first {settings.batch1_steps} of {NUM_TRAIN_TIMESTEPS} DDPM steps"
     )
-
-    sections = [
-        "# Benchmark: mnist-diffusion vs diffusers' `UNet2DModel` + `DDPMScheduler`",
-        "Produced by `benchmarks/benchmark.py`. **The ratios are the result; absolute times are only context**: they "
-        "depend on the machine and on whatever else ran on it. Ours and the peer were measured alternately within "
-        f"each repeat; every number is the median over {settings.repeats} repeat(s).",
-        "The peer is diffusers' `UNet2DModel` configured class-conditional with our default widths "
-        "(`block_out_channels=(32, 64, 96)`, attention at 7×7, `num_class_embeds=11`) and diffusers' "
-        "`DDPMScheduler` (1000 steps, linear betas) in the plain DDPM loop, with the same classifier-free guidance "
-        f"as `MNISTDDPMPipeline` (one batch of 2B, null label {NULL_LABEL}, guidance scale {GUIDANCE_SCALE}). "
-        "Random weights: speed does not depend on them.",
-        "## Machine",
-        markdown_table(
+    return {
+        "machine": markdown_table(
             ["", ""],
             [
                 ["CPU", f"{machine['cpu']} ({machine['cpu_capability']})"],
@@ -575,8 +583,7 @@ def render_markdown(results: dict, settings: Settings) -> str:
                 ["command", f"`{machine['command']}`"],
             ],
         ),
-        "## Targets",
-        markdown_table(
+        "targets": markdown_table(
             ["target", "measured", "required", "status"],
             [
                 [t["target"], format_ratio(t["value"], t["unit"]),
@@ -585,13 +592,7 @@ def render_markdown(results: dict, settings: Settings) -> str:
                 for t in summary["targets"]
             ],
         ),
-        "## 1. Training",
-        f"Forward, backward and AdamW step on a batch of {TRAIN_BATCH_SIZE} random 28×28 inputs, "
-        "`torch.autocast(\"cpu\", dtype=torch.bfloat16)`, NCHW, MSE between prediction and noise; "
-        f"{settings.train_steps} timed steps per repeat. FLOPs per image are counted once per model with "
-        "`torch.utils.flop_counter.FlopCounterMode` over the forward and backward pass (matmuls, convolutions, "
-        "attention).",
-        markdown_table(
+        "training": markdown_table(
             ["", "ours", "peer", "ours/peer"],
             [
                 ["parameters", f"{parameters['ours']:,}", f"{parameters['peer']:,}",
@@ -606,18 +607,11 @@ def render_markdown(results: dict, settings: Settings) -> str:
                  *(format_ratio(summary["bf16_peak_fraction"][side], "%") for side in SIDES), ""],
             ],
         ),
-        f"Machine peak, measured in the same run: {MATMUL_SIZE}×{MATMUL_SIZE} @ {MATMUL_SIZE}×{MATMUL_SIZE} "
-        f"matmul, {settings.matmul_count} per repeat.",
-        markdown_table(
+        "matmul": markdown_table(
             ["matmul", "GFLOP/s"],
             [["bf16", format_number(median["matmul_bf16"])], ["fp32", format_number(median["matmul_fp32"])]],
         ),
-        "## 2. Generation",
-        f"fp32, guidance scale {GUIDANCE_SCALE} (the UNet runs on twice the batch). Batch 100 is "
-        f"`labels=list(range(10)), num_images_per_label=10`: the first {settings.steps_for_batch100} steps of the "
-        f"{NUM_TRAIN_TIMESTEPS}-step schedule are timed (including the call's set-up) and extrapolated to "
-        f"{NUM_TRAIN_TIMESTEPS} steps, since the cost of a DDPM step does not depend on t.",
-        markdown_table(
+        "generation": markdown_table(
             ["", "ours", "peer", "speed-up (>1: ours faster)"],
             [
                 [f"batch-1 latency, {batch1_label} (s)", format_number(median["batch1_ours"]),
@@ -627,13 +621,7 @@ def render_markdown(results: dict, settings: Settings) -> str:
                  format_ratio(ratios["batch100_images_per_s"])],
             ],
         ),
-        "Our pipeline's opt-in speed-ups against the same peer rows (the peer stays fp32 and eager). The bf16 UNet's "
-        "effect on quality is measured by the evaluation (`evaluation/bf16.json` of the shipped model). "
-        f"`torch.compile` (inductor, `freezing=True`): the first call took {results['compile_seconds']['batch1']:.0f} s "
-        f"at batch 1 and {results['compile_seconds']['batch100']:.0f} s at batch 100, compiling included (inductor "
-        "keeps compiled code in an on-disk cache, so a machine's very first compile takes longer than a later one); "
-        "those first calls are not in the medians.",
-        markdown_table(
+        "options": markdown_table(
             ["our pipeline with", "batch-1 latency (s)", "speed-up", "batch-100 images/s", "ours/peer"],
             [
                 [label, format_number(median[f"batch1_ours_{option}"]),
@@ -642,8 +630,7 @@ def render_markdown(results: dict, settings: Settings) -> str:
                 for option, label in OPTIONS.items()
             ],
         ),
-        "Our pipeline with fewer steps, batch 1, against the peer's DDPM row above:",
-        markdown_table(
+        "fewer_steps": markdown_table(
             ["our pipeline, batch 1", "latency (s)", "speed-up over the peer's DDPM"],
             [
                 [f"DDPM, {batch1_label}", format_number(median["batch1_ours"]),
@@ -655,12 +642,7 @@ def render_markdown(results: dict, settings: Settings) -> str:
                  format_number(median["dpm_solver_ours"]), format_ratio(ratios["dpm_solver_speedup_vs_peer_ddpm"])],
             ],
         ),
-        "### The few-step student",
-        "The consistency-distilled student (`pretrained/mnist-lcm`: the same UNet, diffusers' `LCMScheduler`, its "
-        f"guidance baked in, so one UNet pass per step) at its default {settings.student_steps} steps, against the "
-        f"teacher with DPM-Solver++ at {settings.dpm_solver_steps} steps and the peer's DDPM, both guided (two "
-        "passes per step as one batch). The peer's batch-100 row is the extrapolation of section 2.",
-        markdown_table(
+        "student": markdown_table(
             ["sampler", "UNet passes per digit", "batch 1: ms per digit",
              f"{settings.many_digits:,} digits in batches of 100: images/s", "speed-up over the peer's DDPM (batch 1 / "
              "batches of 100)"],
@@ -677,14 +659,7 @@ def render_markdown(results: dict, settings: Settings) -> str:
                  format_number(1000 * median["batch1_peer"]), format_number(median["batch100_peer"]), "1.00× / 1.00×"],
             ],
         ),
-        f"The student is {format_ratio(ratios['student_batch1_speedup_vs_dpm_solver'])} faster than the teacher's "
-        f"DPM-Solver++ at batch 1 and {format_ratio(ratios['student_many_speedup_vs_dpm_solver'])} in batches of 100.",
-        "## 3. Memory",
-        "Peak resident set size (`ru_maxrss`), each workload in a fresh process; \"before\" is the peak after the "
-        "imports and building the model, before the first step. Training: "
-        f"{settings.memory_steps} step(s) at batch {TRAIN_BATCH_SIZE}; generation: {settings.memory_steps} step(s) "
-        "at batch 100 (the UNet runs on 200).",
-        markdown_table(
+        "memory": markdown_table(
             ["MiB", "ours", "peer", "ours/peer (<1: ours smaller)"],
             [
                 [f"{label}, {column}",
@@ -694,8 +669,7 @@ def render_markdown(results: dict, settings: Settings) -> str:
                 for column in ("before", "peak")
             ],
         ),
-    ]
-    return "\n\n".join(sections) + "\n"
+    }
 
 
 def parse_args() -> argparse.Namespace:
