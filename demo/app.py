@@ -18,7 +18,7 @@ from PIL import Image
 
 from mnist_diffusion import MNISTDDPMInpaintPipeline, MNISTDDPMPipeline
 from mnist_diffusion.arguments import MAX_SEED, check_number
-from mnist_diffusion.evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS  # the measured ones
+from mnist_diffusion.inpainting_evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS  # the measured ones
 from mnist_diffusion.images import make_grid
 from mnist_diffusion.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 

@@ -46,3 +46,15 @@ def synthetic_mnist(tmp_path_factory):
 def documentation() -> str:
     """The README and the reference pages in docs/, where the measured tables live."""
     return "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+
+
+@pytest.fixture
+def tiny_model_and_classifier(tmp_path, tiny_pipe):
+    from mnist_diffusion.classifier import build_classifier
+
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    torch.manual_seed(0)
+    model, image_processor = build_classifier(hidden_sizes=(8, 16), depths=(1, 1), embedding_size=8)
+    model.save_pretrained(tmp_path / "classifier")
+    image_processor.save_pretrained(tmp_path / "classifier")
+    return tmp_path / "model", tmp_path / "classifier"

@@ -40,7 +40,7 @@ def test_one_epoch_of_training_writes_a_folder_the_auto_classes_load(tmp_path, s
     assert saved["epochs_completed"] == 1 and saved["global_step"] == 256 // 64 and not saved["stopped_by_time_limit"]
     assert saved["test_total"] == 100 and saved["config"]["hidden_sizes"] == [8, 16]
     assert saved["mixed_precision"] == "bf16" and saved["command"].startswith("scripts/train_classifier.py")
-    assert saved["images_seen"] == 256 and saved["hardware"]  # the run record of training.run_record
+    assert saved["images_seen"] == 256 and saved["hardware"]  # the run record of record.run_record
 
     model = AutoModelForImageClassification.from_pretrained(out)
     assert isinstance(model, RegNetForImageClassification)

@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
-from mnist_diffusion.evaluation import (accuracy_report, append_runs, bottom_half_task, choose_default, evaluate,
-                                        evaluate_inpainting, feature_statistics, frechet_distance,
-                                        frechet_distance_between, guidance_interval_type, inpainting_table,
+from mnist_diffusion.evaluation import (accuracy_report, append_runs, choose_default, evaluate, feature_statistics,
+                                        frechet_distance, frechet_distance_between, guidance_interval_type,
                                         load_pipeline, run_cache_dir, store_default)
 from mnist_diffusion.evaluation import main as evaluation_main
 
-from .conftest import TINY_UNET, documentation
+from .conftest import TINY_UNET
 
 
 def test_frechet_distance_of_a_set_with_itself_is_zero():
@@ -114,18 +113,6 @@ def test_guidance_interval_type_reads_low_high_or_all(text, expected):
 def test_guidance_interval_type_names_a_bad_interval(text):
     with pytest.raises(argparse.ArgumentTypeError, match=text):
         guidance_interval_type(text)
-
-
-@pytest.fixture
-def tiny_model_and_classifier(tmp_path, tiny_pipe):
-    from mnist_diffusion.classifier import build_classifier
-
-    tiny_pipe.save_pretrained(tmp_path / "model")
-    torch.manual_seed(0)
-    model, image_processor = build_classifier(hidden_sizes=(8, 16), depths=(1, 1), embedding_size=8)
-    model.save_pretrained(tmp_path / "classifier")
-    image_processor.save_pretrained(tmp_path / "classifier")
-    return tmp_path / "model", tmp_path / "classifier"
 
 
 def test_evaluate_scores_every_configuration_and_resumes_from_its_cache(tmp_path, tiny_model_and_classifier,
@@ -282,31 +269,3 @@ def test_append_is_checked_before_generating_and_knows_a_model_by_its_weights(tm
     error = refused(capsys, ["--model_dir", str(save_other_model(tmp_path / "other")), "--append", *common])
     assert "Cannot append" in error and f"its model_sha256 is '{swept['model_sha256']}'" in error
     assert json.loads(output.read_text()) == swept
-
-
-def test_bottom_half_task_takes_the_first_digits_of_each_class_and_hides_rows_14_to_27():
-    labels = torch.tensor([3, 0, 1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 1])
-    chosen, mask = bottom_half_task(torch.zeros(len(labels), 28, 28), labels, per_class=1)
-    assert chosen.tolist() == [1, 2, 4, 0, 6, 7, 8, 9, 10, 11]  # the first 0, the first 1, …, in class order
-    assert mask[:14].sum() == 0 and bool((mask[14:] == 1).all())
-
-
-def test_evaluate_inpainting_keeps_the_top_half_and_scores_both_labels(tiny_model_and_classifier, synthetic_mnist):
-    model_dir, classifier_dir = tiny_model_and_classifier
-    report = evaluate_inpainting(str(model_dir), str(classifier_dir), str(synthetic_mnist), per_class=1,
-                                 num_inference_steps=3, jump_length=1, jump_n_sample=1, batch_size=4)
-    assert report["mask"] == "bottom half (rows 14-27) regenerated"
-    assert report["max_kept_pixel_change"] <= 1  # the kept pixels come back as given, up to rounding
-    for name in ("true_label", "other_label"):
-        assert report[name]["total"] == 10 and set(report[name]["per_digit"]) == set(map(str, range(10)))
-    table = inpainting_table(report)
-    assert table.count("\n") == 3 and f"| {report['max_kept_pixel_change']} / 255 |" in table
-
-
-def test_the_readme_inpainting_table_is_the_shipped_measurement():
-    from mnist_diffusion.shipped import SHIPPED_MODEL
-
-    results = SHIPPED_MODEL / "evaluation" / "inpainting.json"
-    if not results.is_file():
-        pytest.skip(f"no inpainting measurement at {results}")
-    assert inpainting_table(json.loads(results.read_text())) in documentation(), "the inpainting table is out of date"

@@ -34,10 +34,10 @@ from mnist_diffusion.training.ddpm import build_parser, parse_args, train
 from mnist_diffusion.training.loop import (
     TrainingLength,
     make_accelerator,
-    recorded_options,
     should_stop,
     training_length,
 )
+from mnist_diffusion.training.record import recorded_options
 from mnist_diffusion.training.options import (
     add_checkpoint_arguments,
     add_ema_arguments,

@@ -4,7 +4,8 @@
 - `distillation.py`: its consistency-distilled few-step student (`scripts/distill.py`);
 - `classifier.py`: the evaluation classifier (`scripts/train_classifier.py`);
 - `loop.py`: what every loop is made of (accelerator, seeding, data and length, the optimiser step, the time budget,
-  logs, validation grids, the run record, the final save and push);
+  logs, validation grids, the final save and push), and `run_job`, the loop the DDPM and the distillation share;
+- `record.py`: the run record and the pipeline written whole;
 - `checkpoints.py`: checkpoints that survive a kill, their checks, resume and roll-back, the output folder;
 - `options.py`: the option groups the jobs share, and their checks.
 """

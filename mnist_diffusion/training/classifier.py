@@ -30,11 +30,11 @@ from .loop import (
     make_accelerator,
     make_dataloader,
     progress_bar,
-    run_record,
     should_stop,
     training_batches,
     training_length,
 )
+from .record import run_record
 from .options import check_seed, parse_checked
 
 SCRIPT = "scripts/train_classifier.py"
@@ -152,7 +152,7 @@ def train_classifier(args: argparse.Namespace) -> dict | None:
 
     Returns:
         The training record also written to `output_dir/training_results.json` (test accuracy, epochs, the run record
-        of `training.run_record` and the model config) on the main process, None on the others.
+        of `record.run_record` and the model config) on the main process, None on the others.
     """
     output_dir = Path(args.output_dir)
     run_started = time.perf_counter()

@@ -3,12 +3,7 @@ run, its batches after a resume, the optimiser step, the time budget, the bookke
 checkpoints, validation grids), the run record, the pipeline written whole and the push to the Hub."""
 
 import argparse
-import json
 import math
-import os
-import platform
-import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,66 +25,16 @@ from diffusers.training_utils import EMAModel
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data import MNISTDataset, describe_training_data
+from ..data import MNISTDataset
 from ..hub import push_pipeline_to_hub
 from ..images import make_grid
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
-from ..redaction import redact, redact_command
-from ..run_folder import LOGS, PIPELINE_ENTRIES, SAMPLES, TRAINING_CONFIG
+from ..run_folder import LOGS, SAMPLES
+from .record import recorded_options, run_record, write_pipeline
 from .checkpoints import check_output_dir, resolve_checkpoint, resume_state, save_checkpoint
 from .options import check_batch_size
 
 logger = get_logger(__name__)
-
-
-def recorded_options(args: argparse.Namespace) -> dict:
-    """
-    The options as written to training_config.json and the logs: everything but the Hub token, and no text shaped like
-    a token either (one pasted into the wrong option).
-    """
-    return {name: redact(value) if isinstance(value, str) else value
-            for name, value in vars(args).items() if name != "hub_token"}
-
-
-def describe_hardware(accelerator: Accelerator) -> str:
-    """What the run trained on, for the record: the GPUs, or the CPU model with its cores and threads."""
-    if accelerator.device.type == "cuda":
-        return f"{accelerator.num_processes} × {torch.cuda.get_device_name(accelerator.device)}"
-    cpu = platform.processor() or platform.machine()
-    if Path("/proc/cpuinfo").is_file():
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return (f"{cpu}, {os.cpu_count()} cores, {accelerator.num_processes} process(es) × "
-            f"{torch.get_num_threads()} thread(s), no GPU")
-
-
-def run_record(accelerator: Accelerator, script: str, args: argparse.Namespace, state: dict, model) -> dict:
-    """
-    What a run did, as saved beside the model it trained: the command line and the options (secrets redacted), the
-    data set it trained on, the steps, images and minutes of training (from `state`, summed over resumed runs) and what it ran on.
-
-    Args:
-        accelerator: the run's accelerator.
-        script: the script as the command line should name it, e.g. `"scripts/train.py"`.
-        args: the parsed options.
-        state: the training state of [`new_training_state`], as the loop has counted it.
-        model: the model being trained (wrapped or not), whose parameters are counted.
-    """
-    return {
-        "command": " ".join([script, *redact_command(sys.argv[1:])]),
-        "args": recorded_options(args),
-        "data": describe_training_data(args.data_dir),
-        "global_step": state["global_step"],
-        "images_seen": state["images_seen"],
-        "train_minutes": round(state["train_seconds"] / 60, 2),
-        "num_processes": accelerator.num_processes,
-        "distributed_type": str(accelerator.distributed_type),
-        "hardware": describe_hardware(accelerator),
-        "mixed_precision": accelerator.mixed_precision,
-        "num_parameters": accelerator.unwrap_model(model).num_parameters(),
-        "torch_version": torch.__version__,
-    }
 
 
 def make_accelerator(
@@ -397,29 +342,6 @@ def save_validation_grid(accelerator: Accelerator, run_dir: Path, grid: Image.Im
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":
             tracker.writer.add_image("validation", np.asarray(grid)[None], step)
-
-
-def write_pipeline(pipeline: DiffusionPipeline, run_dir: Path, record: dict) -> None:
-    """
-    Write the pipeline, and the run's `record` as training_config.json, into run_dir next to checkpoints/ and logs/:
-    it is written whole to a staging folder, then each entry is swapped in by rename, so an interrupted save never
-    leaves a half-written file in place. Called on the main process.
-    """
-    staging = run_dir / ".tmp-pipeline"
-    shutil.rmtree(staging, ignore_errors=True)
-    pipeline.save_pretrained(staging)
-    (staging / TRAINING_CONFIG).write_text(json.dumps(record, indent=2) + "\n")
-    for name in PIPELINE_ENTRIES:
-        target, retired = run_dir / name, run_dir / f".old-{name}"
-        if target.exists():
-            shutil.rmtree(retired, ignore_errors=True)
-            os.replace(target, retired)
-        os.replace(staging / name, target)
-        if retired.is_dir():
-            shutil.rmtree(retired)
-        elif retired.exists():
-            retired.unlink()
-    shutil.rmtree(staging)
 
 
 def end_run(accelerator: Accelerator, args: argparse.Namespace) -> None:
