@@ -303,9 +303,9 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         # file comes from the same commit.
         from huggingface_hub import hf_hub_download, resolve_revision, snapshot_download
 
-        hub = {option: kwargs.pop(option) for option in ("cache_dir", "token", "local_files_only", "force_download",
-                                                         "proxies") if option in kwargs}
-        hub.pop("proxies", None)  # huggingface_hub 1.x configures proxies through its HTTP client, not per call
+        hub = {option: kwargs.pop(option) for option in ("cache_dir", "token", "local_files_only", "force_download")
+               if option in kwargs}
+        kwargs.pop("proxies", None)  # huggingface_hub ≥ 1 sets proxies on its HTTP client, not per call
         revision = resolve_revision(repo_id, revision=kwargs.pop("revision", None), cache_dir=hub.get("cache_dir"),
                                     local_files_only=hub.get("local_files_only", False), token=hub.get("token"))
         index_file = hf_hub_download(repo_id, cls.config_name, revision=revision, **hub)
@@ -516,15 +516,15 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         generator,
         callback_on_step_end,
         callback_on_step_end_tensor_inputs,
-    ) -> tuple[torch.Tensor, int, float, tuple[float, float] | None, torch.Generator | list | None]:
+    ) -> tuple[torch.Tensor, int, torch.Generator | list | None]:
         """
         Validate the arguments of a call (of this pipeline or of one built on it) and fill in the defaults; start the
-        call's state that callbacks read (`guidance_scale`, `guidance_interval`, `interrupt`).
+        call's state that the loop and callbacks read: `_guidance_scale` and `_guidance_interval` (from
+        [`~MNISTDDPMPipeline.resolve_defaults`]), and `_interrupt`.
 
         Returns:
             `tuple`: the class label of every image to generate (each label repeated `num_images_per_label` times),
-            on the execution device; the number of inference steps, the guidance scale and the guidance interval
-            (from [`~MNISTDDPMPipeline.resolve_defaults`]); the generator, or the list of them.
+            on the execution device; the number of inference steps; the generator, or the list of them.
         """
         labels = check_labels(labels, num_class_labels(self.unet))
         num_images_per_label = check_positive_integer("num_images_per_label", num_images_per_label)
@@ -564,7 +564,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         class_labels = torch.tensor(labels, device=self._execution_device).repeat_interleave(num_images_per_label)
         self._guidance_scale, self._guidance_interval = guidance_scale, guidance_interval
         self._interrupt = False
-        return class_labels, num_inference_steps, guidance_scale, guidance_interval, generator
+        return class_labels, num_inference_steps, generator
 
     def predict_noise(
         self, latents: torch.Tensor, t, class_labels: torch.Tensor, guidance_scale: float, dtype: torch.dtype
@@ -705,7 +705,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         >>> image.save("seven.png")
         ```
         """
-        class_labels, num_inference_steps, _, _, generator = self.check_inputs(
+        class_labels, num_inference_steps, generator = self.check_inputs(
             labels, num_images_per_label, num_inference_steps, guidance_scale, guidance_interval, output_type,
             generator, callback_on_step_end, callback_on_step_end_tensor_inputs,
         )

@@ -185,7 +185,7 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
             )
         jump_length = check_positive_integer("jump_length", jump_length)
         jump_n_sample = check_positive_integer("jump_n_sample", jump_n_sample)
-        class_labels, num_inference_steps, _, _, generator = self.check_inputs(
+        class_labels, num_inference_steps, generator = self.check_inputs(
             labels, num_images_per_label, num_inference_steps, guidance_scale, guidance_interval, output_type,
             generator, callback_on_step_end, callback_on_step_end_tensor_inputs,
         )

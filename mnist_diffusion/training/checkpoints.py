@@ -101,9 +101,9 @@ def identity_problems(checkpoint: Path, identity: dict | None) -> list[str]:
     training_state.json records with another value, as `"guidance_scale: 1.5 there, 3.0 now"`. A checkpoint written
     before runs recorded their identity cannot be checked: it is resumed with a warning.
     """
-    recorded = json.loads((checkpoint / TRAINING_STATE).read_text()).get("run_identity")
     if identity is None:
         return []
+    recorded = json.loads((checkpoint / TRAINING_STATE).read_text()).get("run_identity")
     if recorded is None:
         logger.warning(f"{checkpoint} records no run identity (written by an older version): the options it was "
                        "written with cannot be checked.", main_process_only=True)
