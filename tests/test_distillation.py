@@ -18,6 +18,7 @@ from mnist_diffusion.scheduling_mnist_ddpm import PREDICTION_TYPES
 from mnist_diffusion.training.distillation import (
     consistency_function,
     consistency_loss,
+    consistency_target,
     copy_of,
     ddim_step,
     distance,
@@ -151,11 +152,43 @@ def test_update_target_moves_each_parameter_by_one_minus_decay():
         torch.testing.assert_close(new, 0.9 * old + 0.1 * online)
 
 
-@pytest.mark.parametrize("teacher_fixture", ["tiny_teacher", "tiny_v_teacher"])
-def test_the_loss_is_finite_and_falls_on_a_fixed_batch(request, teacher_fixture):
+@pytest.mark.parametrize("student_type", ["epsilon", "v_prediction", "sample"])
+def test_the_teacher_is_read_by_its_own_prediction_type_whatever_the_students(tiny_teacher, student_type):
+    """The target is the teacher's DDIM step as diffusers' DDIMScheduler takes it (ε), then the target network's f,
+    read as the student's type: with a target that outputs zeros, f(x_{t'}, t') is c_skip·x_{t'} (+ c_out·x̂_0 of a zero
+    output, which is x_{t'}/√ᾱ for ε, √ᾱ·x_{t'} for v and 0 for x_0)."""
+    teacher = load_teacher(tiny_teacher)
+    scheduler = student_scheduler(teacher, 50, 10.0, student_type)
+    assert scheduler.config.prediction_type == student_type and teacher.scheduler.config.prediction_type == "epsilon"
+
+    class Zeros(torch.nn.Module):
+        def forward(self, sample, timestep, labels):
+            return type("Output", (), {"sample": torch.zeros_like(sample)})
+
+    noisy = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(6))
+    labels, timesteps = torch.tensor([3, 7]), torch.tensor([999, 519])
+    with torch.no_grad():
+        ours = consistency_target(Zeros(), teacher, scheduler, noisy, timesteps, timesteps - 20, labels, 1.4)
+        output = teacher.predict_noise(noisy, timesteps, labels, 1.4, torch.float32)
+    clip = teacher.scheduler.config.clip_sample
+    reference = DDIMScheduler(beta_start=1e-4, beta_end=0.02, beta_schedule="linear", timestep_spacing="trailing",
+                              clip_sample=clip, prediction_type="epsilon")
+    reference.set_timesteps(50)
+    for i, t in enumerate(timesteps.tolist()):
+        next_sample = reference.step(output[i : i + 1], t, noisy[i : i + 1], eta=0.0,
+                                     use_clipped_model_output=clip).prev_sample
+        expected = consistency_function(scheduler, torch.zeros_like(next_sample), next_sample, torch.tensor([t - 20]))
+        torch.testing.assert_close(ours[i : i + 1], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("teacher_fixture, student_type", [
+    ("tiny_teacher", None), ("tiny_v_teacher", None), ("tiny_teacher", "v_prediction"), ("tiny_teacher", "sample"),
+])
+def test_the_loss_is_finite_and_falls_on_a_fixed_batch(request, teacher_fixture, student_type):
     teacher = load_teacher(request.getfixturevalue(teacher_fixture))
-    scheduler = student_scheduler(teacher, 10, 10.0)
-    assert scheduler.config.prediction_type == teacher.scheduler.config.prediction_type  # the student reads as taught
+    scheduler = student_scheduler(teacher, 10, 10.0, student_type)
+    # The student reads as it is told, or else as it was taught.
+    assert scheduler.config.prediction_type == (student_type or teacher.scheduler.config.prediction_type)
     student, target = copy_of(teacher.unet).train(), copy_of(teacher.unet).requires_grad_(False)
     images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(4)) * 2 - 1
     labels = torch.arange(8)
@@ -167,7 +200,7 @@ def test_the_loss_is_finite_and_falls_on_a_fixed_batch(request, teacher_fixture)
 
     first = loss_at_fixed_noise()
     assert torch.isfinite(first) and first.item() > 0
-    for _ in range(15):
+    for _ in range(50):  # an x_0 student starting from ε weights needs 50 to halve it (15 do for ε and v)
         optimizer.zero_grad()
         loss_at_fixed_noise().backward()
         optimizer.step()
@@ -208,6 +241,36 @@ def test_a_short_run_writes_a_student_that_loads_with_lcm_scheduler(tmp_path, ti
     assert calls == [2] * 4  # the default 4 steps, one conditional pass each: no unconditional half
     with pytest.raises(ValueError, match="at most 10"):
         pipe(labels=[3], num_inference_steps=11)
+
+
+@pytest.mark.parametrize("student_type", ["v_prediction", "sample"])
+def test_a_students_own_prediction_type_round_trips_and_diffusers_samples_it_as_trained(tmp_path, tiny_teacher,
+                                                                                         synthetic_mnist, student_type):
+    out = tmp_path / "student"
+    distill(parse_args(distill_args(tiny_teacher, synthetic_mnist, out, "--max_train_steps", "2",
+                                    "--checkpointing_steps", "2", "--student_prediction_type", student_type)))
+    assert json.loads((out / "training_config.json").read_text())["distilled_from"]["student_prediction_type"] == (
+        student_type)
+    pipe = MNISTDDPMPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe.scheduler, LCMScheduler) and pipe.scheduler.config.prediction_type == student_type
+    # One step from pure noise: the image is diffusers' LCMScheduler.step().denoised, which is training's f(x_T, T).
+    calls, step = [], pipe.scheduler.step
+
+    def recorded_step(model_output, timestep, sample, **kwargs):
+        calls.append((model_output, timestep, sample, step(model_output, timestep, sample, **kwargs)))
+        return calls[-1][-1]
+
+    pipe.scheduler.step = recorded_step
+    image = pipe(labels=[3], num_inference_steps=1, generator=torch.Generator().manual_seed(0), output_type="pt").images
+    [(output, timestep, latents, result)] = calls
+    assert int(timestep) == 999
+    with torch.no_grad():
+        torch.testing.assert_close(output, pipe.unet(latents, torch.tensor([999]), torch.tensor([3])).sample)
+    f = consistency_function(student_scheduler(load_teacher(tiny_teacher), 10, 10.0, student_type), output, latents,
+                             torch.tensor([999]))
+    torch.testing.assert_close(result.denoised, f, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(image, (f / 2 + 0.5).clamp(0, 1), atol=1e-5, rtol=1e-5)
 
 
 def test_a_v_prediction_teachers_student_samples_as_v_prediction(tmp_path, tiny_v_teacher, synthetic_mnist):
@@ -310,14 +373,15 @@ def test_a_resume_with_another_teacher_guidance_schedule_or_loss_is_refused_nami
     common = ["--max_train_steps", "4", "--checkpointing_steps", "2"]
     distill(parse_args(distill_args(tiny_teacher, synthetic_mnist, out, *common, "--max_train_steps", "2")))
     before = {p: p.read_bytes() for p in sorted((out / "checkpoints").rglob("*")) if p.is_file()}
-    changed = ["--guidance_scale", "3", "--num_ddim_timesteps", "20", "--loss_type", "l2"]
+    changed = ["--guidance_scale", "3", "--num_ddim_timesteps", "20", "--loss_type", "l2",
+               "--student_prediction_type", "sample"]
     with pytest.raises(ValueError) as error:
         distill(parse_args(distill_args(tiny_v_teacher, synthetic_mnist, out, *common, *changed,
                                         "--resume_from_checkpoint", "latest")))
     message = str(error.value)
     assert "was written by a run with other options" in message
     for difference in ("teacher_sha256: '", "guidance_scale: 1.4 there, 3.0 now", "num_ddim_timesteps: 10 there, 20 now",
-                       "loss_type: 'huber' there, 'l2' now"):
+                       "loss_type: 'huber' there, 'l2' now", "student_prediction_type: 'epsilon' there, 'sample' now"):
         assert difference in message
     assert {p: p.read_bytes() for p in sorted((out / "checkpoints").rglob("*")) if p.is_file()} == before
     # The same options resume.
@@ -325,10 +389,11 @@ def test_a_resume_with_another_teacher_guidance_schedule_or_loss_is_refused_nami
     assert checkpoint_names(out) == ["checkpoint-2", "checkpoint-4"]
 
 
+@pytest.mark.parametrize("student", [[], ["--student_prediction_type", "v_prediction"]], ids=["as-taught", "v"])
 def test_a_killed_distillation_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path, tiny_teacher,
-                                                                                   synthetic_mnist):
+                                                                                   synthetic_mnist, student):
     # 24 steps of 16 images cross an epoch of the 320 generated ones: resuming at 16 skips into the second epoch.
-    common = ["--max_train_steps", "24", "--checkpointing_steps", "8"]
+    common = ["--max_train_steps", "24", "--checkpointing_steps", "8", *student]
     script = [sys.executable, str(ROOT / "scripts" / "distill.py")]
     env = subprocess_env()
     subprocess.run([*script, *distill_args(tiny_teacher, synthetic_mnist, tmp_path / "straight", *common)], env=env,

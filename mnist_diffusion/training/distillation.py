@@ -12,9 +12,10 @@ T / `num_ddim_timesteps`, the training schedule of diffusers' `LCMScheduler`), e
    `LCMScheduler.get_scalings_for_boundary_condition_discrete` (so training and sampling share the boundary
    condition f(x, 0) = x), and the target network is an EMA of the student.
 
-Every model output (teacher's, student's, target's) is read by the teacher's `prediction_type` (ε, v or x_0; see
-[`original_and_noise`]), which the student's `LCMScheduler` inherits. Student and target start from the teacher's
-weights. The student is saved as an `MNISTDDPMPipeline` whose scheduler
+The teacher's output is read by its own `prediction_type`; the student's and the target's by the student's
+(`--student_prediction_type`: ε, v or x_0; see [`original_and_noise`]), which its saved `LCMScheduler` config holds, so
+that diffusers samples the student as it was trained. Student and target start from the teacher's weights (an ε
+teacher's weights read as v or x_0 are a poor start at first: the distillation relearns the output head). The student is saved as an `MNISTDDPMPipeline` whose scheduler
 is diffusers' `LCMScheduler`, with `default_guidance_scale` 1 (the guidance is baked in). Everything else (options,
 accelerator, checkpoints that survive a kill, the time budget, validation grids, the run record) is that of `loop.py`, `checkpoints.py` and `options.py`.
 """
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--guide_every_step", action="store_true",
                          help="Guide the teacher at every timestep even if it stores a guidance interval (one that "
                               "guides some steps only is refused otherwise: the student learns one scale for all).")
+    distill.add_argument("--student_prediction_type", choices=PREDICTION_TYPES, default=None,
+                         help="What the student's output is (the noise, v or x_0), stored in its LCMScheduler config; "
+                              "the teacher is still read by its own type (default: the teacher's).")
     distill.add_argument("--num_ddim_timesteps", type=int, default=50,
                          help="N, the skipping-step schedule: the teacher's DDIM step jumps k = T // N ≥ 1 training "
                               "steps; stored as the student scheduler's original_inference_steps.")
@@ -163,14 +167,22 @@ def load_teacher(teacher_dir: str | Path) -> MNISTDDPMPipeline:
     return teacher
 
 
-def student_scheduler(teacher: MNISTDDPMPipeline, num_ddim_timesteps: int, timestep_scaling: float) -> LCMScheduler:
+def student_scheduler(teacher: MNISTDDPMPipeline, num_ddim_timesteps: int, timestep_scaling: float,
+                      prediction_type: str | None = None) -> LCMScheduler:
     """
     The student's sampler: `LCMScheduler` on the teacher's noise schedule, over the skipping-step schedule of
-    `num_ddim_timesteps` steps it is distilled on, with the boundary condition's `timestep_scaling`. Its step does not
-    clamp x̂_0 (`clip_sample=False`), so that it returns exactly the f that [`consistency_function`] trains.
+    `num_ddim_timesteps` steps it is distilled on, with the boundary condition's `timestep_scaling` and the student's
+    `prediction_type` (default: the teacher's). Its step does not clamp x̂_0 (`clip_sample=False`), so that it returns
+    exactly the f that [`consistency_function`] trains.
+
+    Its timesteps need no spacing option: `LCMScheduler.set_timesteps` always draws them from the skipping-step
+    schedule t_n = (n + 1)·k − 1, which ends at T − 1 (a one-step sample starts from pure noise at t = 999, what Lin et
+    al. call "trailing"), and reads no `timestep_spacing`.
     """
     accepted = inspect.signature(LCMScheduler.__init__).parameters  # not the DDPM's variance_type, say
     config = {name: value for name, value in teacher.scheduler.config.items() if name in accepted}
+    if prediction_type is not None:
+        config["prediction_type"] = prediction_type
     return LCMScheduler.from_config(
         config, original_inference_steps=num_ddim_timesteps, timestep_scaling=timestep_scaling, clip_sample=False
     )
@@ -193,8 +205,8 @@ def broadcast_to_images(values: torch.Tensor) -> torch.Tensor:
 def original_and_noise(scheduler: LCMScheduler, model_output: torch.Tensor, sample: torch.Tensor,
                        timesteps: torch.Tensor, clip: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """
-    The model's x̂_0 and ε̂ for x_t = `sample`, one timestep per image, read by the scheduler's `prediction_type` as
-    diffusers' schedulers read it (with a = √ᾱ_t, b = √(1 − ᾱ_t)):
+    The model's x̂_0 and ε̂ for x_t = `sample`, one timestep per image, read by `scheduler`'s `prediction_type` (the
+    teacher's scheduler for the teacher's output, the student's for the student's) as diffusers' schedulers read it (with a = √ᾱ_t, b = √(1 − ᾱ_t)):
 
     - `"epsilon"`: ε̂ = output, x̂_0 = (x_t − b·ε̂) / a;
     - `"v_prediction"`: x̂_0 = a·x_t − b·v̂, ε̂ = a·v̂ + b·x_t;
@@ -213,7 +225,7 @@ def original_and_noise(scheduler: LCMScheduler, model_output: torch.Tensor, samp
     elif prediction_type == "sample":
         original, noise = model_output, (sample - a * model_output) / b
     else:
-        raise ValueError(f"prediction_type {prediction_type!r} of the teacher's scheduler is not one distillation "
+        raise ValueError(f"prediction_type {prediction_type!r} of the scheduler is not one distillation "
                          f"reads; expected one of {', '.join(map(repr, PREDICTION_TYPES))}.")
     if clip:
         original = original.clamp(-1, 1)
@@ -261,7 +273,8 @@ def consistency_loss(student, target, teacher: MNISTDDPMPipeline, scheduler: LCM
         student: the UNet being trained (prepared by accelerate).
         target: the target network, an EMA of the student.
         teacher (`MNISTDDPMPipeline`): the frozen teacher, whose `predict_noise` applies the guidance.
-        scheduler (`LCMScheduler`): the student's scheduler: noise schedule and boundary condition.
+        scheduler (`LCMScheduler`): the student's scheduler: noise schedule, boundary condition and the student's
+            `prediction_type` (the teacher's output is read by `teacher.scheduler`'s).
         images, labels: the batch, images in [-1, 1].
         guidance_scale (`float`): the teacher's guidance w.
         num_ddim_timesteps (`int`): N of the skipping-step schedule.
@@ -276,15 +289,26 @@ def consistency_loss(student, target, teacher: MNISTDDPMPipeline, scheduler: LCM
     noisy = scheduler.add_noise(images, noise, timesteps)
 
     prediction = consistency_function(scheduler, student(noisy, timesteps, labels).sample.float(), noisy, timesteps)
-    with torch.no_grad():
-        # The guided output (ε, v or x_0, as the teacher predicts: guidance is linear, so guiding any of them is the
-        # same), read by the student scheduler's prediction_type, which is the teacher's.
-        teacher_output = teacher.predict_noise(noisy, timesteps, labels, guidance_scale, teacher.unet.dtype)
-        clip = bool(teacher.scheduler.config.get("clip_sample", False))
-        next_sample = ddim_step(scheduler, teacher_output, noisy, timesteps, next_timesteps, clip)
-        target_output = target(next_sample, next_timesteps, labels).sample.float()
-        target_value = consistency_function(scheduler, target_output, next_sample, next_timesteps)
+    target_value = consistency_target(target, teacher, scheduler, noisy, timesteps, next_timesteps, labels,
+                                      guidance_scale)
     return distance(prediction, target_value, loss_type, huber_c)
+
+
+@torch.no_grad()
+def consistency_target(target, teacher: MNISTDDPMPipeline, scheduler: LCMScheduler, noisy: torch.Tensor,
+                       timesteps: torch.Tensor, next_timesteps: torch.Tensor, labels: torch.Tensor,
+                       guidance_scale: float) -> torch.Tensor:
+    """
+    What the student's f(x_t, t) is regressed onto: the teacher's guided DDIM step from x_t = `noisy` to x_{t'}
+    (t' = `next_timesteps`), its output read by the teacher's own `prediction_type` and clamped as the teacher's
+    `clip_sample` says, then the target network's f(x_{t'}, t'), read by the student's `scheduler`.
+    """
+    # Guidance is linear, so guiding the teacher's ε, v or x_0 is the same.
+    teacher_output = teacher.predict_noise(noisy, timesteps, labels, guidance_scale, teacher.unet.dtype)
+    clip = bool(teacher.scheduler.config.get("clip_sample", False))
+    next_sample = ddim_step(teacher.scheduler, teacher_output, noisy, timesteps, next_timesteps, clip)
+    target_output = target(next_sample, next_timesteps, labels).sample.float()
+    return consistency_function(scheduler, target_output, next_sample, next_timesteps)
 
 
 @torch.no_grad()
@@ -326,7 +350,8 @@ def distill(args: argparse.Namespace, on_step=None) -> Path:
         teacher = load_teacher(args.teacher).to(accelerator.device)
         _, guidance_scale, _ = teacher.resolve_defaults(guidance_scale=args.guidance_scale)  # every step is guided
         teacher_sha256 = model_sha256(teacher.unet, teacher.scheduler)
-        scheduler = student_scheduler(teacher, args.num_ddim_timesteps, args.timestep_scaling)
+        scheduler = student_scheduler(teacher, args.num_ddim_timesteps, args.timestep_scaling,
+                                      args.student_prediction_type)
         student = build_seeded(args.seed, lambda: copy_of(teacher.unet).train().requires_grad_(True))
         target = copy_of(teacher.unet).requires_grad_(False)
 
@@ -340,6 +365,7 @@ def distill(args: argparse.Namespace, on_step=None) -> Path:
             description=f"Distilling {args.teacher} at guidance {guidance_scale} on {args.num_ddim_timesteps} "
                         "skipping steps",
             identity={"teacher_sha256": teacher_sha256, "guidance_scale": guidance_scale,
+                      "student_prediction_type": scheduler.config.prediction_type,
                       **{name: getattr(args, name)
                          for name in ("num_ddim_timesteps", "timestep_scaling", "loss_type", "huber_c")}},
             loss=loss,
@@ -358,6 +384,7 @@ def distill(args: argparse.Namespace, on_step=None) -> Path:
                 "teacher_solver": "DDIM",
                 "guidance_scale": guidance_scale,
                 "num_ddim_timesteps": args.num_ddim_timesteps,
+                "student_prediction_type": scheduler.config.prediction_type,
             }},
         )
 
