@@ -30,6 +30,7 @@ setup(
         "safetensors>=0.4",
         "numpy>=1.26",
         "pillow>=10",
+        "jinja2>=3.1",  # the model cards are Jinja templates (huggingface_hub's ModelCard.from_template)
     ],
     extras_require={
         "train": TRAIN,

@@ -27,16 +27,17 @@ NOT_RECIPE = {"output_dir", "resume_from_checkpoint", "data_dir", "logger", "che
 GUIDANCE_SCALES = (1.0, 1.5)
 
 
-def recipe_change(record: dict, baseline: dict) -> str:
+def recipe_change(record: dict, baseline: dict, parser: argparse.ArgumentParser | None = None) -> str:
     """
     What `record`'s run changed from the baseline's: its script if another, and every differing recipe option. An
-    option the baseline's record lacks (it predates the option) counts as `scripts/train.py`'s default.
+    option the baseline's record lacks (it predates the option) counts as the default of `parser` (that of
+    `scripts/train.py` unless another is given).
     """
     changes = []
     script, baseline_script = record["command"].split()[0], baseline["command"].split()[0]
     if script != baseline_script:
         changes.append(f"`{script}`")
-    defaults = vars(build_parser().parse_args([]))
+    defaults = vars((parser or build_parser()).parse_args([]))
     for name, value in record["args"].items():
         if name not in NOT_RECIPE and baseline["args"].get(name, defaults.get(name)) != value:
             changes.append(f"`--{name} {' '.join(map(str, value)) if isinstance(value, list) else value}`")
@@ -105,7 +106,8 @@ def name_and_folder(text: str) -> tuple[str, Path]:
     return name, Path(folder)
 
 
-def check_runs(runs: list[tuple[str, Path]], baseline: str) -> list[str]:
+def check_runs(runs: list[tuple[str, Path]], baseline: str, script: str = "scripts/train.py or benchmarks/train_peer.py"
+               ) -> list[str]:
     """
     Every reason the runs named on the command line can't be compared, all at once and before anything is read
     further or written, so that a long `--runs` list is fixed in one go rather than one traceback at a time: names
@@ -119,9 +121,9 @@ def check_runs(runs: list[tuple[str, Path]], baseline: str) -> list[str]:
         problems.append(f"--baseline {baseline!r} is not one of the --runs names {sorted(set(names))}")
     for name, folder in runs:
         if not folder.is_dir():
-            problems.append(f"--runs {name}: {folder} is not a folder (expected a run of scripts/train.py)")
+            problems.append(f"--runs {name}: {folder} is not a folder (expected a run of {script})")
             continue
-        writers = {"training_config.json": f"scripts/train.py or benchmarks/train_peer.py --output_dir {folder}",
+        writers = {"training_config.json": f"{script} --output_dir {folder}",
                    "eval.json": f"scripts/evaluate.py --output {folder / 'eval.json'}"}
         problems += [f"--runs {name}: {folder / file} is missing (written by {writer})"
                      for file, writer in writers.items() if not (folder / file).is_file()]
