@@ -207,6 +207,30 @@ def test_the_loss_is_finite_and_falls_on_a_fixed_batch(request, teacher_fixture,
     assert loss_at_fixed_noise().item() < 0.5 * first.item()
 
 
+def test_regressing_on_the_teacher_is_zero_for_its_own_copy_and_teaches_another_parametrisation(tmp_path,
+                                                                                               tiny_teacher):
+    images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    labels = torch.arange(8)
+
+    def loss(student, teacher, scheduler):
+        torch.manual_seed(5)
+        return consistency_loss(student, None, teacher, scheduler, images, labels, 1.0, 10, regress_on_teacher=True)
+
+    # An ε student with the weights of a teacher that does not clamp x̂_0 already is the unguided teacher.
+    unclamped = load_teacher(save_tiny_teacher(tmp_path / "teacher", clip_sample=False))
+    assert loss(copy_of(unclamped.unet), unclamped, student_scheduler(unclamped, 10, 10.0)).item() < 1e-6
+    # A v student learns the (clamping) teacher's x̂_0 in its own parametrisation.
+    teacher = load_teacher(tiny_teacher)
+    v_scheduler, student = student_scheduler(teacher, 10, 10.0, "v_prediction"), copy_of(teacher.unet).train()
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
+    first = loss(student, teacher, v_scheduler)
+    for _ in range(40):
+        optimizer.zero_grad()
+        loss(student, teacher, v_scheduler).backward()
+        optimizer.step()
+    assert loss(student, teacher, v_scheduler).item() < 0.5 * first.item()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 2. The run
 
@@ -248,7 +272,8 @@ def test_a_students_own_prediction_type_round_trips_and_diffusers_samples_it_as_
                                                                                          synthetic_mnist, student_type):
     out = tmp_path / "student"
     distill(parse_args(distill_args(tiny_teacher, synthetic_mnist, out, "--max_train_steps", "2",
-                                    "--checkpointing_steps", "2", "--student_prediction_type", student_type)))
+                                    "--checkpointing_steps", "2", "--student_prediction_type", student_type,
+                                    "--teacher_regression_steps", "1")))
     assert json.loads((out / "training_config.json").read_text())["distilled_from"]["student_prediction_type"] == (
         student_type)
     pipe = MNISTDDPMPipeline.from_pretrained(out)
@@ -288,6 +313,7 @@ def test_a_v_prediction_teachers_student_samples_as_v_prediction(tmp_path, tiny_
     [
         (["--num_ddim_timesteps", "0"], "--num_ddim_timesteps must be a positive integer"),
         (["--target_decay", "1"], "--target_decay must be in \\[0, 1\\)"),
+        (["--teacher_regression_steps", "-1"], "--teacher_regression_steps must be ≥ 0"),
         (["--huber_c", "0"], "--huber_c must be positive"),
         (["--guidance_scale", "nan"], "--guidance_scale must be a finite number"),
         (["--guidance_scale", "-1"], "--guidance_scale must be a finite number"),
@@ -374,14 +400,15 @@ def test_a_resume_with_another_teacher_guidance_schedule_or_loss_is_refused_nami
     distill(parse_args(distill_args(tiny_teacher, synthetic_mnist, out, *common, "--max_train_steps", "2")))
     before = {p: p.read_bytes() for p in sorted((out / "checkpoints").rglob("*")) if p.is_file()}
     changed = ["--guidance_scale", "3", "--num_ddim_timesteps", "20", "--loss_type", "l2",
-               "--student_prediction_type", "sample"]
+               "--student_prediction_type", "sample", "--teacher_regression_steps", "1"]
     with pytest.raises(ValueError) as error:
         distill(parse_args(distill_args(tiny_v_teacher, synthetic_mnist, out, *common, *changed,
                                         "--resume_from_checkpoint", "latest")))
     message = str(error.value)
     assert "was written by a run with other options" in message
     for difference in ("teacher_sha256: '", "guidance_scale: 1.4 there, 3.0 now", "num_ddim_timesteps: 10 there, 20 now",
-                       "loss_type: 'huber' there, 'l2' now", "student_prediction_type: 'epsilon' there, 'sample' now"):
+                       "loss_type: 'huber' there, 'l2' now", "student_prediction_type: 'epsilon' there, 'sample' now",
+                       "teacher_regression_steps: 0 there, 1 now"):
         assert difference in message
     assert {p: p.read_bytes() for p in sorted((out / "checkpoints").rglob("*")) if p.is_file()} == before
     # The same options resume.

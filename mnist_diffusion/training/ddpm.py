@@ -195,7 +195,7 @@ def train(args: argparse.Namespace, on_step=None, build_unet: Callable[[argparse
         return Job(
             name="train_mnist_ddpm", script=script, description="Training the DDPM", model=model,
             identity={name: getattr(args, name) for name in MODEL_OPTIONS},
-            loss=lambda model, images, labels: ddpm_loss(model, noise_scheduler, images, labels, args.cond_drop_prob,
+            loss=lambda model, images, labels, step: ddpm_loss(model, noise_scheduler, images, labels, args.cond_drop_prob,
                                                          null_label, args.snr_gamma),
             pipeline=lambda unet: MNISTDDPMPipeline(unet=unet, scheduler=noise_scheduler),
             # a preview in a few steps; the saved model samples with the full chain

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--student_prediction_type", choices=PREDICTION_TYPES, default=None,
                          help="What the student's output is (the noise, v or x_0), stored in its LCMScheduler config; "
                               "the teacher is still read by its own type (default: the teacher's).")
+    distill.add_argument("--teacher_regression_steps", type=int, default=0,
+                         help="Optimiser steps at the start that regress the student's f(x_t, t) onto the teacher's own "
+                              "c_skip·x_t + c_out·x̂_0 at the same x_t, before the consistency steps: re-parametrises "
+                              "the teacher's weights for a student of another prediction type.")
     distill.add_argument("--num_ddim_timesteps", type=int, default=50,
                          help="N, the skipping-step schedule: the teacher's DDIM step jumps k = T // N ≥ 1 training "
                               "steps; stored as the student scheduler's original_inference_steps.")
@@ -93,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> list[str]:
     """Every nonsense option value of `scripts/distill.py`, named, so that nothing starts distilling with it."""
     problems = out_of_range(args, ["num_ddim_timesteps", "default_num_inference_steps"], "a positive integer")
-    problems += out_of_range(args, ["dataloader_num_workers"], "≥ 0")
+    problems += out_of_range(args, ["dataloader_num_workers", "teacher_regression_steps"], "≥ 0")
     problems += out_of_range(args, ["target_decay"], "in [0, 1)")
     problems += out_of_range(args, ["huber_c", "timestep_scaling"], "positive")
     problems += out_of_range(args, ["guidance_scale"], "a finite number ≥ 0")
@@ -265,9 +269,10 @@ def distance(prediction: torch.Tensor, target: torch.Tensor, loss_type: str, hub
 
 def consistency_loss(student, target, teacher: MNISTDDPMPipeline, scheduler: LCMScheduler, images: torch.Tensor,
                      labels: torch.Tensor, guidance_scale: float, num_ddim_timesteps: int, loss_type: str = "huber",
-                     huber_c: float = 0.001) -> torch.Tensor:
+                     huber_c: float = 0.001, regress_on_teacher: bool = False) -> torch.Tensor:
     """
-    The consistency-distillation loss on one batch of training digits (steps 1–3 of the module's docstring).
+    The consistency-distillation loss on one batch of training digits (steps 1–3 of the module's docstring), or with
+    `regress_on_teacher` the distance to the teacher's own f at the same x_t ([`teacher_value`]).
 
     Args:
         student: the UNet being trained (prepared by accelerate).
@@ -279,6 +284,7 @@ def consistency_loss(student, target, teacher: MNISTDDPMPipeline, scheduler: LCM
         guidance_scale (`float`): the teacher's guidance w.
         num_ddim_timesteps (`int`): N of the skipping-step schedule.
         loss_type, huber_c: see [`distance`].
+        regress_on_teacher (`bool`): regress onto [`teacher_value`] instead of the target network's next f.
     """
     num_train_timesteps = scheduler.config.num_train_timesteps
     k = num_train_timesteps // num_ddim_timesteps
@@ -289,8 +295,11 @@ def consistency_loss(student, target, teacher: MNISTDDPMPipeline, scheduler: LCM
     noisy = scheduler.add_noise(images, noise, timesteps)
 
     prediction = consistency_function(scheduler, student(noisy, timesteps, labels).sample.float(), noisy, timesteps)
-    target_value = consistency_target(target, teacher, scheduler, noisy, timesteps, next_timesteps, labels,
-                                      guidance_scale)
+    if regress_on_teacher:
+        target_value = teacher_value(teacher, scheduler, noisy, timesteps, labels, guidance_scale)
+    else:
+        target_value = consistency_target(target, teacher, scheduler, noisy, timesteps, next_timesteps, labels,
+                                          guidance_scale)
     return distance(prediction, target_value, loss_type, huber_c)
 
 
@@ -309,6 +318,22 @@ def consistency_target(target, teacher: MNISTDDPMPipeline, scheduler: LCMSchedul
     next_sample = ddim_step(teacher.scheduler, teacher_output, noisy, timesteps, next_timesteps, clip)
     target_output = target(next_sample, next_timesteps, labels).sample.float()
     return consistency_function(scheduler, target_output, next_sample, next_timesteps)
+
+
+@torch.no_grad()
+def teacher_value(teacher: MNISTDDPMPipeline, scheduler: LCMScheduler, noisy: torch.Tensor, timesteps: torch.Tensor,
+                  labels: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """
+    The teacher's own consistency value at x_t = `noisy`: c_skip(t)·x_t + c_out(t)·x̂_0, x̂_0 from its guided output read
+    by its own `prediction_type` and clamped as its `clip_sample` says. A student whose f matches it everywhere
+    denoises as the teacher does in one jump; regressing onto it first (`--teacher_regression_steps`) gives a student
+    of another prediction type the teacher's knowledge in its own parametrisation, which copying the weights cannot.
+    """
+    output = teacher.predict_noise(noisy, timesteps, labels, guidance_scale, teacher.unet.dtype)
+    clip = bool(teacher.scheduler.config.get("clip_sample", False))
+    original, _ = original_and_noise(teacher.scheduler, output, noisy, timesteps, clip)
+    c_skip, c_out = scheduler.get_scalings_for_boundary_condition_discrete(timesteps.float())
+    return broadcast_to_images(c_skip) * noisy + broadcast_to_images(c_out) * original
 
 
 @torch.no_grad()
@@ -355,10 +380,11 @@ def distill(args: argparse.Namespace, on_step=None) -> Path:
         student = build_seeded(args.seed, lambda: copy_of(teacher.unet).train().requires_grad_(True))
         target = copy_of(teacher.unet).requires_grad_(False)
 
-        def loss(student, images, labels):
+        def loss(student, images, labels, step):
             with accelerator.autocast():  # the teacher and the target too (the prepared student autocasts itself)
                 return consistency_loss(student, target, teacher, scheduler, images, labels, guidance_scale,
-                                        args.num_ddim_timesteps, args.loss_type, args.huber_c)
+                                        args.num_ddim_timesteps, args.loss_type, args.huber_c,
+                                        regress_on_teacher=step < args.teacher_regression_steps)
 
         return Job(
             name="distill_mnist_lcm", script=SCRIPT, model=student, registered=(target,),
@@ -367,7 +393,8 @@ def distill(args: argparse.Namespace, on_step=None) -> Path:
             identity={"teacher_sha256": teacher_sha256, "guidance_scale": guidance_scale,
                       "student_prediction_type": scheduler.config.prediction_type,
                       **{name: getattr(args, name)
-                         for name in ("num_ddim_timesteps", "timestep_scaling", "loss_type", "huber_c")}},
+                         for name in ("num_ddim_timesteps", "timestep_scaling", "loss_type", "huber_c",
+                                      "teacher_regression_steps")}},
             loss=loss,
             after_step=lambda student: update_target(target, student, args.target_decay),
             pipeline=lambda unet: MNISTDDPMPipeline(
@@ -385,6 +412,7 @@ def distill(args: argparse.Namespace, on_step=None) -> Path:
                 "guidance_scale": guidance_scale,
                 "num_ddim_timesteps": args.num_ddim_timesteps,
                 "student_prediction_type": scheduler.config.prediction_type,
+                "teacher_regression_steps": args.teacher_regression_steps,
             }},
         )
 

@@ -366,7 +366,8 @@ class Job:
         description: how the first log line describes the run.
         model: the model to train, built from the seed (see [`build_seeded`]).
         identity: what defines the run (options, a teacher's hash): a checkpoint written with another is refused.
-        loss: `loss(model, images, labels)`, the job's objective on one batch of the prepared model.
+        loss: `loss(model, images, labels, step)`, the job's objective on one batch of the prepared model, `step` the
+            optimiser steps done before this one (a job whose objective changes during the run reads it).
         pipeline: `pipeline(unet)`, the pipeline saved with the EMA (or live) weights.
         validation_scheduler: `validation_scheduler()`, the sampler of the validation grids.
         registered: objects checkpoints hold besides the model, its optimiser and EMA (a target network, say).
@@ -379,7 +380,7 @@ class Job:
     description: str
     model: ModelMixin
     identity: dict
-    loss: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+    loss: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
     pipeline: Callable[[ModelMixin], DiffusionPipeline]
     validation_scheduler: Callable[[], object]
     registered: tuple = ()
@@ -454,7 +455,7 @@ def run_job(args: argparse.Namespace, build_job: Callable[[Accelerator], Job], o
     model.train()
     for images, labels in training_batches(accelerator, dataloader, state["global_step"], length):
         with accelerator.accumulate(model):
-            loss = job.loss(model, images, labels)
+            loss = job.loss(model, images, labels, state["global_step"])
             backward_and_step(accelerator, loss, model, optimizer, lr_scheduler, args.max_grad_norm)
         if not accelerator.sync_gradients:
             continue
