@@ -24,7 +24,7 @@ from mnist_diffusion.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 
 DEFAULT_MODEL = str(SHIPPED_MODEL) if SHIPPED_MODEL.is_dir() else "org/mnist-ddpm"
 DEFAULT_STUDENT = str(SHIPPED_STUDENT) if SHIPPED_STUDENT.is_dir() else "org/mnist-lcm"
-DISTILLED = "Distilled student, 4 steps (fastest)"
+DISTILLED = "Distilled student (fastest)"
 FAST, FULL = "DPM-Solver++ (fast)", "DDPM, 1000 steps (the paper's sampler)"
 # Limits that keep one visitor from holding the CPU for minutes.
 MAX_IMAGES = {DISTILLED: 80, FAST: 40, FULL: 10}
@@ -64,6 +64,10 @@ class Demo:
         # The consistency-distilled student, which samples with its own LCMScheduler and has its guidance baked in.
         self.student = MNISTDDPMPipeline.from_pretrained(student) if student else None
         self.samplers = [DISTILLED, FAST, FULL] if self.student is not None else [FAST, FULL]
+        # What the radio shows: the student's stored number of steps beside its name.
+        student_steps = self.student.resolve_defaults()[0] if self.student is not None else None
+        self.sampler_choices = [(f"Distilled student, {student_steps} step{'s' * (student_steps != 1)} (fastest)"
+                                 if sampler == DISTILLED else sampler, sampler) for sampler in self.samplers]
         self.full_scheduler = self.pipe.scheduler
         self.fast_scheduler = DPMSolverMultistepScheduler.from_config(self.pipe.scheduler.config)
         self.inpaint = MNISTDDPMInpaintPipeline(**self.pipe.components)
@@ -189,7 +193,7 @@ def build_ui(demo: Demo) -> gr.Blocks:
                     per_digit = unchecked(gr.Slider(*IMAGES_PER_DIGIT, value=4, step=1, label="Images per digit"))
                     guidance = unchecked(gr.Slider(*GUIDANCE_SCALES, value=demo.default_guidance, step=0.25,
                                                    label="Guidance scale"))
-                    sampler = gr.Radio(demo.samplers, value=demo.samplers[0], label="Sampler",
+                    sampler = gr.Radio(demo.sampler_choices, value=demo.samplers[0], label="Sampler",
                                        info="The distilled student has its guidance baked in: the slider above "
                                             "applies to the other two." if demo.student is not None else None)
                     steps = unchecked(gr.Slider(*FAST_STEPS, value=20, step=1, label="Solver steps (fast sampler)"))

@@ -20,7 +20,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run
                   "--disable-component-update", "--disable-sync"]
 SCALE = 8  # demo/app.py shows digits upscaled 8×
 FAST = "DPM-Solver++ (fast)"  # demo/app.py's labels of the fast sampler and of the distilled student
-DISTILLED = "Distilled student, 4 steps (fastest)"
+DISTILLED = "Distilled student (fastest)"
 # What gradio_client reports for an exception that is not a gr.Error: the visitor learns nothing.
 RAW_EXCEPTION = "has raised an exception"
 
@@ -101,6 +101,21 @@ def half_digit(tmp_path_factory):
 
 GENERATE = dict(digits=["7"], images_per_digit=2, guidance_scale=1.5, sampler=FAST, fast_steps=20, seed=0)
 COMPLETE = dict(digit="3", region="bottom half", completions=2, guidance_scale=1.5, seed=0)
+
+
+def test_the_students_choice_shows_its_stored_number_of_steps(demo_url):
+    import json
+    from urllib.request import urlopen
+
+    from mnist_diffusion import MNISTDDPMPipeline
+    from mnist_diffusion.shipped import SHIPPED_STUDENT
+
+    with urlopen(f"{demo_url}/config", timeout=30) as response:
+        config = json.load(response)
+    [radio] = [c["props"] for c in config["components"] if c.get("props", {}).get("label") == "Sampler"]
+    steps = MNISTDDPMPipeline.load_config(SHIPPED_STUDENT)["default_num_inference_steps"]
+    label = f"Distilled student, {steps} step{'s' * (steps != 1)} (fastest)"
+    assert [label, DISTILLED] in radio["choices"] and radio["value"] == DISTILLED
 
 
 def test_the_distilled_student_is_the_first_sampler_and_ignores_the_guidance_slider(client):
