@@ -62,7 +62,21 @@ def test_a_missing_evaluation_is_a_usage_error_naming_the_distillation_script(tm
 
 
 def test_the_docs_carry_the_committed_comparison():
-    path = ROOT / "benchmarks" / "student_recipes.json"
-    if not path.is_file():
-        pytest.skip("benchmarks/student_recipes.json is not committed yet")
-    assert student_recipes.students_table(json.loads(path.read_text())) in documentation(), "the table is out of date"
+    results = json.loads((ROOT / "benchmarks" / "student_recipes.json").read_text())
+    assert results["runs"][0]["name"] == results["baseline"]
+    assert student_recipes.students_table(results) in documentation(), "the table is out of date"
+
+
+def test_the_docs_carry_the_one_step_students_measured_rows():
+    """The re-distilled student (`benchmarks/final_student/`): its rows in the docs are the committed JSON's."""
+    from mnist_diffusion.card import evaluation_rows
+
+    folder = ROOT / "benchmarks" / "final_student"
+    record = json.loads((folder / "training_config.json").read_text())
+    assert record["distilled_from"]["student_prediction_type"] == "v_prediction"
+    docs = documentation()
+    for name, n, steps in (("evaluation.json", 5_000, [1, 2, 4, 8]), ("bf16.json", 1_000, [1, 2, 4] * 2)):
+        results = json.loads((folder / name).read_text())
+        assert results["num_samples"] == n and [run["num_inference_steps"] for run in results["runs"]] == steps
+        for row in evaluation_rows(results):
+            assert row in docs, f"the docs lack the one-step student's measured row {row}"
