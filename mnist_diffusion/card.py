@@ -28,6 +28,8 @@ FAST_RESULTS = "evaluation/fast.json"  # the fast solver
 FAST_AT_DEFAULT_N_RESULTS = "evaluation/fast_at_default_n.json"
 SWEEP_RESULTS = "evaluation/guidance_sweep.json"
 BF16_RESULTS = "evaluation/bf16.json"  # the fast solver with a bfloat16 UNet (`torch_dtype=torch.bfloat16`)
+# The Classification Accuracy Score: a classifier trained on the generated digits alone (scripts/evaluate.py --cas).
+CAS_RESULTS = "evaluation/cas.json"
 # A distilled student's folder may hold its teacher's evaluations at the guidance it was distilled with, for comparison.
 TEACHER_RESULTS = "evaluation/teacher_*.json"
 FIGURES = {
@@ -107,6 +109,18 @@ def evaluation_rows(results: dict) -> list[str]:
             f"({100 * per_digit:.1f}%) | {run['frechet_distance']:.2f} | {run['frechet_ratio_to_real_floor']:.2f}× |"
         )
     return rows
+
+
+def cas_table(results: dict) -> str:
+    """The CAS rows: the generated digits of each run as training data, then the same number of real ones."""
+    real = results["cas_real"]
+    lines = ["| trained on | sampler | steps | guidance | digits | real test accuracy |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for run in results["runs"]:
+        lines.append(f"| generated | {run['sampler']} | {run['num_inference_steps']} | {run['guidance_scale']:g} | "
+                     f"{run['cas']['train_digits']:,} | {100 * run['cas']['accuracy']:.2f}% |")
+    lines.append(f"| real training digits | | | | {real['train_digits']:,} | {100 * real['accuracy']:.2f}% |")
+    return "\n".join(lines)
 
 
 def tables_by_n(evaluations: list[dict]) -> list[str]:
@@ -232,6 +246,7 @@ def card_fields(model_dir: Path, repo_id: str, source_url: str | None) -> tuple[
         "training_rows": training_rows(training, distilled, teacher) if training is not None else None,
         "evaluation_tables": "\n".join(tables_by_n(evaluations)).rstrip("\n") if evaluations else None,
         **sweep_fields(model_dir, sweep, guidance),
+        "cas_table": cas_table(cas) if (cas := read_json(model_dir / CAS_RESULTS)) else None,
     }
     if distilled:
         fields |= student_fields(model_dir, distilled, teacher)

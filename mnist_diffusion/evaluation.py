@@ -12,7 +12,9 @@ import hashlib
 import itertools
 import json
 import os
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ import torch
 from .arguments import MAX_SEED, guidance_interval_type, number_argument
 from .data import load_mnist
 from .fingerprint import config_sha256, model_sha256, weights_sha256
+from .images import IMAGE_SIZE, digits_to_unit_range
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .samplers import SAMPLERS, every_step_if_all, use_sampler
 from .shipped import SHIPPED_CLASSIFIER, SHIPPED_MODEL
@@ -78,6 +81,17 @@ def accuracy_report(predicted: torch.Tensor, requested: torch.Tensor, num_classe
     }
 
 
+def kept(path: Path | None, compute: Callable[[], dict]) -> dict:
+    """`compute()`, kept in `path` (written atomically, so a kill leaves no half file) and read from there if it is."""
+    if path is not None and path.is_file():
+        return torch.load(path)
+    result = compute()
+    if path is not None:
+        torch.save(result, path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)
+    return result
+
+
 def generate_balanced(pipe: MNISTDDPMPipeline, samples_per_digit: int, batch_size: int, seed: int,
                       num_inference_steps: int | None, guidance_scale: float | None,
                       guidance_interval: tuple[float, float] | None = None,
@@ -93,19 +107,14 @@ def generate_balanced(pipe: MNISTDDPMPipeline, samples_per_digit: int, batch_siz
     labels = torch.arange(10).repeat_interleave(samples_per_digit)
     images, seconds = [], 0.0
     for start in range(0, len(labels), batch_size):
-        cached = None if cache_dir is None else cache_dir / f"batch-{start:06d}.pt"
-        if cached is not None and cached.is_file():
-            batch_result = torch.load(cached)
-        else:
-            generator = torch.Generator().manual_seed(seed + start)
+        def generate_batch() -> dict:
             started = time.perf_counter()
             batch_images = pipe(labels=labels[start : start + batch_size], num_inference_steps=num_inference_steps,
                                 guidance_scale=guidance_scale, guidance_interval=guidance_interval,
-                                generator=generator, output_type="pt").images.cpu()
-            batch_result = {"images": batch_images, "seconds": time.perf_counter() - started}
-            if cached is not None:
-                torch.save(batch_result, cached.with_suffix(".tmp"))
-                os.replace(cached.with_suffix(".tmp"), cached)
+                                generator=torch.Generator().manual_seed(seed + start), output_type="pt").images.cpu()
+            return {"images": batch_images, "seconds": time.perf_counter() - started}
+
+        batch_result = kept(None if cache_dir is None else cache_dir / f"batch-{start:06d}.pt", generate_batch)
         images.append(batch_result["images"])
         seconds += batch_result["seconds"]
     return torch.cat(images), labels, seconds
@@ -191,11 +200,44 @@ def real_floor(classifier, test_features: np.ndarray, n: int, data_dir: str, see
     return frechet_distance_between(classifier.features(train_images[chosen]), test_features)
 
 
+def classification_accuracy_score(images: torch.Tensor, labels: torch.Tensor, data_dir: str, seed: int) -> dict:
+    """
+    The Classification Accuracy Score (Ravuri & Vinyals, 2019) of a set of digits: the evaluation classifier's
+    architecture, trained from scratch with its own recipe (`scripts/train_classifier.py`'s defaults) on these digits
+    alone, then tested on the real test split. It asks whether the digits can stand in for real training data, which
+    legibility alone does not: a set of identical perfect 7s is legible and useless to learn from.
+
+    Args:
+        images (`torch.Tensor`): digits in [0, 1], (N, 1, 28, 28) (rounded to 8-bit pixels, as saved images would be).
+        labels (`torch.Tensor`): their classes.
+
+    Returns:
+        A dict with the test `accuracy`, the number of `train_digits` and the training's `wall_minutes`.
+    """
+    from .training.classifier import parse_args, train_classifier  # transformers and accelerate: imported when used
+
+    pixels = (images.float().clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    with tempfile.TemporaryDirectory() as work_dir:
+        digits = Path(work_dir) / "train_digits.pt"
+        torch.save({"images": pixels, "labels": labels.long()}, digits)
+        record = train_classifier(parse_args(["--data_dir", str(data_dir), "--output_dir", str(Path(work_dir) / "model"),
+                                              "--train_digits", str(digits), "--seed", str(seed)]))
+    return {"accuracy": record["test_accuracy"], "train_digits": len(labels), "wall_minutes": record["wall_minutes"]}
+
+
+def real_training_digits(data_dir: str, samples_per_digit: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`samples_per_digit` random real training digits of each class, in [0, 1]: the real set CAS is compared with."""
+    train_images, train_labels = load_mnist(data_dir, "train")
+    order = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(seed))
+    chosen = torch.cat([order[train_labels[order] == digit][:samples_per_digit] for digit in range(10)])
+    return digits_to_unit_range(train_images[chosen]), train_labels[chosen]
+
+
 def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[str], guidance_scales: list[float],
              samples_per_digit: int, num_inference_steps: int | list[int | None] | None = None, batch_size: int = 500,
              seed: int = 0, torch_dtype: torch.dtype = torch.float32,
              guidance_intervals: list[tuple[float, float] | None] = (None,), cache_dir: str | None = None,
-             append_to: dict | None = None) -> dict:
+             append_to: dict | None = None, cas: bool = False) -> dict:
     """
     Generate a balanced set of digits for every (sampler, steps, guidance scale, guidance interval) and score it.
 
@@ -210,6 +252,8 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
     in it (None: the model's default). With `cache_dir`, generated batches are kept there, so that an evaluation
     killed after hours resumes where it stopped. With `append_to`, an earlier evaluation these runs will be added to
     ([`append_runs`]): it must have been measured the same way, which is checked before any image is drawn.
+    With `cas`, every run's digits also train a classifier from scratch ([`classification_accuracy_score`]), and
+    the same recipe on as many real training digits gives the real reference (`cas_real`).
 
     Raises:
         [`SetupError`]: a model that cannot be loaded, a configuration it refuses ([`plan_runs`]), or an `append_to`
@@ -250,6 +294,7 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
                                                     plan["num_inference_steps"], plan["guidance_scale"],
                                                     plan["guidance_interval"] or every_step, cache)
         distance = frechet_distance_between(classifier.features(images), test_features)
+        scored = {"cas": classification_accuracy_score(images, labels, data_dir, seed)} if cas else {}
         runs.append({
             **plan,
             "guidance_interval": None if plan["guidance_interval"] is None else list(plan["guidance_interval"]),
@@ -258,8 +303,12 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
             "frechet_distance": distance,
             "frechet_ratio_to_real_floor": distance / floor,
             "generation_seconds": round(seconds, 1),
+            **scored,
         })
     pipe.scheduler = own_scheduler
+    if cas:
+        header["cas_real"] = classification_accuracy_score(*real_training_digits(data_dir, samples_per_digit, seed),
+                                                           data_dir, seed)
     return {**header, "runs": runs}
 
 
@@ -385,6 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Keep generated batches here, so that a killed evaluation resumes where it stopped.")
     parser.add_argument("--append", action="store_true",
                         help="Add the runs to the evaluation already in --output (same model, classifier, n, seed).")
+    parser.add_argument("--cas", action="store_true",
+                        help="Also train the evaluation classifier's recipe from scratch on each run's digits and test "
+                             "it on real test digits (Classification Accuracy Score), next to the same recipe on as "
+                             "many real training digits.")
     parser.add_argument("--store_default", action="store_true",
                         help="Apply the rule of docs/evaluation.md to all runs in --output, store the chosen guidance in "
                              "the model's model_index.json and the rule in --output.")
@@ -404,6 +457,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.seed + 10 * args.samples_per_digit - 1 > MAX_SEED:
         problems.append(f"--seed {args.seed} is too large: the last batch's seed, seed + its first index, must be at "
                         f"most {MAX_SEED}")
+    if args.cas:
+        from .training.classifier import build_parser as classifier_parser
+
+        batch_size = classifier_parser().get_default("train_batch_size")
+        if 10 * args.samples_per_digit < batch_size:
+            problems.append(f"--cas trains on the generated digits in the classifier recipe's batches of {batch_size}: "
+                            f"--samples_per_digit {args.samples_per_digit} gives only {10 * args.samples_per_digit}")
     earlier = None
     if args.append:
         if not Path(args.output).is_file():
@@ -417,7 +477,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         results = evaluate(args.model_dir, args.classifier_dir, args.data_dir, args.samplers, args.guidance_scales,
                            args.samples_per_digit, args.num_inference_steps, args.batch_size, args.seed,
-                           getattr(torch, args.torch_dtype), args.guidance_intervals, args.cache_dir, earlier)
+                           getattr(torch, args.torch_dtype), args.guidance_intervals, args.cache_dir, earlier, args.cas)
     except SetupError as error:
         parser.error(str(error))
     new_runs = results["runs"]
@@ -439,4 +499,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{run['sampler']:>5} {run['num_inference_steps']:>4} steps, {run['unet_dtype']}, "
               f"guidance {run['guidance_scale']} in {run['guidance_interval'] or 'every step'}: "
               f"accuracy {100 * run['accuracy']:.2f}% (worst digit {run['worst_digit']}), "
-              f"Fréchet {run['frechet_distance']:.3f} = {run['frechet_ratio_to_real_floor']:.2f}× the real floor")
+              f"Fréchet {run['frechet_distance']:.3f} = {run['frechet_ratio_to_real_floor']:.2f}× the real floor"
+              + (f", CAS {100 * run['cas']['accuracy']:.2f}%" if "cas" in run else ""))
+    if "cas_real" in results:
+        print(f"CAS of {results['cas_real']['train_digits']} real training digits: "
+              f"{100 * results['cas_real']['accuracy']:.2f}%")

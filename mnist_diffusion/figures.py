@@ -5,6 +5,8 @@
   and as the frames of an animated GIF.
 - `forward_process`: real digits noised in closed form at the same t.
 - `guidance_plot`: accuracy against Fréchet ratio, one curve per guidance family, from an evaluation sweep's JSON.
+- `confusion_figure`: which real test digits the model, as a zero-shot classifier, takes for which, from the JSON of
+  `scripts/evaluate_likelihood.py`.
 """
 
 import argparse
@@ -132,6 +134,39 @@ def guidance_plot(results_path: str | Path, path: str | Path, rule: dict | None 
     return path
 
 
+def confusion_figure(results_path: str | Path, path: str | Path) -> Path:
+    """
+    The zero-shot classifier's confusion matrix (true digit by row, predicted by column, counts; the diagonal left
+    blank so that the mistakes stand out) at its most accurate trial count and weighting.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    zero_shot = json.loads(Path(results_path).read_text())["zero_shot"]
+    best = max(zero_shot["accuracy"], key=lambda row: (row["accuracy"], -row["num_trials"]))
+    matrix = torch.tensor(best["confusion_matrix"], dtype=torch.float64)
+    mistakes = matrix.clone().fill_diagonal_(float("nan"))
+    figure, axis = plt.subplots(figsize=(5.2, 4.6))
+    image = axis.imshow(mistakes.numpy(), cmap="Reds", vmin=0)
+    for true in range(10):
+        for predicted in range(10):
+            count = int(matrix[true, predicted])
+            if count:
+                axis.text(predicted, true, str(count), ha="center", va="center", fontsize=7,
+                          color="grey" if true == predicted else "black")
+    axis.set(xticks=DIGITS, yticks=DIGITS, xlabel="digit the model finds most probable", ylabel="true digit",
+             title=f"Zero-shot: {100 * best['accuracy']:.2f}% of {best['n']} test digits\n"
+                   f"({best['num_trials']} trials per class, {best['weighting']} weighting; mistakes shaded)")
+    figure.colorbar(image, ax=axis, fraction=0.046, label="mistakes")
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def steps_figure(pipe: MNISTDDPMPipeline, steps: tuple[int, ...] = (1, 2, 4, 8), seed: int = 0,
                  scale: int = 3) -> Image.Image:
     """One row per number of steps, one column per digit, each row from the same starting noise (`seed`)."""
@@ -147,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=str(SHIPPED_MODEL), help="Pipeline folder.")
     parser.add_argument("--data_dir", default="data/mnist", help="MNIST IDX files, for the forward-process strip.")
     parser.add_argument("--sweep", default=None, help="An evaluation sweep's results JSON, for the guidance plot.")
+    parser.add_argument("--likelihood", default=None,
+                        help="The results JSON of scripts/evaluate_likelihood.py, for the zero-shot confusion matrix.")
     parser.add_argument("--output_dir", default=None, help="Where the figures go (default: MODEL/images).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid_sampler", default="dpm", choices=sorted(SAMPLERS),
@@ -174,6 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     inpainting_figure(args.model, args.data_dir, seed=args.seed).save(output_dir / "inpainting.png")
     if args.sweep:
         guidance_plot(args.sweep, output_dir / "guidance.png", DEFAULT_RULE)
+    if args.likelihood:
+        confusion_figure(args.likelihood, output_dir / "zero_shot_confusion.png")
     print(f"Figures written to {output_dir}")
 
 

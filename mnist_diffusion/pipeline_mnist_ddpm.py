@@ -647,6 +647,105 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             return (images,)
         return ImagePipelineOutput(images=images)
 
+    def _likelihood_functions(self):
+        # The bound and the classifier live in the package (mnist_diffusion/likelihood.py), not in this file that a
+        # Hub repo ships as remote code: a remote-code user gets generation, and these two need the package.
+        if self.config.get("distilled_guidance_scale") is not None:
+            raise ValueError(
+                "This is a distilled student: its network is a consistency function, not the DDPM's noise predictor, "
+                "so it defines no variational bound; use the teacher it was distilled from."
+            )
+        try:
+            return importlib.import_module("mnist_diffusion.likelihood")
+        except ImportError as error:
+            raise ImportError(
+                "`log_likelihood` and `classify` need the mnist-diffusion package (`pip install mnist-diffusion`); "
+                "the remote-code copy of this pipeline only generates."
+            ) from error
+
+    @torch.no_grad()
+    def log_likelihood(
+        self,
+        images,
+        labels: int | Sequence[int] | torch.Tensor | None = None,
+        num_timesteps: int | None = None,
+        proposal: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int = 500,
+    ):
+        """
+        The variational bound of each digit (Ho et al., 2020, eq. 5) in bits per dimension: an upper bound on
+        −log₂ p_θ(x) / 784, conditional on `labels` or, without them, under the unconditional model (the null label).
+        Defined by the scheduler: its forward process, and its `variance_type` for the reverse steps' variance.
+
+        Args:
+            images: digits: uint8 pixels or float images in [0, 1] (rounded to the 256 levels), shaped (N, 28, 28) or
+                (N, 1, 28, 28), or a list of PIL images.
+            labels (`int`, `Sequence[int]` or `torch.Tensor`, *optional*): one digit per image, or one for all.
+            num_timesteps (`int`, *optional*): None computes every term (`num_train_timesteps` UNet calls per image);
+                K estimates the sum of the diffusion terms from K timesteps drawn from `proposal` (K + 1 calls).
+            proposal (`torch.Tensor`, *optional*): probabilities of the timesteps to draw; uniform when not given.
+            generator (`torch.Generator`, *optional*): the source of the timesteps and the noise; the same seed gives
+                the same draws whatever the labels, so that two labels are compared on equal terms.
+            batch_size (`int`, defaults to 500): rows per UNet call.
+
+        Returns:
+            `VariationalBoundOutput`: `bits_per_dim` and its prior, diffusion and decoder shares per image,
+            `log_likelihood` (−L in nats), and every term when all are computed.
+
+        Example:
+
+        ```py
+        >>> from mnist_diffusion.data import load_mnist
+        >>> images, labels = load_mnist("data/mnist", "test")
+        >>> pipe.log_likelihood(images[:8], labels[:8], num_timesteps=16).bits_per_dim
+        ```
+        """
+        likelihood = self._likelihood_functions()
+        num_classes = num_class_labels(self.unet)
+        count = len(likelihood.to_pixel_levels(images))
+        if labels is None:
+            labels = [null_class_label(self.unet)] * count
+        else:
+            labels = check_labels(labels, num_classes)
+            labels = labels * count if len(labels) == 1 else labels
+        output = likelihood.variational_bound(self.unet, self.scheduler, images, torch.tensor(labels), num_timesteps,
+                                              proposal, generator, batch_size)
+        self.maybe_free_model_hooks()
+        return output
+
+    @torch.no_grad()
+    def classify(
+        self,
+        images,
+        num_trials: int = 50,
+        weighting: str = "uniform",
+        generator: torch.Generator | None = None,
+        batch_size: int = 1000,
+    ):
+        """
+        Classify digits with the model itself (Li et al., 2023, "Your Diffusion Model is Secretly a Zero-Shot
+        Classifier"): the digit whose conditional ε-prediction errs least on the same `num_trials` noisings (t, ε)
+        of the image, i.e. whose variational bound is lowest. `num_trials` × 10 UNet rows per image.
+
+        Args:
+            images: digits, as in [`~MNISTDDPMPipeline.log_likelihood`].
+            num_trials (`int`, defaults to 50): (t, ε) pairs per image, shared by the ten classes.
+            weighting (`str`, defaults to `"uniform"`): `"uniform"` or `"bound"` (each timestep weighted as in the
+                variational bound).
+            generator (`torch.Generator`, *optional*): the source of the noise.
+            batch_size (`int`, defaults to 1000): rows per UNet call.
+
+        Returns:
+            `ZeroShotOutput`: `labels` (the predicted digits), `scores` (per class, lower is more probable), each
+            trial's `errors`, `timesteps` and `weights`.
+        """
+        likelihood = self._likelihood_functions()
+        output = likelihood.zero_shot_classify(self.unet, self.scheduler, images, num_class_labels(self.unet),
+                                               num_trials, weighting, generator, batch_size)
+        self.maybe_free_model_hooks()
+        return output
+
     @torch.no_grad()
     def __call__(
         self,

@@ -278,3 +278,19 @@ def test_the_readme_quality_table_is_the_shipped_results_at_one_n():
     rows = [*evaluation_rows(default), *evaluation_rows(same_n), *evaluation_rows(student)]
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "\n".join(rows) in readme, "README's quality table is out of date"
+
+
+def test_the_card_shows_the_classification_accuracy_score_when_measured(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path)
+    assert "### The digits as training data" not in render_model_card(tmp_path, repo_id="someone/digits")
+    (tmp_path / "evaluation").mkdir()
+    runs = [{**run_result("dpm", 20, w, 0.99), "cas": {"accuracy": a, "train_digits": 5000, "wall_minutes": 1.0}}
+            for w, a in ((1.4, 0.9712), (1.0, 0.9855))]
+    (tmp_path / "evaluation" / "cas.json").write_text(json.dumps({
+        "samples_per_digit": 500, "num_samples": 5000, "runs": runs,
+        "cas_real": {"accuracy": 0.9901, "train_digits": 5000, "wall_minutes": 1.0}}))
+    card = render_model_card(tmp_path, repo_id="someone/digits")
+    assert "### The digits as training data" in card
+    assert "| generated | dpm | 20 | 1.4 | 5,000 | 97.12% |" in card and "| generated | dpm | 20 | 1 | 5,000 | 98.55% |" in card
+    assert "| real training digits | | | | 5,000 | 99.01% |" in card
+    assert "## Limitations" in card.split("99.01%")[1]

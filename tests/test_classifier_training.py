@@ -50,6 +50,37 @@ def test_one_epoch_of_training_writes_a_folder_the_auto_classes_load(tmp_path, s
     assert (predicted == test_labels[:100]).float().mean().item() == pytest.approx(saved["test_accuracy"])
 
 
+def test_train_digits_replace_the_training_split_and_the_test_split_stays_real(tmp_path, synthetic_mnist):
+    # A file of "generated" digits, here the synthetic test digits with their labels reversed: a classifier trained
+    # on it alone learns the reversed classes, which the real test split then marks wrong.
+    images, labels = load_mnist(synthetic_mnist, "test", download=False)
+    torch.save({"images": images, "labels": 9 - labels}, tmp_path / "digits.pt")
+    record = train_classifier(parse_args([
+        "--data_dir", str(synthetic_mnist), "--output_dir", str(tmp_path / "classifier"), *TINY_ARGS,
+        "--train_digits", str(tmp_path / "digits.pt"), "--num_epochs", "30", "--train_batch_size", "50",
+        "--learning_rate", "0.01",
+    ]))
+    assert record["images_seen"] == 30 * 100 and record["args"]["train_digits"] == str(tmp_path / "digits.pt")
+    assert record["test_total"] == 100 and record["test_accuracy"] < 0.1
+    predicted = DigitClassifier.from_pretrained(tmp_path / "classifier").predict(images)
+    assert (predicted == 9 - labels).float().mean() > 0.25  # it learned the file's labels (chance: 0.1)
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"images": torch.zeros(4, 28, 28), "labels": torch.zeros(4, dtype=torch.long)}, "must hold uint8 `images`"),
+    ({"images": torch.zeros(4, 28, 28, dtype=torch.uint8), "labels": torch.full((4,), 10)}, "one int64 label in 0–9"),
+    ([1, 2], "must hold uint8 `images`"),
+])
+def test_bad_train_digits_are_refused_before_training(tmp_path, capsys, content, message):
+    torch.save(content, tmp_path / "digits.pt")
+    with pytest.raises(SystemExit):
+        parse_args([*TINY_ARGS, "--train_digits", str(tmp_path / "digits.pt")])
+    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args([*TINY_ARGS, "--train_digits", str(tmp_path / "missing.pt")])
+    assert "missing.pt is not a file" in capsys.readouterr().err
+
+
 def test_time_limit_stops_training_and_still_saves(tmp_path, synthetic_mnist):
     out = tmp_path / "classifier"
     record = train_classifier(parse_args([

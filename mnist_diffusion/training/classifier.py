@@ -9,6 +9,7 @@ budget, the run record, the option checks.
 import argparse
 import json
 import math
+import pickle
 import time
 from pathlib import Path
 
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Train on the first N training images only (for quick checks).")
     data.add_argument("--max_eval_samples", type=int, default=None,
                       help="Evaluate on the first N test images only (for quick checks).")
+    data.add_argument("--train_digits", default=None,
+                      help="A .pt file of digits to train on instead of the MNIST training split, a dict of uint8 "
+                           "`images` (N, 28, 28) and int64 `labels` (N,) in 0–9: generated digits, for the "
+                           "Classification Accuracy Score of scripts/evaluate.py --cas. The test split is still real.")
     model = parser.add_argument_group("model")
     model.add_argument("--hidden_sizes", type=int, nargs="+", default=[32, 64, 128],
                        help="Channels of the RegNet stages (at 14, 7 and 4 pixels).")
@@ -100,7 +105,34 @@ def check_args(args: argparse.Namespace) -> list[str]:
                         "of the same length")
     problems += out_of_range(args, ["learning_rate", "max_train_minutes"], "positive")
     problems += out_of_range(args, ["weight_decay"], "≥ 0")
+    if args.train_digits is not None:
+        if not Path(args.train_digits).is_file():
+            problems.append(f"--train_digits {args.train_digits} is not a file")
+        else:
+            try:
+                load_train_digits(args.train_digits)
+            except (ValueError, RuntimeError, pickle.UnpicklingError) as error:
+                problems.append(f"--train_digits: {error}")
     return problems + check_seed(args.seed)
+
+
+def load_train_digits(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    The digits of a `--train_digits` file: uint8 `images` (N, 28, 28) and int64 `labels` (N,) in 0–9.
+
+    Raises:
+        `ValueError`: the file holds anything else, named.
+    """
+    digits = torch.load(path, weights_only=True)
+    images, labels = (digits.get(key) if isinstance(digits, dict) else None for key in ("images", "labels"))
+    if not (torch.is_tensor(images) and images.dtype == torch.uint8 and images.ndim == 3
+            and images.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE)):
+        raise ValueError(f"{path} must hold uint8 `images` shaped (N, 28, 28), got "
+                         f"{getattr(images, 'dtype', type(images).__name__)} {tuple(getattr(images, 'shape', ()))}.")
+    if not (torch.is_tensor(labels) and labels.dtype == torch.int64 and labels.shape == (len(images),)
+            and len(labels) and 0 <= int(labels.min()) and int(labels.max()) <= 9):
+        raise ValueError(f"{path} must hold one int64 label in 0–9 per image in `labels` ({len(images)} of them).")
+    return images, labels
 
 
 def random_affine(images: torch.Tensor) -> torch.Tensor:
@@ -145,7 +177,7 @@ def save_classifier(output_dir: Path, classifier, image_processor, record: dict)
 
 def train_classifier(args: argparse.Namespace) -> dict | None:
     """
-    Train the classifier on the MNIST training split, measure its accuracy on the test split and save it.
+    Train the classifier on the MNIST training split (or `--train_digits`), measure its accuracy on the test split and save it.
 
     Args:
         args: the options of `build_parser()`.
@@ -169,12 +201,15 @@ def train_classifier(args: argparse.Namespace) -> dict | None:
 
     # 3. data, which sets the length of the run and of its lr schedule
     with accelerator.main_process_first():  # the main process downloads missing files, the others then read them
-        train_images, train_labels = load_mnist(args.data_dir, "train")
+        if args.train_digits is None:
+            train_images, train_labels = load_mnist(args.data_dir, "train")
+        else:
+            train_images, train_labels = load_train_digits(args.train_digits)
         test_images, test_labels = load_mnist(args.data_dir, "test")
     train_images, train_labels = train_images[: args.max_train_samples], train_labels[: args.max_train_samples]
     test_images, test_labels = test_images[: args.max_eval_samples], test_labels[: args.max_eval_samples]
     dataloader = make_dataloader(torch.utils.data.TensorDataset(train_images, train_labels), args.train_batch_size,
-                                 args.seed, args.data_dir)
+                                 args.seed, args.train_digits or args.data_dir)
     length = training_length(len(dataloader), accelerator.num_processes, 1, args.num_epochs)
     # accelerate steps a prepared scheduler once per process at every optimiser step, hence the factor.
     lr_scheduler = torch.optim.lr_scheduler.OneCycleLR(

@@ -1,0 +1,379 @@
+# Copyright 2026 The mnist-diffusion authors. Licensed under the Apache License, Version 2.0.
+"""
+The DDPM as a likelihood model: its variational bound in bits per dimension, and the class that makes a digit most
+probable (a zero-shot classifier). The pipeline's `log_likelihood` and `classify` are thin fronts over these.
+
+Notation is the scheduler's: timesteps are 0-based, so the model call at timestep t maps x_t to x_{t−1}, its noise
+level is ᾱ_t = `alphas_cumprod[t]`, and timestep 0 is the decoder step onto the data (Ho et al.'s x_1 → x_0). The bound
+of Ho et al. (2020), eq. (5), for a digit x and label y is then
+
+    L = L_prior + Σ_{t=1}^{T−1} L_t + L_decoder
+    L_prior   = KL(q(x_{T−1} | x) ‖ N(0, I))
+    L_t       = E_q KL(q(x_{t−1} | x_t, x) ‖ p_θ(x_{t−1} | x_t, y))        (Gaussians; eq. 6–7 for q)
+    L_decoder = −E_q log p_θ(x | x_0, y)                               (discretised Gaussian over 256 levels, §3.3)
+
+in nats, reported in bits per dimension: L / (784 · ln 2), on the pixels scaled to [−1, 1] as the model sees them.
+p_θ's mean is the scheduler's μ̃_t(x_t, x̂_0) with x̂_0 from the model's prediction (clipped to [−1, 1] when the
+scheduler clips, as its `step` does), its variance σ_t² the scheduler's `variance_type` (β̃_t or β_t); the decoder's
+variance is β̃ at timestep 1 for both types, as in Ho et al.'s code (β̃ at timestep 0 is zero).
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers.utils import BaseOutput
+
+from .images import IMAGE_SIZE
+
+NUM_PIXEL_LEVELS = 256
+NUM_DIMENSIONS = IMAGE_SIZE * IMAGE_SIZE
+GOLDEN_RATIO_CONJUGATE = (math.sqrt(5) - 1) / 2
+WEIGHTINGS = ("uniform", "bound")
+
+
+@dataclass
+class VariationalBoundOutput(BaseOutput):
+    """
+    Output of [`variational_bound`] (and `MNISTDDPMPipeline.log_likelihood`), one value per image, in bits per
+    dimension.
+
+    Args:
+        bits_per_dim (`torch.Tensor` of shape `(batch_size,)`): the bound L / (784 · ln 2), an upper bound on
+            −log₂ p_θ(x) per pixel (the mean of its estimate when timesteps are sampled).
+        prior_bits_per_dim (`torch.Tensor`): L_prior's share.
+        diffusion_bits_per_dim (`torch.Tensor`): the share of Σ L_t, t = 1 … T−1 (all terms, or their estimate).
+        decoder_bits_per_dim (`torch.Tensor`): L_decoder's share.
+        log_likelihood (`torch.Tensor`): −L in nats, a lower bound on log p_θ(x) (of the 8-bit digit).
+        terms_bits_per_dim (`torch.Tensor` of shape `(batch_size, T)`, *optional*): with every term computed,
+            L_decoder (column 0) and each L_t (column t), in bits per dimension.
+    """
+
+    bits_per_dim: torch.Tensor
+    prior_bits_per_dim: torch.Tensor
+    diffusion_bits_per_dim: torch.Tensor
+    decoder_bits_per_dim: torch.Tensor
+    log_likelihood: torch.Tensor
+    terms_bits_per_dim: torch.Tensor | None = None
+
+
+@dataclass
+class ZeroShotOutput(BaseOutput):
+    """
+    Output of [`zero_shot_classify`] (and `MNISTDDPMPipeline.classify`).
+
+    Args:
+        labels (`torch.Tensor` of shape `(batch_size,)`): the predicted digit of each image: the class whose weighted
+            ε-error is smallest.
+        scores (`torch.Tensor` of shape `(batch_size, num_classes)`): each class's weighted mean squared ε-error per
+            pixel (lower is more probable).
+        errors (`torch.Tensor` of shape `(batch_size, num_trials, num_classes)`): each trial's mean squared ε-error
+            per pixel, unweighted, so that other weightings or fewer trials can be scored afterwards.
+        timesteps (`torch.Tensor` of shape `(num_trials,)`): the timestep of each trial.
+        weights (`torch.Tensor` of shape `(num_trials,)`): the weight of each trial in `scores`.
+    """
+
+    labels: torch.Tensor
+    scores: torch.Tensor
+    errors: torch.Tensor
+    timesteps: torch.Tensor
+    weights: torch.Tensor
+
+
+def to_pixel_levels(images) -> torch.Tensor:
+    """
+    Digits as their 256 pixel levels, an int64 tensor (N, 1, 28, 28) in 0–255: uint8 pixels as they are, float
+    images in [0, 1] (the pipelines' `output_type="pt"`) rounded to the nearest level, PIL images in mode "L".
+
+    Raises:
+        `ValueError`: a shape, dtype or range the bound is not defined on, named.
+    """
+    if isinstance(images, (list, tuple)) and images and hasattr(images[0], "convert"):
+        images = torch.from_numpy(np.stack([np.asarray(image.convert("L")) for image in images]))
+    images = torch.as_tensor(images)
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    if images.ndim != 4 or images.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE) or len(images) == 0:
+        raise ValueError(f"Expected digits shaped (N, 28, 28) or (N, 1, 28, 28) with N ≥ 1, got {tuple(images.shape)}.")
+    if images.dtype == torch.uint8:
+        return images.long()
+    if not images.is_floating_point():
+        raise ValueError(f"Expected uint8 pixels or float images in [0, 1], got dtype {images.dtype}.")
+    if not bool(torch.isfinite(images).all()) or images.min() < 0 or images.max() > 1:
+        raise ValueError(
+            f"Float images must be finite and in [0, 1], got values in [{images.min():.3f}, {images.max():.3f}] "
+            "(images in the diffusion model's [-1, 1] need `images / 2 + 0.5` first)."
+        )
+    return (images.double() * (NUM_PIXEL_LEVELS - 1)).round().long()
+
+
+def pixel_levels_to_model_range(levels: torch.Tensor) -> torch.Tensor:
+    """Pixel levels 0–255 → the model's [−1, 1], the centres of the decoder's 256 bins."""
+    return levels.float() / 127.5 - 1
+
+
+def gaussian_kl(mean_1: torch.Tensor, variance_1, mean_2: torch.Tensor, variance_2) -> torch.Tensor:
+    """
+    KL(N(mean_1, variance_1) ‖ N(mean_2, variance_2)) per element, in nats:
+    ½ (log(σ₂²/σ₁²) + (σ₁² + (μ₁ − μ₂)²) / σ₂² − 1).
+    """
+    variance_1, variance_2 = torch.as_tensor(variance_1), torch.as_tensor(variance_2)
+    return 0.5 * (torch.log(variance_2 / variance_1) + (variance_1 + (mean_1 - mean_2) ** 2) / variance_2 - 1)
+
+
+def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, std) -> torch.Tensor:
+    """
+    log P(x) per pixel, in nats, where x (in [−1, 1], on the 256 bin centres k/127.5 − 1) is N(mean, std²) rounded
+    to its bin of width 2/255, the outermost bins reaching to ±∞ (Ho et al., 2020, eq. 13). Computed from the
+    tail on the side away from the mean, so that a bin far from the mean keeps its (tiny) probability.
+    """
+    std = torch.as_tensor(std, dtype=torch.float64)
+    x, mean = x.double(), mean.double()
+    half_bin = 1.0 / (NUM_PIXEL_LEVELS - 1)
+    upper = torch.where(x >= 1 - 1e-6, torch.full_like(x, math.inf), (x + half_bin - mean) / std)
+    lower = torch.where(x <= -1 + 1e-6, torch.full_like(x, -math.inf), (x - half_bin - mean) / std)
+    # P = Φ(upper) − Φ(lower); when the bin lies above the mean, the same mass is Φ(−lower) − Φ(−upper).
+    flip = lower > 0
+    upper, lower = torch.where(flip, -lower, upper), torch.where(flip, -upper, lower)
+    log_upper, log_lower = torch.special.log_ndtr(upper), torch.special.log_ndtr(lower)
+    return log_upper + torch.log1p(-torch.exp(log_lower - log_upper).clamp(max=1 - 1e-15))
+
+
+class BoundCoefficients:
+    """
+    The scheduler's coefficients of every timestep that the bound needs, float64: ᾱ_t, the posterior's x̂_0 and x_t
+    coefficients of μ̃_t (eq. 7) and variance β̃_t, and the model's variance σ_t².
+    """
+
+    def __init__(self, scheduler):
+        config = scheduler.config
+        if config.get("variance_type", "fixed_small") not in ("fixed_small", "fixed_large"):
+            raise ValueError(f"The bound needs a fixed variance_type, got {config.variance_type!r}.")
+        self.num_train_timesteps = config.num_train_timesteps
+        self.prediction_type = config.get("prediction_type", "epsilon")
+        self.clip_range = config.get("clip_sample_range", 1.0) if config.get("clip_sample", False) else None
+        betas = scheduler.betas.double()
+        alphas = 1 - betas
+        self.alphas_cumprod = torch.cumprod(alphas, dim=0)
+        alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+        self.x0_coefficient = alphas_cumprod_prev.sqrt() * betas / (1 - self.alphas_cumprod)
+        self.xt_coefficient = alphas.sqrt() * (1 - alphas_cumprod_prev) / (1 - self.alphas_cumprod)
+        self.posterior_variance = (1 - alphas_cumprod_prev) / (1 - self.alphas_cumprod) * betas  # β̃_t; β̃_0 = 0
+        model_variance = self.posterior_variance if config.variance_type == "fixed_small" else betas.clone()
+        model_variance[0] = self.posterior_variance[1]  # the decoder's variance
+        self.model_variance = model_variance
+
+    def epsilon_weights(self) -> torch.Tensor:
+        """
+        The bound's weight of the squared ε-error at each timestep: with x̂_0 unclipped, L_t = w_t · ‖ε − ε_θ‖²
+        + (a term without θ), w_t = x̂_0-coefficient² · (1 − ᾱ_t)/ᾱ_t / (2σ_t²) (Ho et al., eq. 12).
+        """
+        alphas_cumprod = self.alphas_cumprod
+        return self.x0_coefficient**2 * (1 - alphas_cumprod) / alphas_cumprod / (2 * self.model_variance)
+
+    def predicted_original(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x̂_0 from the model's output, as the scheduler's `step` computes it (clipped when it clips)."""
+        sqrt_alpha_prod = _per_image(self.alphas_cumprod[t].sqrt(), x_t)
+        sqrt_beta_prod = _per_image((1 - self.alphas_cumprod[t]).sqrt(), x_t)
+        if self.prediction_type == "epsilon":
+            x0 = (x_t - sqrt_beta_prod * model_output) / sqrt_alpha_prod
+        elif self.prediction_type == "sample":
+            x0 = model_output
+        else:
+            x0 = sqrt_alpha_prod * x_t - sqrt_beta_prod * model_output
+        return x0 if self.clip_range is None else x0.clamp(-self.clip_range, self.clip_range)
+
+    def posterior_mean(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """μ̃_t(x_t, x_0) = x̂_0-coefficient · x_0 + x_t-coefficient · x_t (eq. 7)."""
+        return _per_image(self.x0_coefficient[t], x_t) * x0 + _per_image(self.xt_coefficient[t], x_t) * x_t
+
+    def prior_term(self, x: torch.Tensor) -> torch.Tensor:
+        """L_prior per image, nats: KL(N(√ᾱ x, (1 − ᾱ) I) ‖ N(0, I)) at the last timestep."""
+        alpha_prod = self.alphas_cumprod[-1]
+        return gaussian_kl(alpha_prod.sqrt() * x.double(), 1 - alpha_prod, torch.zeros((), dtype=torch.float64),
+                           torch.ones((), dtype=torch.float64)).flatten(1).sum(1)
+
+    def term(self, x: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, model_output: torch.Tensor) -> torch.Tensor:
+        """
+        The bound's term of each (image, timestep) pair, nats: L_t for t ≥ 1, L_decoder for t = 0, given x_t and the
+        model's output at (x_t, t).
+        """
+        x, x_t = x.double(), x_t.double()
+        model_mean = self.posterior_mean(self.predicted_original(model_output.double(), x_t, t), x_t, t)
+        model_variance = _per_image(self.model_variance[t], x_t)
+        decoder = t == 0
+        kl = gaussian_kl(self.posterior_mean(x, x_t, t), _per_image(self.posterior_variance[t].clamp(min=1e-30), x_t),
+                         model_mean, model_variance).flatten(1).sum(1)
+        nll = -discretized_gaussian_log_likelihood(x, model_mean, model_variance.sqrt()).flatten(1).sum(1)
+        return torch.where(decoder, nll, kl)
+
+
+def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return values.to(like.device, like.dtype).reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+def _model_output(unet, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    dtype = unet.dtype
+    return unet(x_t.to(dtype), t, labels).sample.float()
+
+
+@torch.no_grad()
+def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timesteps: int | None = None,
+                      proposal: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                      batch_size: int = 500) -> VariationalBoundOutput:
+    """
+    The variational bound of each digit under the model, in bits per dimension.
+
+    Args:
+        unet: the noise predictor, called as `unet(x_t, t, labels).sample`.
+        scheduler: the [`MNISTDDPMScheduler`] (or a diffusers scheduler with `betas` and the same config keys)
+            whose forward process and reverse-step variance define the bound.
+        images: digits, as [`to_pixel_levels`] reads them.
+        labels (`torch.Tensor`): one label per image (the null label for the unconditional model).
+        num_timesteps (`int`, *optional*): None computes all T−1 terms L_t (T model calls per image, one draw of x_t
+            each); K draws K timesteps t ~ `proposal` per image and estimates Σ L_t by (1/K) Σ_k L_{t_k} / p(t_k),
+            an unbiased estimate (K + 1 calls per image: the decoder term is always computed).
+        proposal (`torch.Tensor` of shape `(T,)`, *optional*): the probabilities of timesteps 0 … T−1 to draw from
+            (entry 0 is ignored); uniform over 1 … T−1 when not given. A proposal close to the terms' own sizes
+            lowers the estimate's variance.
+        generator (`torch.Generator`, *optional*): the source of the timesteps and of the noise.
+        batch_size (`int`, defaults to 500): rows per UNet call.
+
+    Returns:
+        [`VariationalBoundOutput`]
+    """
+    levels = to_pixel_levels(images)
+    labels = torch.as_tensor(labels).long().reshape(-1)
+    if len(labels) != len(levels):
+        raise ValueError(f"Got {len(labels)} labels for {len(levels)} images.")
+    coefficients = BoundCoefficients(scheduler)
+    num_train_timesteps = coefficients.num_train_timesteps
+    if num_timesteps is not None and (isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int)
+                                      or num_timesteps < 1):
+        raise ValueError(f"`num_timesteps` must be a positive integer or None (every term), got {num_timesteps!r}.")
+    if proposal is not None:
+        proposal = torch.as_tensor(proposal, dtype=torch.float64).clone()
+        if proposal.shape != (num_train_timesteps,) or bool((proposal < 0).any()) or proposal[1:].sum() <= 0:
+            raise ValueError(f"`proposal` must hold {num_train_timesteps} non-negative probabilities, got shape "
+                             f"{tuple(proposal.shape)}.")
+        proposal[0] = 0
+        proposal /= proposal.sum()
+    else:
+        proposal = torch.cat([torch.zeros(1), torch.ones(num_train_timesteps - 1)]).double() / (num_train_timesteps - 1)
+
+    device = next(unet.parameters()).device
+    x = pixel_levels_to_model_range(levels).to(device)
+    all_terms = num_timesteps is None
+    # Row r of the work list is (image, timestep, importance weight): the decoder term once per image, then the
+    # diffusion terms: every timestep, or K draws from the proposal.
+    images_index, timesteps, weights = [], [], []
+    for index in range(len(x)):
+        if all_terms:
+            drawn = torch.arange(num_train_timesteps)
+            weight = torch.ones(num_train_timesteps, dtype=torch.float64)
+        else:
+            sampled = torch.multinomial(proposal, num_timesteps, replacement=True, generator=generator)
+            drawn = torch.cat([torch.zeros(1, dtype=torch.long), sampled])
+            weight = torch.cat([torch.ones(1, dtype=torch.float64), 1 / (num_timesteps * proposal[sampled])])
+        images_index.append(torch.full_like(drawn, index))
+        timesteps.append(drawn)
+        weights.append(weight)
+    images_index, timesteps, weights = torch.cat(images_index), torch.cat(timesteps), torch.cat(weights)
+    noise = torch.randn((len(timesteps),) + x.shape[1:], generator=generator).to(device)
+
+    values = torch.empty(len(timesteps), dtype=torch.float64)
+    for start in range(0, len(timesteps), batch_size):
+        rows = slice(start, start + batch_size)
+        x_rows, t = x[images_index[rows]], timesteps[rows]
+        alpha_prod = _per_image(coefficients.alphas_cumprod[t], x_rows)
+        x_t = alpha_prod.sqrt() * x_rows + (1 - alpha_prod).sqrt() * noise[rows]
+        model_output = _model_output(unet, x_t, t.to(device), labels[images_index[rows]].to(device))
+        values[rows] = coefficients.term(x_rows, x_t, t.to(device), model_output).cpu()
+
+    nats_per_bit_dim = NUM_DIMENSIONS * math.log(2)
+    decoder_rows = timesteps == 0
+    decoder = values[decoder_rows]
+    diffusion = torch.zeros(len(x), dtype=torch.float64).index_add_(
+        0, images_index[~decoder_rows], (values * weights)[~decoder_rows])
+    prior = coefficients.prior_term(x.cpu())
+    total = prior + diffusion + decoder
+    terms = values.reshape(len(x), num_train_timesteps) / nats_per_bit_dim if all_terms else None
+    return VariationalBoundOutput(
+        bits_per_dim=total / nats_per_bit_dim,
+        prior_bits_per_dim=prior / nats_per_bit_dim,
+        diffusion_bits_per_dim=diffusion / nats_per_bit_dim,
+        decoder_bits_per_dim=decoder / nats_per_bit_dim,
+        log_likelihood=-total,
+        terms_bits_per_dim=terms,
+    )
+
+
+def trial_timesteps(num_trials: int, num_train_timesteps: int) -> torch.Tensor:
+    """
+    The timesteps of the zero-shot classifier's trials: t_i = ⌊frac(i · φ′) · T⌋ (φ′ the golden ratio's conjugate),
+    an evenly spread sequence whose every prefix is evenly spread too, so that the first n trials of a longer run
+    are those of a run with n trials.
+    """
+    fractions = (np.arange(1, num_trials + 1) * GOLDEN_RATIO_CONJUGATE) % 1.0
+    return torch.from_numpy((fractions * num_train_timesteps).astype(np.int64))
+
+
+@torch.no_grad()
+def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: int = 50, weighting: str = "uniform",
+                       generator: torch.Generator | None = None, batch_size: int = 1000) -> ZeroShotOutput:
+    """
+    Classify digits with the conditional model alone (Li et al., 2023): for each image, draw `num_trials` pairs
+    (t, ε), noise the image to x_t, and score each class y by the mean of ‖ε − ε_θ(x_t, t, y)‖² over the trials, the
+    same pairs for every class; the predicted digit is the class of smallest score, the one whose bound is lowest.
+
+    Args:
+        unet: the noise predictor, called as `unet(x_t, t, labels).sample`; it must predict ε.
+        scheduler: the scheduler that defines the forward process (its `alphas_cumprod`).
+        images: digits, as [`to_pixel_levels`] reads them.
+        num_classes (`int`): the classes to score, 0 … num_classes − 1.
+        num_trials (`int`, defaults to 50): (t, ε) pairs per image; timesteps from [`trial_timesteps`].
+        weighting (`str`, defaults to `"uniform"`): `"uniform"` averages the trials' errors; `"bound"` weights each
+            by the variational bound's weight of its timestep ([`BoundCoefficients.epsilon_weights`]).
+        generator (`torch.Generator`, *optional*): the source of the noise; each image draws its trials' ε in turn.
+        batch_size (`int`, defaults to 1000): rows per UNet call; every class of an image's trial is a row.
+
+    Returns:
+        [`ZeroShotOutput`]
+    """
+    if isinstance(num_trials, bool) or not isinstance(num_trials, int) or num_trials < 1:
+        raise ValueError(f"`num_trials` must be a positive integer, got {num_trials!r}.")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"`weighting` must be one of {list(WEIGHTINGS)}, got {weighting!r}.")
+    if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
+        raise ValueError(f"The zero-shot classifier scores ε-predictions; this scheduler's prediction_type is "
+                         f"{scheduler.config.prediction_type!r}.")
+    levels = to_pixel_levels(images)
+    coefficients = BoundCoefficients(scheduler)
+    timesteps = trial_timesteps(num_trials, coefficients.num_train_timesteps)
+    weights = coefficients.epsilon_weights()[timesteps] if weighting == "bound" else torch.ones(num_trials).double()
+    weights = weights / weights.sum()
+
+    device = next(unet.parameters()).device
+    x = pixel_levels_to_model_range(levels)
+    noise = torch.stack([torch.randn((num_trials,) + x.shape[1:], generator=generator) for _ in range(len(x))])
+    alpha_prod = coefficients.alphas_cumprod[timesteps].float().reshape(1, -1, 1, 1, 1)
+    x_t = alpha_prod.sqrt() * x.unsqueeze(1) + (1 - alpha_prod).sqrt() * noise  # (N, trials, 1, 28, 28)
+
+    # Rows are (image, trial, class), class fastest: an image's classes share one x_t and one ε.
+    rows = len(x) * num_trials * num_classes
+    errors = torch.empty(rows)
+    row_pair = torch.arange(rows) // num_classes
+    row_class = torch.arange(rows) % num_classes
+    row_timestep = timesteps.repeat(len(x)).repeat_interleave(num_classes)
+    flat_x_t, flat_noise = x_t.flatten(0, 1), noise.flatten(0, 1)
+    for start in range(0, rows, batch_size):
+        part = slice(start, start + batch_size)
+        pairs = row_pair[part]
+        prediction = _model_output(unet, flat_x_t[pairs].to(device), row_timestep[part].to(device),
+                                   row_class[part].to(device)).cpu()
+        errors[part] = (prediction - flat_noise[pairs]).pow(2).flatten(1).mean(1)
+    errors = errors.reshape(len(x), num_trials, num_classes)
+    scores = (errors.double() * weights.reshape(1, -1, 1)).sum(1)
+    return ZeroShotOutput(labels=scores.argmin(1), scores=scores, errors=errors, timesteps=timesteps,
+                          weights=weights)

@@ -1,0 +1,206 @@
+"""
+The model as a likelihood model, measured on real test digits: its variational bound in bits per dimension
+(conditional on the true label, and unconditional), and its zero-shot accuracy as a classifier against the number of
+trials per class. Behind `scripts/evaluate_likelihood.py`; the README's and docs/likelihood.md's tables read its JSON.
+
+Two random subsets of the test split, drawn with `seed` and disjoint: `pilot_images` digits whose every term is
+computed (the terms' profile, and the importance proposal of the estimate), then `bound_images` digits with the
+bound estimated from `bound_timesteps` drawn timesteps each, and the first `classify_images` of a third part for the
+zero-shot classifier. The classifier's work is kept in `cache_dir` chunk by chunk, so a killed run resumes.
+"""
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from .data import load_mnist
+from .evaluation import kept, load_pipeline
+from .likelihood import BoundCoefficients, trial_timesteps
+from .shipped import SHIPPED_MODEL
+
+TRIAL_COUNTS = (10, 20, 50, 100)
+# Share of the uniform distribution mixed into the importance proposal, so that no timestep has a tiny probability
+# (which would blow up the weight 1/p(t) of a term the pilot digits happened to find small).
+UNIFORM_SHARE = 0.1
+
+
+def mean_and_standard_error(values: torch.Tensor) -> dict:
+    values = values.double()
+    return {"mean": values.mean().item(), "standard_error": (values.std() / math.sqrt(len(values))).item(),
+            "n": len(values)}
+
+
+def importance_proposal(terms: torch.Tensor) -> torch.Tensor:
+    """
+    The proposal p(t) ∝ √(mean of L_t² over the pilot digits) over timesteps 1 … T−1, mixed with the uniform
+    distribution (`UNIFORM_SHARE`): the variance-minimising proposal for terms of that size (Nichol & Dhariwal,
+    2021, §3.3).
+    """
+    root_mean_square = terms[:, 1:].pow(2).mean(0).sqrt()
+    shaped = root_mean_square / root_mean_square.sum()
+    proposal = (1 - UNIFORM_SHARE) * shaped + UNIFORM_SHARE / len(shaped)
+    return torch.cat([torch.zeros(1, dtype=torch.float64), proposal])
+
+
+def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, num_classes: int = 10) -> list[list[int]]:
+    matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    matrix.index_put_((true, predicted), torch.ones_like(true), accumulate=True)
+    return matrix.tolist()
+
+
+def classify_in_chunks(pipe, images: torch.Tensor, num_trials: int, seed: int, cache_dir: Path | None,
+                       chunk: int = 20) -> tuple[torch.Tensor, float]:
+    """Per-trial ε-errors (N, trials, 10) of `images`, chunk by chunk (chunk c drawn with seed `seed + c`), and the
+    seconds they took; finished chunks are kept in `cache_dir` (written atomically) and not recomputed."""
+    errors, seconds = [], 0.0
+    for start in range(0, len(images), chunk):
+        def classify_chunk() -> dict:
+            started = time.perf_counter()
+            output = pipe.classify(images[start : start + chunk], num_trials=num_trials,
+                                   generator=torch.Generator().manual_seed(seed + start))
+            return {"errors": output.errors, "seconds": time.perf_counter() - started}
+
+        result = kept(None if cache_dir is None else cache_dir / f"chunk-{start:05d}.pt", classify_chunk)
+        errors.append(result["errors"])
+        seconds += result["seconds"]
+        print(f"classified {start + len(result['errors'])}/{len(images)}", flush=True)
+    return torch.cat(errors), seconds
+
+
+def zero_shot_table(errors: torch.Tensor, labels: torch.Tensor, weights_by_name: dict[str, torch.Tensor]) -> list[dict]:
+    """Accuracy of the first n trials of each image for every trial count and weighting (the first n trials are a
+    run with n trials: `trial_timesteps` is prefix-stable)."""
+    rows = []
+    for name, weights in weights_by_name.items():
+        for count in [c for c in TRIAL_COUNTS if c <= errors.shape[1]]:
+            w = weights[:count] / weights[:count].sum()
+            predicted = (errors[:, :count].double() * w.reshape(1, -1, 1)).sum(1).argmin(1)
+            correct = (predicted == labels).double()
+            rows.append({"weighting": name, "num_trials": count, "accuracy": correct.mean().item(),
+                         "standard_error": (correct.std() / math.sqrt(len(correct))).item(), "n": len(correct),
+                         "confusion_matrix": confusion_matrix(labels, predicted)})
+    return rows
+
+
+def time_classify(pipe, images: torch.Tensor, seed: int) -> list[dict]:
+    """Seconds per image of `pipe.classify` at each trial count, on `images` (nothing else should be running)."""
+    timings = []
+    for count in TRIAL_COUNTS:
+        started = time.perf_counter()
+        pipe.classify(images, num_trials=count, generator=torch.Generator().manual_seed(seed))
+        timings.append({"num_trials": count, "seconds_per_image": (time.perf_counter() - started) / len(images),
+                        "images_timed": len(images)})
+    return timings
+
+
+def evaluate_likelihood(model_dir: str, data_dir: str, pilot_images: int = 8, bound_images: int = 1000,
+                        bound_timesteps: int = 16, classify_images: int = 400, num_trials: int = 100,
+                        timing_images: int = 10, seed: int = 0, cache_dir: str | None = None) -> dict:
+    pipe, identity = load_pipeline(model_dir)
+    images, labels = load_mnist(data_dir, "test")
+    needed = pilot_images + bound_images + classify_images + timing_images
+    if needed > len(images):
+        raise ValueError(f"The four parts need {needed} test digits; {data_dir} has {len(images)}.")
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    pilot = order[:pilot_images]
+    bound_part = order[pilot_images : pilot_images + bound_images]
+    classify_part = order[pilot_images + bound_images : pilot_images + bound_images + classify_images]
+    result = {"model_dir": str(model_dir), "model_sha256": identity, "seed": seed,
+              "data": "MNIST test split, random subsets drawn with torch.randperm(10000) seeded by `seed`, disjoint",
+              "scheduler": {k: pipe.scheduler.config[k] for k in ("variance_type", "clip_sample", "prediction_type")}}
+
+    started = time.perf_counter()
+    exact = pipe.log_likelihood(images[pilot], labels[pilot], generator=torch.Generator().manual_seed(seed))
+    terms = exact.terms_bits_per_dim
+    result["all_terms"] = {
+        "test_indices": pilot.tolist(),
+        "bits_per_dim": exact.bits_per_dim.tolist(),
+        "prior_bits_per_dim": exact.prior_bits_per_dim.tolist(),
+        "diffusion_bits_per_dim": exact.diffusion_bits_per_dim.tolist(),
+        "decoder_bits_per_dim": exact.decoder_bits_per_dim.tolist(),
+        # The profile of the terms: their mean over the pilot digits at a few timesteps.
+        "mean_term_bits_per_dim": {str(t): terms[:, t].mean().item() for t in (0, 1, 2, 5, 10, 50, 100, 500, 999)},
+        "share_of_diffusion_below_t_100": (terms[:, 1:100].sum() / terms[:, 1:].sum()).item(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    proposal = importance_proposal(terms)
+
+    bound_rows = {}
+    for name, given in (("conditional", labels[bound_part]), ("unconditional", None)):
+        started = time.perf_counter()
+        estimate = pipe.log_likelihood(images[bound_part], given, num_timesteps=bound_timesteps, proposal=proposal,
+                                       generator=torch.Generator().manual_seed(seed + 1))
+        bound_rows[name] = {
+            "bits_per_dim": mean_and_standard_error(estimate.bits_per_dim),
+            "prior_bits_per_dim": estimate.prior_bits_per_dim.mean().item(),
+            "diffusion_bits_per_dim": estimate.diffusion_bits_per_dim.mean().item(),
+            "decoder_bits_per_dim": estimate.decoder_bits_per_dim.mean().item(),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    result["bound"] = {"num_images": len(bound_part), "timesteps_per_image": bound_timesteps,
+                       "proposal": f"sqrt(mean L_t^2) over the all-terms digits, mixed with {UNIFORM_SHARE:.0%} "
+                                   "uniform; the decoder and prior terms exact", **bound_rows}
+
+    cache = None
+    if cache_dir is not None:
+        # Everything that decides a chunk's digits and draws: the model, the seed, the trials and where the part starts.
+        cache = Path(cache_dir) / (f"zero-shot-{identity[:16]}-seed{seed}-trials{num_trials}"
+                                   f"-from{pilot_images + bound_images}")
+        cache.mkdir(parents=True, exist_ok=True)
+    errors, seconds = classify_in_chunks(pipe, images[classify_part], num_trials, seed, cache)
+    coefficients = BoundCoefficients(pipe.scheduler)
+    timesteps = trial_timesteps(num_trials, coefficients.num_train_timesteps)
+    weights = {"uniform": torch.ones(num_trials, dtype=torch.float64),
+               "bound": coefficients.epsilon_weights()[timesteps]}
+    result["zero_shot"] = {
+        "num_images": len(classify_part), "num_trials": num_trials,
+        "seconds_in_run": round(seconds, 1),
+        "accuracy": zero_shot_table(errors, labels[classify_part], weights),
+        "timing": time_classify(pipe, images[order[-timing_images:]], seed),
+        "cpu_threads": torch.get_num_threads(),
+    }
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evaluate_likelihood.py",
+        description="Bits per dimension and zero-shot accuracy of a model on MNIST test digits.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", default=str(SHIPPED_MODEL), help="Model folder or Hub repo id.")
+    parser.add_argument("--data_dir", default="data/mnist", help="Folder with the MNIST IDX files.")
+    parser.add_argument("--output", required=True, help="Where the results JSON goes (written atomically).")
+    parser.add_argument("--pilot_images", type=int, default=8, help="Digits with every term of the bound computed.")
+    parser.add_argument("--bound_images", type=int, default=1000, help="Digits with the bound estimated.")
+    parser.add_argument("--bound_timesteps", type=int, default=16, help="Timesteps drawn per digit for the estimate.")
+    parser.add_argument("--classify_images", type=int, default=400, help="Digits for the zero-shot classifier.")
+    parser.add_argument("--num_trials", type=int, default=100, help="(t, ε) trials per class and digit.")
+    parser.add_argument("--timing_images", type=int, default=10, help="Digits timed at each trial count.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache_dir", default=None, help="Keeps the classifier's finished chunks: a rerun resumes.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name in ("pilot_images", "bound_images", "bound_timesteps", "classify_images", "num_trials", "timing_images"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
+    if args.pilot_images + args.bound_images + args.classify_images + args.timing_images > 10000:
+        parser.error("--pilot_images, --bound_images, --classify_images and --timing_images must add up to at most "
+                     "the 10000 test digits.")
+    options = {k: v for k, v in vars(args).items() if k not in ("output", "model")}
+    result = evaluate_likelihood(args.model, **options)
+    result["command"] = "python scripts/evaluate_likelihood.py " + " ".join(
+        f"--{k} {v}" for k, v in vars(args).items() if v is not None and k != "cache_dir")
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.with_suffix(".tmp").write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(output.with_suffix(".tmp"), output)
+    print(json.dumps({k: result[k] for k in ("all_terms", "bound")}, indent=2))

@@ -1,0 +1,357 @@
+"""Tests of `mnist_diffusion/likelihood.py` (the variational bound and the zero-shot classifier) and of the pipeline's
+`log_likelihood` and `classify`: each term against a direct computation with torch.distributions and diffusers'
+`DDPMScheduler`, the bound of a perfect model in closed form, the estimate's unbiasedness, and, on the shipped model,
+that a real digit is more probable under its own label."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from PIL import Image
+from torch.distributions import Normal, kl_divergence
+
+from mnist_diffusion import MNISTDDPMPipeline, MNISTDDPMScheduler
+from mnist_diffusion.likelihood import (BoundCoefficients, discretized_gaussian_log_likelihood, gaussian_kl,
+                                        to_pixel_levels, trial_timesteps, variational_bound)
+from mnist_diffusion.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
+
+MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+needs_real_digits = pytest.mark.skipif(
+    not (SHIPPED_MODEL / "model_index.json").is_file() or not MNIST_DIR.is_dir(),
+    reason=f"needs the shipped model and the real MNIST test digits in {MNIST_DIR}",
+)
+BITS = 784 * math.log(2)
+
+
+class OracleUNet(torch.nn.Module):
+    """A noise predictor that knows the clean digit, so it predicts the true noise of any x_t: a perfect model."""
+
+    def __init__(self, scheduler, clean: torch.Tensor):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives the module a device and a dtype
+        # The bound's own float64 ᾱ_t: the float32 ones differ by 1e-4 relative in 1 − ᾱ_t near t = 0.
+        self.alphas_cumprod, self.clean = BoundCoefficients(scheduler).alphas_cumprod, clean.double()
+
+    @property
+    def dtype(self):
+        return torch.float32
+
+    def forward(self, x_t, t, labels):
+        alpha_prod = self.alphas_cumprod[t].reshape(-1, 1, 1, 1)
+        noise = (x_t.double() - alpha_prod.sqrt() * self.clean) / (1 - alpha_prod).sqrt()
+        return type("Output", (), {"sample": noise.float()})
+
+
+def a_digit(seed: int = 0) -> torch.Tensor:
+    """A digit-like uint8 image: mostly black, a bright blob, a few grey levels, both extremes present."""
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.zeros(1, 28, 28)
+    pixels[:, 8:20, 10:18] = torch.randint(0, 256, (1, 12, 8), generator=generator).float()
+    pixels[:, 12:16, 12:16] = 255
+    return pixels.to(torch.uint8)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    mean_1, mean_2 = torch.randn(50, dtype=torch.float64), torch.randn(50, dtype=torch.float64)
+    variance_1, variance_2 = torch.rand(50, dtype=torch.float64) + 0.01, torch.rand(50, dtype=torch.float64) + 0.01
+    expected = kl_divergence(Normal(mean_1, variance_1.sqrt()), Normal(mean_2, variance_2.sqrt()))
+    torch.testing.assert_close(gaussian_kl(mean_1, variance_1, mean_2, variance_2), expected)
+
+
+def test_discretized_gaussian_is_a_distribution_over_the_256_levels_and_matches_the_cdf():
+    levels = torch.arange(256, dtype=torch.float64) / 127.5 - 1
+    for mean, std in ((0.3, 0.05), (-1.0, 0.0074), (0.999, 0.01), (-0.2, 2.0)):
+        log_p = discretized_gaussian_log_likelihood(levels, torch.full_like(levels, mean), std)
+        assert log_p.exp().sum().item() == pytest.approx(1.0, abs=1e-9)
+        normal = Normal(torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64))
+        upper = torch.where(levels > 0.999, torch.tensor(1.0, dtype=torch.float64), normal.cdf(levels + 1 / 255))
+        lower = torch.where(levels < -0.999, torch.tensor(0.0, dtype=torch.float64), normal.cdf(levels - 1 / 255))
+        direct = (upper - lower).clamp(min=1e-300).log()
+        # Where the direct difference of CDFs (computed as 1 + erf, which cancels in the lower tail) keeps its digits.
+        big = direct > -12
+        torch.testing.assert_close(log_p[big], direct[big], rtol=1e-6, atol=1e-9)
+    # Far in the tail the direct difference underflows; the tail-side computation keeps a finite log-probability.
+    far = discretized_gaussian_log_likelihood(torch.tensor([0.5], dtype=torch.float64), torch.tensor([-0.5]), 0.01)
+    assert torch.isfinite(far).all() and far.item() < -4000
+
+
+@pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
+def test_each_kl_term_matches_a_direct_computation_with_diffusers_ddpm_scheduler(variance_type):
+    scheduler = MNISTDDPMScheduler(variance_type=variance_type, clip_sample=False)
+    reference = DDPMScheduler(variance_type=variance_type, clip_sample=False)
+    coefficients = BoundCoefficients(scheduler)
+    x = to_pixel_levels(a_digit()).float() / 127.5 - 1
+    generator = torch.Generator().manual_seed(0)
+    # diffusers keeps ᾱ_t in float32, whose rounding near t = 0 (1 − ᾱ_1 ≈ 2e-4) is 1e-4 relative: its betas are
+    # the reference, the products are taken again in float64.
+    alphas_cumprod = torch.cumprod(1 - reference.betas.double(), 0)
+    for t in (1, 2, 17, 500, 999):
+        ab, ab_prev = alphas_cumprod[t], alphas_cumprod[t - 1]
+        beta, alpha = reference.betas[t].double(), 1 - reference.betas[t].double()
+        noise, model_noise = torch.randn(2, 1, 1, 28, 28, generator=generator, dtype=torch.float64)
+        x_t = ab.sqrt() * x + (1 - ab).sqrt() * noise
+        # q(x_{t−1} | x_t, x_0): eq. (7); p_θ: eq. (11) with diffusers' own variance of the step.
+        posterior_mean = ab_prev.sqrt() * beta / (1 - ab) * x + alpha.sqrt() * (1 - ab_prev) / (1 - ab) * x_t
+        posterior_std = ((1 - ab_prev) / (1 - ab) * beta).sqrt()
+        model_mean = (x_t - beta / (1 - ab).sqrt() * model_noise) / alpha.sqrt()
+        model_variance = (1 - ab_prev) / (1 - ab) * beta if variance_type == "fixed_small" else beta
+        assert reference._get_variance(t).item() == pytest.approx(model_variance.item(), rel=1e-3)
+        model_std = model_variance.sqrt()
+        direct = kl_divergence(Normal(posterior_mean, posterior_std), Normal(model_mean, model_std)).sum()
+        term = coefficients.term(x, x_t, torch.tensor([t]), model_noise)
+        assert term.item() == pytest.approx(direct.item(), rel=1e-6)
+
+
+def test_the_model_mean_is_the_mean_of_the_schedulers_own_step_with_clipping():
+    scheduler = MNISTDDPMScheduler()  # clip_sample=True, fixed_small: the shipped configuration
+    coefficients = BoundCoefficients(scheduler)
+    x_t = torch.randn(1, 1, 28, 28) * 1.5
+    model_output = torch.randn(1, 1, 28, 28) * 3  # far off, so that x̂_0 is clipped
+    for t in (0, 1, 300):
+        stepped = scheduler.step(model_output, t, x_t, generator=torch.Generator().manual_seed(1)).prev_sample
+        std = scheduler._step_coefficients[t][-1]
+        noise = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+        step_mean = stepped - std * noise if std > 0 else stepped
+        x0 = coefficients.predicted_original(model_output.double(), x_t.double(), torch.tensor([t]))
+        mean = coefficients.posterior_mean(x0, x_t.double(), torch.tensor([t]))
+        torch.testing.assert_close(mean.float(), step_mean, atol=2e-4, rtol=0)  # the step computes in float32
+
+
+def test_the_bound_weight_of_the_squared_epsilon_error_is_eq_12s():
+    scheduler = MNISTDDPMScheduler(clip_sample=False)
+    coefficients = BoundCoefficients(scheduler)
+    weights = coefficients.epsilon_weights()
+    x = to_pixel_levels(a_digit()).double() / 127.5 - 1
+    for t in (1, 10, 400):
+        noise, model_noise = torch.randn(2, 1, 1, 28, 28, dtype=torch.float64)
+        ab = coefficients.alphas_cumprod[t]
+        x_t = ab.sqrt() * x + (1 - ab).sqrt() * noise
+        index = torch.tensor([t])
+        extra = coefficients.term(x, x_t, index, model_noise) - coefficients.term(x, x_t, index, noise)
+        assert extra.item() == pytest.approx((weights[t] * (noise - model_noise).pow(2).sum()).item(), rel=1e-6)
+    # Ho et al.'s β_t² / (2σ_t² α_t (1 − ᾱ_t)) for t ≥ 1.
+    betas, alphas = scheduler.betas.double(), 1 - scheduler.betas.double()
+    expected = betas**2 / (2 * coefficients.model_variance * alphas * (1 - coefficients.alphas_cumprod))
+    torch.testing.assert_close(weights[1:], expected[1:])
+
+
+def test_the_bound_of_a_perfect_model_is_the_prior_and_the_decoder():
+    scheduler = MNISTDDPMScheduler()
+    digit = a_digit()
+    x = to_pixel_levels(digit).float() / 127.5 - 1
+    oracle = OracleUNet(scheduler, x)
+    output = variational_bound(oracle, scheduler, digit, torch.tensor([3]), generator=torch.Generator().manual_seed(0))
+    # x̂_0 = x_0 at every step, so every L_t vanishes (the model's σ_t² is β̃_t, the posterior's).
+    assert output.diffusion_bits_per_dim.abs().item() < 1e-6  # the oracle answers in float32
+    decoder_std = BoundCoefficients(scheduler).posterior_variance[1].sqrt()
+    decoder = -discretized_gaussian_log_likelihood(x.double(), x.double(), decoder_std).sum() / BITS
+    ab = scheduler.alphas_cumprod[-1].double()
+    prior = 0.5 * (ab * (x.double() ** 2 - 1) - torch.log(1 - ab)).sum() / BITS
+    assert output.decoder_bits_per_dim.item() == pytest.approx(decoder.item(), rel=1e-7)
+    assert output.prior_bits_per_dim.item() == pytest.approx(prior.item(), rel=1e-6)
+    assert output.bits_per_dim.item() == pytest.approx((prior + decoder).item(), rel=1e-6)
+    assert output.log_likelihood.item() == pytest.approx(-output.bits_per_dim.item() * BITS, rel=1e-12)
+    torch.testing.assert_close(output.terms_bits_per_dim.sum(1), output.diffusion_bits_per_dim +
+                               output.decoder_bits_per_dim)
+
+
+def test_the_bound_of_a_perfect_model_with_large_variances_keeps_only_the_variance_mismatch():
+    scheduler = MNISTDDPMScheduler(variance_type="fixed_large")
+    digit = a_digit(1)
+    oracle = OracleUNet(scheduler, to_pixel_levels(digit).float() / 127.5 - 1)
+    output = variational_bound(oracle, scheduler, digit, torch.tensor([0]))
+    coefficients = BoundCoefficients(scheduler)
+    ratio = coefficients.posterior_variance[1:] / coefficients.model_variance[1:]  # β̃_t / β_t
+    expected = 784 * 0.5 * (ratio - 1 - ratio.log()).sum() / BITS
+    assert output.diffusion_bits_per_dim.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_the_sampled_estimate_is_unbiased_with_and_without_a_proposal():
+    # With a perfect model and σ_t² = β_t, every term is a number (no noise), so the estimate's spread is the
+    # sampling of timesteps alone, and its mean over many draws must be the sum of all terms.
+    scheduler = MNISTDDPMScheduler(variance_type="fixed_large")
+    digit = a_digit(2)
+    oracle = OracleUNet(scheduler, to_pixel_levels(digit).float() / 127.5 - 1)
+    exact = variational_bound(oracle, scheduler, digit, torch.tensor([0])).diffusion_bits_per_dim.item()
+    skewed = torch.linspace(2, 0.01, 1000)
+    for proposal in (None, skewed):
+        estimate = variational_bound(oracle, scheduler, digit.expand(40, 1, 28, 28), torch.zeros(40, dtype=torch.long),
+                                     num_timesteps=100, proposal=proposal, batch_size=4000,
+                                     generator=torch.Generator().manual_seed(0))
+        values = estimate.diffusion_bits_per_dim
+        assert abs(values.mean().item() - exact) < 4 * values.std().item() / math.sqrt(len(values)) + 1e-12
+    # A proposal shaped like the terms is exact with one draw: each L_t / p(t) is the sum.
+    terms = variational_bound(oracle, scheduler, digit, torch.tensor([0])).terms_bits_per_dim[0]
+    shaped = variational_bound(oracle, scheduler, digit, torch.tensor([0]), num_timesteps=1,
+                               proposal=torch.cat([torch.zeros(1), terms[1:]]))
+    assert shaped.diffusion_bits_per_dim.item() == pytest.approx(exact, rel=1e-6)
+
+
+@pytest.mark.parametrize("images, message", [
+    (torch.zeros(2, 28, 27, dtype=torch.uint8), r"shaped \(N, 28, 28\) .*got \(2, 1, 28, 27\)"),
+    (torch.zeros(0, 28, 28, dtype=torch.uint8), "N ≥ 1"),
+    (torch.full((1, 28, 28), 1.5), r"in \[0, 1\], got values in \[1.500, 1.500\]"),
+    (torch.zeros(1, 28, 28, dtype=torch.int32), "dtype torch.int32"),
+])
+def test_bad_images_are_refused_by_name(images, message):
+    with pytest.raises(ValueError, match=message):
+        to_pixel_levels(images)
+
+
+def test_pixel_levels_read_uint8_floats_and_pil_alike(tiny_pipe):
+    digit = a_digit()
+    as_float = digit.float() / 255
+    as_pil = MNISTDDPMPipeline.numpy_to_pil(as_float.unsqueeze(-1).numpy())
+    for other in (as_float, as_float.unsqueeze(1), as_pil, digit.unsqueeze(1)):
+        assert torch.equal(to_pixel_levels(other), digit.long().unsqueeze(1))
+
+
+def test_bad_settings_are_refused_before_any_model_call(tiny_pipe):
+    digits = a_digit().expand(2, 28, 28)
+    with pytest.raises(ValueError, match="got 2 labels for 1 images|Got 2 labels for 1 images"):
+        variational_bound(tiny_pipe.unet, tiny_pipe.scheduler, digits[:1], torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="`num_timesteps` must be a positive integer or None .*got 0"):
+        tiny_pipe.log_likelihood(digits, [1, 2], num_timesteps=0)
+    with pytest.raises(ValueError, match=r"`proposal` must hold 1000 .*got shape \(10,\)"):
+        tiny_pipe.log_likelihood(digits, [1, 2], num_timesteps=4, proposal=torch.ones(10))
+    with pytest.raises(ValueError, match="got 11 at index 1"):
+        tiny_pipe.log_likelihood(digits, [1, 11])
+    with pytest.raises(ValueError, match="`num_trials` must be a positive integer, got 2.5"):
+        tiny_pipe.classify(digits, num_trials=2.5)
+    with pytest.raises(ValueError, match=r"`weighting` must be one of \['uniform', 'bound'\], got 'vlb'"):
+        tiny_pipe.classify(digits, weighting="vlb")
+
+
+def test_log_likelihood_without_labels_is_the_null_labels_bound(tiny_pipe):
+    digits = torch.stack([a_digit(0), a_digit(1)])
+    seeded = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    unconditional = tiny_pipe.log_likelihood(digits, num_timesteps=3, generator=seeded())
+    null = variational_bound(tiny_pipe.unet, tiny_pipe.scheduler, digits, torch.tensor([10, 10]), 3,
+                             generator=seeded())
+    torch.testing.assert_close(unconditional.bits_per_dim, null.bits_per_dim)
+    one_label = tiny_pipe.log_likelihood(digits, 4, num_timesteps=3, generator=seeded())
+    torch.testing.assert_close(one_label.bits_per_dim,
+                               tiny_pipe.log_likelihood(digits, [4, 4], num_timesteps=3, generator=seeded()).bits_per_dim)
+
+
+def test_a_distilled_student_refuses_the_bound():
+    if not (SHIPPED_STUDENT / "model_index.json").is_file():
+        pytest.skip(f"no shipped student at {SHIPPED_STUDENT}")
+    student = MNISTDDPMPipeline.from_pretrained(SHIPPED_STUDENT)
+    with pytest.raises(ValueError, match="distilled student"):
+        student.log_likelihood(a_digit(), 3)
+    with pytest.raises(ValueError, match="distilled student"):
+        student.classify(a_digit())
+
+
+def test_trial_timesteps_are_spread_in_every_prefix():
+    longest = trial_timesteps(100, 1000)
+    for count in (10, 20, 50, 100):
+        prefix = trial_timesteps(count, 1000)
+        assert torch.equal(prefix, longest[:count])
+        assert len(set(prefix.tolist())) == count and 0 <= prefix.min() and prefix.max() < 1000
+        gaps = torch.diff(torch.cat([torch.tensor([0]), prefix.sort().values, torch.tensor([1000])]))
+        assert gaps.max() < 2.7 * 1000 / count  # the three-gap theorem: no gap far above the even spacing
+
+
+def test_zero_shot_scores_are_the_weighted_errors_shared_by_every_class(tiny_pipe):
+    digits = torch.stack([a_digit(0), a_digit(1), a_digit(2)])
+    output = tiny_pipe.classify(digits, num_trials=4, generator=torch.Generator().manual_seed(0), batch_size=7)
+    assert output.errors.shape == (3, 4, 10) and output.scores.shape == (3, 10)
+    torch.testing.assert_close(output.scores, output.errors.double().mean(1))
+    assert torch.equal(output.labels, output.scores.argmin(1))
+    # The batch layout changes nothing; the bound's weighting reweights the same errors.
+    again = tiny_pipe.classify(digits, num_trials=4, generator=torch.Generator().manual_seed(0), batch_size=1000)
+    torch.testing.assert_close(again.errors, output.errors)
+    bound = tiny_pipe.classify(digits, num_trials=4, weighting="bound", generator=torch.Generator().manual_seed(0))
+    weights = BoundCoefficients(tiny_pipe.scheduler).epsilon_weights()[output.timesteps]
+    torch.testing.assert_close(bound.weights, weights / weights.sum())
+    torch.testing.assert_close(bound.scores, (output.errors.double() * bound.weights.reshape(1, -1, 1)).sum(1))
+    # Each error is the model's ε-error on the noised digit, for the class of its column.
+    x = to_pixel_levels(digits[:1]).float() / 127.5 - 1
+    t = output.timesteps[2]
+    noise = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))[2:3]
+    ab = tiny_pipe.scheduler.alphas_cumprod[t]
+    x_t = ab.sqrt() * x + (1 - ab).sqrt() * noise
+    with torch.no_grad():
+        predicted = tiny_pipe.unet(x_t, t.reshape(1), torch.tensor([6])).sample
+    assert output.errors[0, 2, 6].item() == pytest.approx((predicted - noise).pow(2).mean().item(), rel=1e-5)
+
+
+@needs_real_digits
+def test_a_real_digit_is_more_probable_under_its_own_label_on_the_shipped_model():
+    from mnist_diffusion.data import load_mnist
+
+    pipe = MNISTDDPMPipeline.from_pretrained(SHIPPED_MODEL)
+    images, labels = load_mnist(MNIST_DIR, "test")
+    digits = images[:3]
+    bits = torch.stack([
+        pipe.log_likelihood(digits, [label] * 3, num_timesteps=24, generator=torch.Generator().manual_seed(0)).bits_per_dim
+        for label in range(10)
+    ], dim=1)  # (image, label); the same (t, ε) draws for every label
+    true_bits = bits[torch.arange(3), labels[:3]]
+    for image in range(3):
+        wrong = [label for label in range(10) if label != labels[image]]
+        assert (true_bits[image] < bits[image, wrong]).all(), bits[image]
+    # The bound is about 1.5 bits per pixel: the decoder alone costs about half of it on these near-binary digits.
+    assert 0.5 < true_bits.mean() < 3
+
+
+@needs_real_digits
+def test_the_shipped_model_classifies_real_digits_zero_shot():
+    from mnist_diffusion.data import load_mnist
+
+    pipe = MNISTDDPMPipeline.from_pretrained(SHIPPED_MODEL)
+    images, labels = load_mnist(MNIST_DIR, "test")
+    chosen = torch.stack([(labels == digit).nonzero()[0, 0] for digit in range(10)])
+    output = pipe.classify(images[chosen], num_trials=10, generator=torch.Generator().manual_seed(0))
+    assert (output.labels == labels[chosen]).sum() >= 9, output.labels
+
+
+def test_the_likelihood_evaluation_writes_its_tables_and_resumes_from_its_cache(tiny_pipe, tmp_path, synthetic_mnist):
+    from mnist_diffusion.figures import confusion_figure
+    from mnist_diffusion.likelihood_evaluation import main
+
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    arguments = ["--model", str(tmp_path / "model"), "--data_dir", str(synthetic_mnist), "--pilot_images", "2",
+                 "--bound_images", "6", "--bound_timesteps", "3", "--classify_images", "25", "--num_trials", "20",
+                 "--timing_images", "2", "--cache_dir", str(tmp_path / "cache")]
+    main(arguments + ["--output", str(tmp_path / "first.json")])
+    result = json.loads((tmp_path / "first.json").read_text())
+    assert len(result["all_terms"]["bits_per_dim"]) == 2 and result["bound"]["conditional"]["bits_per_dim"]["n"] == 6
+    for part in ("conditional", "unconditional"):
+        row = result["bound"][part]
+        total = row["prior_bits_per_dim"] + row["diffusion_bits_per_dim"] + row["decoder_bits_per_dim"]
+        assert row["bits_per_dim"]["mean"] == pytest.approx(total) and row["bits_per_dim"]["standard_error"] > 0
+    rows = result["zero_shot"]["accuracy"]
+    # Trial counts up to the run's 20, each weighting; a confusion matrix counts every digit once.
+    assert [(r["weighting"], r["num_trials"]) for r in rows] == [("uniform", 10), ("uniform", 20), ("bound", 10),
+                                                                  ("bound", 20)]
+    for row in rows:
+        matrix = torch.tensor(row["confusion_matrix"])
+        assert matrix.sum() == 25 and matrix.trace() / 25 == pytest.approx(row["accuracy"])
+    assert [t["num_trials"] for t in result["zero_shot"]["timing"]] == [10, 20, 50, 100]
+    # Two chunks of 20 and 5 digits were kept; a rerun reads them and reaches the same table.
+    assert sorted(path.name for path in next((tmp_path / "cache").iterdir()).iterdir()) == ["chunk-00000.pt",
+                                                                                          "chunk-00020.pt"]
+    main(arguments + ["--output", str(tmp_path / "second.json")])
+    again = json.loads((tmp_path / "second.json").read_text())
+    assert again["zero_shot"]["accuracy"] == rows and again["bound"]["conditional"]["bits_per_dim"] == \
+        result["bound"]["conditional"]["bits_per_dim"]
+    pytest.importorskip("matplotlib")
+    assert Image.open(confusion_figure(tmp_path / "first.json", tmp_path / "confusion.png")).size[0] > 400
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--num_trials", "0"], "--num_trials must be at least 1, got 0"),
+    (["--classify_images", "9990"], "at most the 10000 test digits"),
+])
+def test_the_likelihood_evaluation_refuses_bad_sizes_before_loading_anything(arguments, message, capsys):
+    from mnist_diffusion.likelihood_evaluation import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--output", "unused.json", "--data_dir", "/nonexistent"] + arguments)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
