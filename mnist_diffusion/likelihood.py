@@ -69,7 +69,8 @@ class ZeroShotOutput(BaseOutput):
         scores (`torch.Tensor` of shape `(batch_size, num_classes)`): each class's weighted mean squared ε-error per
             pixel (lower is more probable).
         errors (`torch.Tensor` of shape `(batch_size, num_trials, num_classes)`): each trial's mean squared ε-error
-            per pixel, unweighted, so that other weightings or fewer trials can be scored afterwards.
+            per pixel, unweighted, so that other weightings or fewer trials can be scored afterwards (NaN where
+            pruning skipped a class).
         timesteps (`torch.Tensor` of shape `(num_trials,)`): the timestep of each trial.
         weights (`torch.Tensor` of shape `(num_trials,)`): the weight of each trial in `scores`.
     """
@@ -321,7 +322,8 @@ def trial_timesteps(num_trials: int, num_train_timesteps: int) -> torch.Tensor:
 
 @torch.no_grad()
 def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: int = 50, weighting: str = "uniform",
-                       generator: torch.Generator | None = None, batch_size: int = 1000) -> ZeroShotOutput:
+                       prune: tuple[int, int] | None = None, generator: torch.Generator | None = None,
+                       batch_size: int = 1000) -> ZeroShotOutput:
     """
     Classify digits with the conditional model alone (Li et al., 2023): for each image, draw `num_trials` pairs
     (t, ε), noise the image to x_t, and score each class y by the mean of ‖ε − ε_θ(x_t, t, y)‖² over the trials, the
@@ -335,6 +337,9 @@ def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: in
         num_trials (`int`, defaults to 50): (t, ε) pairs per image; timesteps from [`trial_timesteps`].
         weighting (`str`, defaults to `"uniform"`): `"uniform"` averages the trials' errors; `"bound"` weights each
             by the variational bound's weight of its timestep ([`BoundCoefficients.epsilon_weights`]).
+        prune (`tuple[int, int]`, *optional*): `(after, keep)`: after the first `after` trials, only the `keep`
+            classes of smallest score so far get the remaining trials (Li et al.'s adaptive scheme); the others'
+            errors are NaN and their scores infinite. The kept classes' errors are those of a run without pruning.
         generator (`torch.Generator`, *optional*): the source of the noise; each image draws its trials' ε in turn.
         batch_size (`int`, defaults to 1000): rows per UNet call; every class of an image's trial is a row.
 
@@ -345,6 +350,11 @@ def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: in
         raise ValueError(f"`num_trials` must be a positive integer, got {num_trials!r}.")
     if weighting not in WEIGHTINGS:
         raise ValueError(f"`weighting` must be one of {list(WEIGHTINGS)}, got {weighting!r}.")
+    if prune is not None and not (isinstance(prune, (tuple, list)) and len(prune) == 2
+                                  and all(isinstance(v, int) and not isinstance(v, bool) for v in prune)
+                                  and 1 <= prune[0] < num_trials and 1 <= prune[1] < num_classes):
+        raise ValueError(f"`prune` must be a pair (after, keep) with 1 ≤ after < num_trials={num_trials} and "
+                         f"1 ≤ keep < {num_classes} classes, got {prune!r}.")
     if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
         raise ValueError(f"The zero-shot classifier scores ε-predictions; this scheduler's prediction_type is "
                          f"{scheduler.config.prediction_type!r}.")
@@ -360,20 +370,31 @@ def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: in
     alpha_prod = coefficients.alphas_cumprod[timesteps].float().reshape(1, -1, 1, 1, 1)
     x_t = alpha_prod.sqrt() * x.unsqueeze(1) + (1 - alpha_prod).sqrt() * noise  # (N, trials, 1, 28, 28)
 
-    # Rows are (image, trial, class), class fastest: an image's classes share one x_t and one ε.
-    rows = len(x) * num_trials * num_classes
-    errors = torch.empty(rows)
-    row_pair = torch.arange(rows) // num_classes
-    row_class = torch.arange(rows) % num_classes
-    row_timestep = timesteps.repeat(len(x)).repeat_interleave(num_classes)
-    flat_x_t, flat_noise = x_t.flatten(0, 1), noise.flatten(0, 1)
-    for start in range(0, rows, batch_size):
-        part = slice(start, start + batch_size)
-        pairs = row_pair[part]
-        prediction = _model_output(unet, flat_x_t[pairs].to(device), row_timestep[part].to(device),
-                                   row_class[part].to(device)).cpu()
-        errors[part] = (prediction - flat_noise[pairs]).pow(2).flatten(1).mean(1)
-    errors = errors.reshape(len(x), num_trials, num_classes)
-    scores = (errors.double() * weights.reshape(1, -1, 1)).sum(1)
+    def epsilon_errors(images_index: torch.Tensor, trials: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        # One row per (image, trial, class): the mean squared error of the model's ε at that noising and class.
+        errors = torch.empty(len(classes))
+        for start in range(0, len(classes), batch_size):
+            part = slice(start, start + batch_size)
+            image, trial = images_index[part], trials[part]
+            prediction = _model_output(unet, x_t[image, trial].to(device), timesteps[trial].to(device),
+                                       classes[part].to(device)).cpu()
+            errors[part] = (prediction - noise[image, trial]).pow(2).flatten(1).mean(1)
+        return errors
+
+    # Every class of the first `after` trials (all trials without pruning), class fastest: an image's classes share
+    # one x_t and one ε in neighbouring rows.
+    after = num_trials if prune is None else prune[0]
+    grid = torch.cartesian_prod(torch.arange(len(x)), torch.arange(after), torch.arange(num_classes))
+    errors = torch.full((len(x), num_trials, num_classes), float("nan"))
+    errors[:, :after] = epsilon_errors(*grid.unbind(1)).reshape(len(x), after, num_classes)
+    if prune is not None:
+        early = (errors[:, :after].double() * weights[:after].reshape(1, -1, 1)).sum(1)
+        kept = early.topk(prune[1], dim=1, largest=False).indices  # (N, keep)
+        image = torch.arange(len(x)).reshape(-1, 1, 1).expand(-1, num_trials - after, prune[1])
+        trial = torch.arange(after, num_trials).reshape(1, -1, 1).expand(len(x), -1, prune[1])
+        label = kept.unsqueeze(1).expand(-1, num_trials - after, -1)
+        errors[image, trial, label] = epsilon_errors(image.flatten(), trial.flatten(), label.flatten()).reshape(
+            image.shape)
+    scores = (errors.double() * weights.reshape(1, -1, 1)).sum(1).nan_to_num(nan=math.inf)
     return ZeroShotOutput(labels=scores.argmin(1), scores=scores, errors=errors, timesteps=timesteps,
                           weights=weights)

@@ -87,6 +87,30 @@ def zero_shot_table(errors: torch.Tensor, labels: torch.Tensor, weights_by_name:
     return rows
 
 
+PRUNING = ((10, 2), (10, 3), (20, 2), (20, 3))
+
+
+def pruning_table(errors: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> list[dict]:
+    """
+    Li et al.'s adaptive scheme, `classify(prune=(after, keep))` at the run's trial count, read from the stored
+    errors: the kept classes' errors of a pruned run are those of the full run (tested), so its accuracy is exact
+    here; its cost is `after · 10 + (trials − after) · keep` UNet rows per digit instead of `trials · 10`.
+    """
+    num_trials, num_classes = errors.shape[1], errors.shape[2]
+    weighted = errors.double() * (weights / weights.sum()).reshape(1, -1, 1)
+    rows = []
+    for after, keep in [(a, k) for a, k in PRUNING if a < num_trials and k < num_classes]:
+        kept = weighted[:, :after].sum(1).topk(keep, dim=1, largest=False).indices
+        scores = torch.full((len(errors), num_classes), math.inf, dtype=torch.float64)
+        scores.scatter_(1, kept, weighted.sum(1).gather(1, kept))
+        correct = (scores.argmin(1) == labels).double()
+        rows.append({"prune_after": after, "keep": keep, "num_trials": num_trials, "accuracy": correct.mean().item(),
+                     "standard_error": (correct.std() / math.sqrt(len(correct))).item(),
+                     "unet_rows_per_image": after * num_classes + (num_trials - after) * keep,
+                     "unet_rows_per_image_unpruned": num_trials * num_classes})
+    return rows
+
+
 def time_classify(pipe, images: torch.Tensor, seed: int) -> list[dict]:
     """Seconds per image of `pipe.classify` at each trial count, on `images` (nothing else should be running)."""
     timings = []
@@ -161,6 +185,7 @@ def evaluate_likelihood(model_dir: str, data_dir: str, pilot_images: int = 8, bo
         "num_images": len(classify_part), "num_trials": num_trials,
         "seconds_in_run": round(seconds, 1),
         "accuracy": zero_shot_table(errors, labels[classify_part], weights),
+        "pruning": {name: pruning_table(errors, labels[classify_part], w) for name, w in weights.items()},
         "timing": time_classify(pipe, images[order[-timing_images:]], seed),
         "cpu_threads": torch.get_num_threads(),
     }

@@ -720,6 +720,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         images,
         num_trials: int = 50,
         weighting: str = "uniform",
+        prune: tuple[int, int] | None = None,
         generator: torch.Generator | None = None,
         batch_size: int = 1000,
     ):
@@ -733,6 +734,8 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             num_trials (`int`, defaults to 50): (t, ε) pairs per image, shared by the ten classes.
             weighting (`str`, defaults to `"uniform"`): `"uniform"` or `"bound"` (each timestep weighted as in the
                 variational bound).
+            prune (`tuple[int, int]`, *optional*): `(after, keep)`: after `after` trials, only the `keep` most
+                probable classes so far get the remaining trials (Li et al.'s adaptive scheme; fewer UNet rows).
             generator (`torch.Generator`, *optional*): the source of the noise.
             batch_size (`int`, defaults to 1000): rows per UNet call.
 
@@ -742,7 +745,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         """
         likelihood = self._likelihood_functions()
         output = likelihood.zero_shot_classify(self.unet, self.scheduler, images, num_class_labels(self.unet),
-                                               num_trials, weighting, generator, batch_size)
+                                               num_trials, weighting, prune, generator, batch_size)
         self.maybe_free_model_hooks()
         return output
 

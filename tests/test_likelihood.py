@@ -281,6 +281,24 @@ def test_zero_shot_scores_are_the_weighted_errors_shared_by_every_class(tiny_pip
     assert output.errors[0, 2, 6].item() == pytest.approx((predicted - noise).pow(2).mean().item(), rel=1e-5)
 
 
+def test_pruning_gives_the_kept_classes_the_errors_of_a_full_run_and_skips_the_others(tiny_pipe):
+    digits = torch.stack([a_digit(0), a_digit(1), a_digit(2)])
+    full = tiny_pipe.classify(digits, num_trials=6, generator=torch.Generator().manual_seed(0))
+    pruned = tiny_pipe.classify(digits, num_trials=6, prune=(2, 3), generator=torch.Generator().manual_seed(0),
+                                batch_size=5)
+    torch.testing.assert_close(pruned.errors[:, :2], full.errors[:, :2])
+    kept = (full.errors[:, :2].double().mean(1)).topk(3, dim=1, largest=False).indices
+    for image in range(3):
+        others = [c for c in range(10) if c not in kept[image].tolist()]
+        torch.testing.assert_close(pruned.errors[image, :, kept[image]], full.errors[image, :, kept[image]])
+        assert pruned.errors[image, 2:, others].isnan().all() and torch.isinf(pruned.scores[image, others]).all()
+        torch.testing.assert_close(pruned.scores[image, kept[image]], full.scores[image, kept[image]])
+    assert torch.isin(pruned.labels, kept).all()
+    for bad in ((6, 3), (2, 10), (0, 3), (2,), (2.0, 3)):
+        with pytest.raises(ValueError, match=r"`prune` must be a pair \(after, keep\) with 1 ≤ after < num_trials=6"):
+            tiny_pipe.classify(digits, num_trials=6, prune=bad)
+
+
 @needs_real_digits
 def test_a_real_digit_is_more_probable_under_its_own_label_on_the_shipped_model():
     from mnist_diffusion.data import load_mnist
@@ -334,6 +352,19 @@ def test_the_likelihood_evaluation_writes_its_tables_and_resumes_from_its_cache(
         matrix = torch.tensor(row["confusion_matrix"])
         assert matrix.sum() == 25 and matrix.trace() / 25 == pytest.approx(row["accuracy"])
     assert [t["num_trials"] for t in result["zero_shot"]["timing"]] == [10, 20, 50, 100]
+    # Pruning read from the stored errors is what `classify(prune=...)` computes.
+    pruned = result["zero_shot"]["pruning"]["uniform"][0]
+    assert (pruned["prune_after"], pruned["keep"], pruned["unet_rows_per_image"]) == (10, 2, 10 * 10 + 10 * 2)
+    from mnist_diffusion.data import load_mnist
+
+    images, labels = load_mnist(synthetic_mnist, "test")
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(0))[8:33]
+    pipe = MNISTDDPMPipeline.from_pretrained(tmp_path / "model")
+    correct = sum(
+        (pipe.classify(images[order[start : start + 20]], num_trials=20, prune=(10, 2),
+                       generator=torch.Generator().manual_seed(start)).labels == labels[order[start : start + 20]]).sum()
+        for start in (0, 20))
+    assert correct.item() / 25 == pytest.approx(pruned["accuracy"])
     # Two chunks of 20 and 5 digits were kept; a rerun reads them and reaches the same table.
     assert sorted(path.name for path in next((tmp_path / "cache").iterdir()).iterdir()) == ["chunk-00000.pt",
                                                                                           "chunk-00020.pt"]
