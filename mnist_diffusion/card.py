@@ -16,6 +16,7 @@ from pathlib import Path, PureWindowsPath
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .likelihood_evaluation import bound_rows, zero_shot_rows
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .redaction import redact, redact_command
 from .run_folder import TRAINING_CONFIG
@@ -30,6 +31,8 @@ SWEEP_RESULTS = "evaluation/guidance_sweep.json"
 BF16_RESULTS = "evaluation/bf16.json"  # the fast solver with a bfloat16 UNet (`torch_dtype=torch.bfloat16`)
 # The Classification Accuracy Score: a classifier trained on the generated digits alone (scripts/evaluate.py --cas).
 CAS_RESULTS = "evaluation/cas.json"
+# The model as a likelihood model: bits/dim and zero-shot accuracy (scripts/evaluate_likelihood.py).
+LIKELIHOOD_RESULTS = "evaluation/likelihood.json"
 # A distilled student's folder may hold its teacher's evaluations at the guidance it was distilled with, for comparison.
 TEACHER_RESULTS = "evaluation/teacher_*.json"
 FIGURES = {
@@ -121,6 +124,19 @@ def cas_table(results: dict) -> str:
                      f"{run['cas']['train_digits']:,} | {100 * run['cas']['accuracy']:.2f}% |")
     lines.append(f"| real training digits | | | | {real['train_digits']:,} | {100 * real['accuracy']:.2f}% |")
     return "\n".join(lines)
+
+
+def likelihood_fields(results: dict | None) -> dict:
+    """The bits/dim and zero-shot tables of the card, from the likelihood evaluation's JSON (none without it)."""
+    if results is None:
+        return {"bound_table": None, "zero_shot_table": None}
+    bound_header = ["| model | bits/dim (± s.e.) | of which diffusion terms | decoder | digits |",
+                    "| --- | --- | --- | --- | --- |"]
+    zero_shot_header = ["| trials per class | UNet rows per digit | accuracy, uniform weighting | bound weighting | "
+                        "seconds per digit |", "| --- | --- | --- | --- | --- |"]
+    return {"bound_table": "\n".join(bound_header + bound_rows(results)),
+            "zero_shot_table": "\n".join(zero_shot_header + zero_shot_rows(results)),
+            "zero_shot_digits": results["zero_shot"]["num_images"]}
 
 
 def tables_by_n(evaluations: list[dict]) -> list[str]:
@@ -247,6 +263,7 @@ def card_fields(model_dir: Path, repo_id: str, source_url: str | None) -> tuple[
         "evaluation_tables": "\n".join(tables_by_n(evaluations)).rstrip("\n") if evaluations else None,
         **sweep_fields(model_dir, sweep, guidance),
         "cas_table": cas_table(cas) if (cas := read_json(model_dir / CAS_RESULTS)) else None,
+        **likelihood_fields(read_json(model_dir / LIKELIHOOD_RESULTS)),
     }
     if distilled:
         fields |= student_fields(model_dir, distilled, teacher)

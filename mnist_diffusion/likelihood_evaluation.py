@@ -47,6 +47,24 @@ def importance_proposal(terms: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dtype=torch.float64), proposal])
 
 
+def estimate_spread(terms: torch.Tensor, num_timesteps: int) -> dict:
+    """
+    The standard deviation, over the draw of timesteps, of the estimate of Σ L_t from `num_timesteps` draws, for each
+    digit whose every term is known: exact for a proposal p, √((Σ_t L_t²/p(t) − (Σ_t L_t)²) / K). The proposal of
+    each digit is made from the others (leave one out), so the digit it is measured on did not shape it.
+    """
+    diffusion = terms[:, 1:]
+    uniform = torch.full((diffusion.shape[1],), 1.0 / diffusion.shape[1], dtype=torch.float64)
+    spreads = {"uniform": [], "proposal": []}
+    for index in range(len(terms)):
+        others = torch.cat([terms[:index], terms[index + 1 :]])
+        proposal = importance_proposal(others)[1:] if len(others) else uniform
+        for name, p in (("uniform", uniform), ("proposal", proposal)):
+            variance = (diffusion[index] ** 2 / p).sum() - diffusion[index].sum() ** 2
+            spreads[name].append((variance.clamp(min=0) / num_timesteps).sqrt().item())
+    return {name: sum(values) / len(values) for name, values in spreads.items()}
+
+
 def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, num_classes: int = 10) -> list[list[int]]:
     matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
     matrix.index_put_((true, predicted), torch.ones_like(true), accumulate=True)
@@ -150,6 +168,8 @@ def evaluate_likelihood(model_dir: str, data_dir: str, pilot_images: int = 8, bo
         # The profile of the terms: their mean over the pilot digits at a few timesteps.
         "mean_term_bits_per_dim": {str(t): terms[:, t].mean().item() for t in (0, 1, 2, 5, 10, 50, 100, 500, 999)},
         "share_of_diffusion_below_t_100": (terms[:, 1:100].sum() / terms[:, 1:].sum()).item(),
+        # How far one digit's estimate from `bound_timesteps` draws strays from its sum of all terms (bits/dim).
+        "estimate_standard_deviation_bits_per_dim": estimate_spread(terms, bound_timesteps),
         "seconds": round(time.perf_counter() - started, 1),
     }
     proposal = importance_proposal(terms)
@@ -229,3 +249,38 @@ def main(argv: list[str] | None = None) -> None:
     output.with_suffix(".tmp").write_text(json.dumps(result, indent=2) + "\n")
     os.replace(output.with_suffix(".tmp"), output)
     print(json.dumps({k: result[k] for k in ("all_terms", "bound")}, indent=2))
+
+
+def bound_rows(result: dict) -> list[str]:
+    """The bits/dim rows of docs/likelihood.md and the README, from the results JSON."""
+    bound = result["bound"]
+    rows = []
+    for name, label in (("conditional", "conditional on the true label"), ("unconditional", "unconditional (null label)")):
+        row = bound[name]
+        rows.append(f"| this DDPM, {label} | {row['bits_per_dim']['mean']:.3f} ± {row['bits_per_dim']['standard_error']:.3f} "
+                    f"| {row['diffusion_bits_per_dim']:.3f} | {row['decoder_bits_per_dim']:.3f} | "
+                    f"{bound['num_images']:,} test digits |")
+    return rows
+
+
+def zero_shot_rows(result: dict) -> list[str]:
+    """The zero-shot rows (accuracy ± standard error per trial count and weighting, seconds per digit)."""
+    zero_shot = result["zero_shot"]
+    seconds = {row["num_trials"]: row["seconds_per_image"] for row in zero_shot["timing"]}
+    by_trials = {}
+    for row in zero_shot["accuracy"]:
+        by_trials.setdefault(row["num_trials"], {})[row["weighting"]] = row
+    return [
+        f"| {count} | {count * 10} | {100 * rows['uniform']['accuracy']:.2f}% ± {100 * rows['uniform']['standard_error']:.2f} "
+        f"| {100 * rows['bound']['accuracy']:.2f}% ± {100 * rows['bound']['standard_error']:.2f} | {seconds[count]:.2f} |"
+        for count, rows in sorted(by_trials.items())
+    ]
+
+
+def pruning_rows(result: dict, weighting: str = "uniform") -> list[str]:
+    """The adaptive scheme's rows: accuracy and UNet rows per digit against the unpruned run."""
+    return [
+        f"| {row['num_trials']} | after {row['prune_after']}, keep {row['keep']} | {row['unet_rows_per_image']} of "
+        f"{row['unet_rows_per_image_unpruned']} | {100 * row['accuracy']:.2f}% ± {100 * row['standard_error']:.2f} |"
+        for row in result["zero_shot"]["pruning"][weighting]
+    ]

@@ -294,3 +294,20 @@ def test_the_card_shows_the_classification_accuracy_score_when_measured(tiny_pip
     assert "| generated | dpm | 20 | 1.4 | 5,000 | 97.12% |" in card and "| generated | dpm | 20 | 1 | 5,000 | 98.55% |" in card
     assert "| real training digits | | | | 5,000 | 99.01% |" in card
     assert "## Limitations" in card.split("99.01%")[1]
+
+
+def test_the_card_shows_the_likelihood_and_zero_shot_tables_when_measured(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path)
+    assert "### Likelihood and zero-shot classification" not in render_model_card(tmp_path, repo_id="someone/digits")
+    bound = {"bits_per_dim": {"mean": 1.234, "standard_error": 0.011, "n": 1000}, "prior_bits_per_dim": 3e-5,
+             "diffusion_bits_per_dim": 0.456, "decoder_bits_per_dim": 0.778}
+    accuracy = [{"weighting": w, "num_trials": n, "accuracy": a, "standard_error": 0.005, "n": 400}
+                for w, a in (("uniform", 0.95), ("bound", 0.9)) for n in (10, 20)]
+    (tmp_path / "evaluation").mkdir()
+    (tmp_path / "evaluation" / "likelihood.json").write_text(json.dumps({
+        "bound": {"num_images": 1000, "conditional": bound, "unconditional": bound},
+        "zero_shot": {"num_images": 400, "accuracy": accuracy,
+                      "timing": [{"num_trials": 10, "seconds_per_image": 0.51}, {"num_trials": 20, "seconds_per_image": 1.02}]}}))
+    card = render_model_card(tmp_path, repo_id="someone/digits")
+    assert "| this DDPM, conditional on the true label | 1.234 ± 0.011 | 0.456 | 0.778 | 1,000 test digits |" in card
+    assert "| 20 | 200 | 95.00% ± 0.50 | 90.00% ± 0.50 | 1.02 |" in card and "on 400 random test digits" in card

@@ -386,3 +386,55 @@ def test_the_likelihood_evaluation_refuses_bad_sizes_before_loading_anything(arg
     with pytest.raises(SystemExit) as exit_info:
         main(["--output", "unused.json", "--data_dir", "/nonexistent"] + arguments)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_without_the_package_the_methods_say_what_to_install(tiny_pipe, monkeypatch):
+    # A Hub repo's remote-code copy of the pipeline has the methods but not mnist_diffusion/likelihood.py.
+    import importlib
+
+    real_import = importlib.import_module
+
+    def without_package(name, *args):
+        if name == "mnist_diffusion.likelihood":
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_package)
+    for method in (tiny_pipe.log_likelihood, tiny_pipe.classify):
+        with pytest.raises(ImportError, match="need the mnist-diffusion package"):
+            method(a_digit())
+
+
+def test_the_documented_likelihood_and_cas_tables_are_the_committed_results():
+    from mnist_diffusion.card import CAS_RESULTS, LIKELIHOOD_RESULTS, cas_table
+    from mnist_diffusion.likelihood_evaluation import bound_rows, pruning_rows, zero_shot_rows
+
+    from .conftest import documentation
+
+    docs = documentation()
+    likelihood = SHIPPED_MODEL / LIKELIHOOD_RESULTS
+    if not likelihood.is_file():
+        pytest.skip(f"no {likelihood}")
+    result = json.loads(likelihood.read_text())
+    for row in bound_rows(result) + zero_shot_rows(result) + pruning_rows(result):
+        assert row in docs, f"neither README.md nor docs/ shows the measured row {row}"
+    for folder in (SHIPPED_MODEL, SHIPPED_STUDENT):
+        if (folder / CAS_RESULTS).is_file():
+            for row in cas_table(json.loads((folder / CAS_RESULTS).read_text())).splitlines()[2:]:
+                assert row in docs, f"neither README.md nor docs/ shows the measured row {row}"
+
+
+def test_the_importance_proposal_follows_the_terms_and_cuts_the_spread_of_the_estimate():
+    from mnist_diffusion.likelihood_evaluation import UNIFORM_SHARE, estimate_spread, importance_proposal
+
+    shape = 1 / torch.arange(1, 1001, dtype=torch.float64) ** 1.5  # most of the sum at small t, as measured
+    terms = torch.stack([scale * shape for scale in (1.0, 1.3, 0.8)])
+    proposal = importance_proposal(terms)
+    assert proposal[0] == 0 and proposal.sum().item() == pytest.approx(1.0)
+    assert proposal[1:].min().item() >= UNIFORM_SHARE / 999 - 1e-15
+    spread = estimate_spread(terms, 16)
+    assert spread["proposal"] < spread["uniform"] / 5
+    # Uniform draws of L_t: the spread of a uniform sample mean, σ = √(999 Σ L² − (Σ L)²) / √K for one digit.
+    single = shape[1:]
+    expected = ((999 * (single**2).sum() - single.sum() ** 2) / 16).sqrt().item()
+    assert estimate_spread(terms[:1], 16)["uniform"] == pytest.approx(expected)
