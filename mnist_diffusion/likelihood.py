@@ -281,16 +281,31 @@ def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timeste
         timesteps.append(drawn)
         weights.append(weight)
     images_index, timesteps, weights = torch.cat(images_index), torch.cat(timesteps), torch.cat(weights)
-    noise = torch.randn((len(timesteps),) + x.shape[1:], generator=generator).to(device)
+
+    # The noise of each image's rows is drawn image by image as the batches reach it, so memory stays that of a batch
+    # however many digits are passed, and the draws do not depend on `batch_size`.
+    rows_per_image = len(timesteps) // len(x)
+    drawn_noise = {}
+
+    def noise_of_rows(start: int, stop: int) -> torch.Tensor:
+        parts = []
+        for image in range(start // rows_per_image, (stop - 1) // rows_per_image + 1):
+            if image not in drawn_noise:
+                drawn_noise[image] = torch.randn((rows_per_image,) + x.shape[1:], generator=generator)
+            first = image * rows_per_image
+            parts.append(drawn_noise[image][max(start - first, 0) : min(stop - first, rows_per_image)])
+            if stop >= first + rows_per_image:
+                del drawn_noise[image]
+        return torch.cat(parts).to(device)
 
     values = torch.empty(len(timesteps), dtype=torch.float64)
     for start in range(0, len(timesteps), batch_size):
-        rows = slice(start, start + batch_size)
-        x_rows, t = x[images_index[rows]], timesteps[rows]
+        stop = min(start + batch_size, len(timesteps))
+        x_rows, t = x[images_index[start:stop]], timesteps[start:stop]
         alpha_prod = _per_image(coefficients.alphas_cumprod[t], x_rows)
-        x_t = alpha_prod.sqrt() * x_rows + (1 - alpha_prod).sqrt() * noise[rows]
-        model_output = _model_output(unet, x_t, t.to(device), labels[images_index[rows]].to(device))
-        values[rows] = coefficients.term(x_rows, x_t, t.to(device), model_output).cpu()
+        x_t = alpha_prod.sqrt() * x_rows + (1 - alpha_prod).sqrt() * noise_of_rows(start, stop)
+        model_output = _model_output(unet, x_t, t.to(device), labels[images_index[start:stop]].to(device))
+        values[start:stop] = coefficients.term(x_rows, x_t, t.to(device), model_output).cpu()
 
     nats_per_bit_dim = NUM_DIMENSIONS * math.log(2)
     decoder_rows = timesteps == 0
@@ -365,12 +380,10 @@ def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: in
     weights = weights / weights.sum()
 
     device = next(unet.parameters()).device
-    x = pixel_levels_to_model_range(levels)
-    noise = torch.stack([torch.randn((num_trials,) + x.shape[1:], generator=generator) for _ in range(len(x))])
     alpha_prod = coefficients.alphas_cumprod[timesteps].float().reshape(1, -1, 1, 1, 1)
-    x_t = alpha_prod.sqrt() * x.unsqueeze(1) + (1 - alpha_prod).sqrt() * noise  # (N, trials, 1, 28, 28)
+    after = num_trials if prune is None else prune[0]
 
-    def epsilon_errors(images_index: torch.Tensor, trials: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    def epsilon_errors(x_t, noise, images_index, trials, classes) -> torch.Tensor:
         # One row per (image, trial, class): the mean squared error of the model's ε at that noising and class.
         errors = torch.empty(len(classes))
         for start in range(0, len(classes), batch_size):
@@ -381,20 +394,26 @@ def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: in
             errors[part] = (prediction - noise[image, trial]).pow(2).flatten(1).mean(1)
         return errors
 
-    # Every class of the first `after` trials (all trials without pruning), class fastest: an image's classes share
-    # one x_t and one ε in neighbouring rows.
-    after = num_trials if prune is None else prune[0]
-    grid = torch.cartesian_prod(torch.arange(len(x)), torch.arange(after), torch.arange(num_classes))
-    errors = torch.full((len(x), num_trials, num_classes), float("nan"))
-    errors[:, :after] = epsilon_errors(*grid.unbind(1)).reshape(len(x), after, num_classes)
-    if prune is not None:
-        early = (errors[:, :after].double() * weights[:after].reshape(1, -1, 1)).sum(1)
-        kept = early.topk(prune[1], dim=1, largest=False).indices  # (N, keep)
-        image = torch.arange(len(x)).reshape(-1, 1, 1).expand(-1, num_trials - after, prune[1])
-        trial = torch.arange(after, num_trials).reshape(1, -1, 1).expand(len(x), -1, prune[1])
-        label = kept.unsqueeze(1).expand(-1, num_trials - after, -1)
-        errors[image, trial, label] = epsilon_errors(image.flatten(), trial.flatten(), label.flatten()).reshape(
-            image.shape)
+    # A few images at a time (as many as fill a batch), so memory stays that of a batch however many are passed.
+    chunk = max(1, batch_size // (num_trials * num_classes))
+    errors = torch.full((len(levels), num_trials, num_classes), float("nan"))
+    for first in range(0, len(levels), chunk):
+        x = pixel_levels_to_model_range(levels[first : first + chunk])
+        noise = torch.stack([torch.randn((num_trials,) + x.shape[1:], generator=generator) for _ in range(len(x))])
+        x_t = alpha_prod.sqrt() * x.unsqueeze(1) + (1 - alpha_prod).sqrt() * noise  # (n, trials, 1, 28, 28)
+        found = errors[first : first + chunk]  # a view: filled in place
+        # Every class of the first `after` trials (all trials without pruning), class fastest: an image's classes
+        # share one x_t and one ε in neighbouring rows.
+        grid = torch.cartesian_prod(torch.arange(len(x)), torch.arange(after), torch.arange(num_classes))
+        found[:, :after] = epsilon_errors(x_t, noise, *grid.unbind(1)).reshape(len(x), after, num_classes)
+        if prune is not None:
+            early = (found[:, :after].double() * weights[:after].reshape(1, -1, 1)).sum(1)
+            kept = early.topk(prune[1], dim=1, largest=False).indices  # (n, keep)
+            image = torch.arange(len(x)).reshape(-1, 1, 1).expand(-1, num_trials - after, prune[1])
+            trial = torch.arange(after, num_trials).reshape(1, -1, 1).expand(len(x), -1, prune[1])
+            label = kept.unsqueeze(1).expand(-1, num_trials - after, -1)
+            found[image, trial, label] = epsilon_errors(x_t, noise, image.flatten(), trial.flatten(),
+                                                        label.flatten()).reshape(image.shape)
     scores = (errors.double() * weights.reshape(1, -1, 1)).sum(1).nan_to_num(nan=math.inf)
     return ZeroShotOutput(labels=scores.argmin(1), scores=scores, errors=errors, timesteps=timesteps,
                           weights=weights)

@@ -438,3 +438,11 @@ def test_the_importance_proposal_follows_the_terms_and_cuts_the_spread_of_the_es
     single = shape[1:]
     expected = ((999 * (single**2).sum() - single.sum() ** 2) / 16).sqrt().item()
     assert estimate_spread(terms[:1], 16)["uniform"] == pytest.approx(expected)
+
+
+def test_the_draws_do_not_depend_on_the_batch_size(tiny_pipe):
+    digits = torch.stack([a_digit(0), a_digit(1), a_digit(2)])
+    outputs = [tiny_pipe.log_likelihood(digits, [1, 2, 3], num_timesteps=5, batch_size=size,
+                                        generator=torch.Generator().manual_seed(3)) for size in (4, 18, 500)]
+    for other in outputs[1:]:
+        torch.testing.assert_close(other.bits_per_dim, outputs[0].bits_per_dim)
