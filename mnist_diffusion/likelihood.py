@@ -19,6 +19,7 @@ variance is β̃ at timestep 1 for both types, as in Ho et al.'s code (β̃ at t
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from .images import IMAGE_SIZE
+from .pipeline_mnist_ddpm import check_labels, check_positive_integer, num_class_labels
 
 NUM_PIXEL_LEVELS = 256
 NUM_DIMENSIONS = IMAGE_SIZE * IMAGE_SIZE
@@ -149,10 +151,20 @@ class BoundCoefficients:
 
     def __init__(self, scheduler):
         config = scheduler.config
-        if config.get("variance_type", "fixed_small") not in ("fixed_small", "fixed_large"):
-            raise ValueError(f"The bound needs a fixed variance_type, got {config.variance_type!r}.")
+        variance_type = config.get("variance_type", "fixed_small")
+        if variance_type not in ("fixed_small", "fixed_large"):
+            raise ValueError(f"The bound needs a fixed variance_type ('fixed_small' or 'fixed_large'), got "
+                             f"{variance_type!r}.")
         self.num_train_timesteps = config.num_train_timesteps
         self.prediction_type = config.get("prediction_type", "epsilon")
+        if self.prediction_type not in ("epsilon", "sample", "v_prediction"):
+            raise ValueError(f"The bound reads the model's output as 'epsilon', 'sample' or 'v_prediction', got "
+                             f"prediction_type {self.prediction_type!r}.")
+        # Dynamic thresholding replaces the clipping of x̂_0 by a per-image rescaling, and a zero terminal SNR makes
+        # x̂_0 from ε infinite at the last timestep: neither is the model this bound describes.
+        for key in ("thresholding", "rescale_betas_zero_snr"):
+            if config.get(key, False):
+                raise ValueError(f"The bound is defined for schedulers without {key}; this one has {key}=True.")
         self.clip_range = config.get("clip_sample_range", 1.0) if config.get("clip_sample", False) else None
         betas = scheduler.betas.double()
         alphas = 1 - betas
@@ -161,7 +173,7 @@ class BoundCoefficients:
         self.x0_coefficient = alphas_cumprod_prev.sqrt() * betas / (1 - self.alphas_cumprod)
         self.xt_coefficient = alphas.sqrt() * (1 - alphas_cumprod_prev) / (1 - self.alphas_cumprod)
         self.posterior_variance = (1 - alphas_cumprod_prev) / (1 - self.alphas_cumprod) * betas  # β̃_t; β̃_0 = 0
-        model_variance = self.posterior_variance if config.variance_type == "fixed_small" else betas.clone()
+        model_variance = (self.posterior_variance if variance_type == "fixed_small" else betas).clone()
         model_variance[0] = self.posterior_variance[1]  # the decoder's variance
         self.model_variance = model_variance
 
@@ -181,7 +193,7 @@ class BoundCoefficients:
             x0 = (x_t - sqrt_beta_prod * model_output) / sqrt_alpha_prod
         elif self.prediction_type == "sample":
             x0 = model_output
-        else:
+        else:  # v_prediction (the only other type __init__ lets through)
             x0 = sqrt_alpha_prod * x_t - sqrt_beta_prod * model_output
         return x0 if self.clip_range is None else x0.clamp(-self.clip_range, self.clip_range)
 
@@ -198,12 +210,12 @@ class BoundCoefficients:
     def term(self, x: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, model_output: torch.Tensor) -> torch.Tensor:
         """
         The bound's term of each (image, timestep) pair, nats: L_t for t ≥ 1, L_decoder for t = 0, given x_t and the
-        model's output at (x_t, t).
+        model's output at (x_t, t). `t` may live on the CPU whatever the images' device (the tables are on the CPU).
         """
         x, x_t = x.double(), x_t.double()
         model_mean = self.posterior_mean(self.predicted_original(model_output.double(), x_t, t), x_t, t)
         model_variance = _per_image(self.model_variance[t], x_t)
-        decoder = t == 0
+        decoder = (t == 0).to(x_t.device)
         kl = gaussian_kl(self.posterior_mean(x, x_t, t), _per_image(self.posterior_variance[t].clamp(min=1e-30), x_t),
                          model_mean, model_variance).flatten(1).sum(1)
         nll = -discretized_gaussian_log_likelihood(x, model_mean, model_variance.sqrt()).flatten(1).sum(1)
@@ -215,8 +227,23 @@ def _per_image(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _model_output(unet, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    # A bfloat16 UNet sees x_t rounded to bfloat16: that rounding is part of the model whose bound is computed.
     dtype = unet.dtype
     return unet(x_t.to(dtype), t, labels).sample.float()
+
+
+def _randn(shape: tuple, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise on the CPU, drawn where `generator` lives (as diffusers' `randn_tensor` does)."""
+    device = generator.device if generator is not None else "cpu"
+    return torch.randn(shape, generator=generator, device=device).cpu()
+
+
+def _check_unet_labels(unet, labels) -> torch.Tensor:
+    """`labels` as a long tensor, each a digit of `unet` or its null label; otherwise a `ValueError` naming it."""
+    if getattr(unet, "config", None) is None:
+        return torch.as_tensor(labels).long().reshape(-1)
+    # The null label (one past the digits) is allowed: it gives the unconditional model's bound.
+    return torch.tensor(check_labels(labels, num_class_labels(unet) + 1), dtype=torch.long)
 
 
 @torch.no_grad()
@@ -237,27 +264,40 @@ def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timeste
             an unbiased estimate (K + 1 calls per image: the decoder term is always computed).
         proposal (`torch.Tensor` of shape `(T,)`, *optional*): the probabilities of timesteps 0 … T−1 to draw from
             (entry 0 is ignored); uniform over 1 … T−1 when not given. A proposal close to the terms' own sizes
-            lowers the estimate's variance.
+            lowers the estimate's variance. Every entry of timesteps 1 … T−1 must be positive: a timestep it never
+            draws would be missing from the estimate.
         generator (`torch.Generator`, *optional*): the source of the timesteps and of the noise.
         batch_size (`int`, defaults to 500): rows per UNet call.
+
+    The bound is that of the model as it runs: a bfloat16 UNet sees each x_t rounded to bfloat16 (steps of up to
+    2⁻⁸ near ±1, half a pixel bin), and that rounding is part of the model whose bound this is: it raises the bound,
+    the decoder term most. The committed bounds are those of the float32 model.
 
     Returns:
         [`VariationalBoundOutput`]
     """
     levels = to_pixel_levels(images)
-    labels = torch.as_tensor(labels).long().reshape(-1)
+    labels = _check_unet_labels(unet, labels)
     if len(labels) != len(levels):
         raise ValueError(f"Got {len(labels)} labels for {len(levels)} images.")
     coefficients = BoundCoefficients(scheduler)
     num_train_timesteps = coefficients.num_train_timesteps
-    if num_timesteps is not None and (isinstance(num_timesteps, bool) or not isinstance(num_timesteps, int)
-                                      or num_timesteps < 1):
-        raise ValueError(f"`num_timesteps` must be a positive integer or None (every term), got {num_timesteps!r}.")
+    if num_timesteps is not None:
+        if isinstance(num_timesteps, (bool, np.bool_)) or not isinstance(num_timesteps, numbers.Integral) \
+                or num_timesteps < 1:
+            raise ValueError(f"`num_timesteps` must be a positive integer or None (every term), got {num_timesteps!r}.")
+        num_timesteps = int(num_timesteps)
+    batch_size = check_positive_integer("batch_size", batch_size)
     if proposal is not None:
         proposal = torch.as_tensor(proposal, dtype=torch.float64).clone()
-        if proposal.shape != (num_train_timesteps,) or bool((proposal < 0).any()) or proposal[1:].sum() <= 0:
-            raise ValueError(f"`proposal` must hold {num_train_timesteps} non-negative probabilities, got shape "
-                             f"{tuple(proposal.shape)}.")
+        if proposal.shape != (num_train_timesteps,):
+            raise ValueError(f"`proposal` must hold {num_train_timesteps} probabilities (timesteps 0 … "
+                             f"{num_train_timesteps - 1}), got shape {tuple(proposal.shape)}.")
+        bad = (~torch.isfinite(proposal[1:]) | (proposal[1:] <= 0)).nonzero()
+        if len(bad):
+            index = bad[0].item() + 1
+            raise ValueError(f"`proposal` must be finite and positive at every timestep 1 … {num_train_timesteps - 1} "
+                             f"(else the estimate misses terms), got {proposal[index].item()!r} at timestep {index}.")
         proposal[0] = 0
         proposal /= proposal.sum()
     else:
@@ -274,7 +314,8 @@ def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timeste
             drawn = torch.arange(num_train_timesteps)
             weight = torch.ones(num_train_timesteps, dtype=torch.float64)
         else:
-            sampled = torch.multinomial(proposal, num_timesteps, replacement=True, generator=generator)
+            sampled = torch.multinomial(proposal.to(generator.device if generator is not None else "cpu"),
+                                        num_timesteps, replacement=True, generator=generator).cpu()
             drawn = torch.cat([torch.zeros(1, dtype=torch.long), sampled])
             weight = torch.cat([torch.ones(1, dtype=torch.float64), 1 / (num_timesteps * proposal[sampled])])
         images_index.append(torch.full_like(drawn, index))
@@ -291,7 +332,7 @@ def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timeste
         parts = []
         for image in range(start // rows_per_image, (stop - 1) // rows_per_image + 1):
             if image not in drawn_noise:
-                drawn_noise[image] = torch.randn((rows_per_image,) + x.shape[1:], generator=generator)
+                drawn_noise[image] = _randn((rows_per_image,) + x.shape[1:], generator)
             first = image * rows_per_image
             parts.append(drawn_noise[image][max(start - first, 0) : min(stop - first, rows_per_image)])
             if stop >= first + rows_per_image:
@@ -305,7 +346,7 @@ def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timeste
         alpha_prod = _per_image(coefficients.alphas_cumprod[t], x_rows)
         x_t = alpha_prod.sqrt() * x_rows + (1 - alpha_prod).sqrt() * noise_of_rows(start, stop)
         model_output = _model_output(unet, x_t, t.to(device), labels[images_index[start:stop]].to(device))
-        values[start:stop] = coefficients.term(x_rows, x_t, t.to(device), model_output).cpu()
+        values[start:stop] = coefficients.term(x_rows, x_t, t, model_output).cpu()
 
     nats_per_bit_dim = NUM_DIMENSIONS * math.log(2)
     decoder_rows = timesteps == 0
@@ -361,15 +402,17 @@ def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: in
     Returns:
         [`ZeroShotOutput`]
     """
-    if isinstance(num_trials, bool) or not isinstance(num_trials, int) or num_trials < 1:
-        raise ValueError(f"`num_trials` must be a positive integer, got {num_trials!r}.")
+    num_trials = check_positive_integer("num_trials", num_trials)
+    batch_size = check_positive_integer("batch_size", batch_size)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"`weighting` must be one of {list(WEIGHTINGS)}, got {weighting!r}.")
     if prune is not None and not (isinstance(prune, (tuple, list)) and len(prune) == 2
-                                  and all(isinstance(v, int) and not isinstance(v, bool) for v in prune)
+                                  and all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+                                          for v in prune)
                                   and 1 <= prune[0] < num_trials and 1 <= prune[1] < num_classes):
         raise ValueError(f"`prune` must be a pair (after, keep) with 1 ≤ after < num_trials={num_trials} and "
                          f"1 ≤ keep < {num_classes} classes, got {prune!r}.")
+    prune = None if prune is None else (int(prune[0]), int(prune[1]))
     if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
         raise ValueError(f"The zero-shot classifier scores ε-predictions; this scheduler's prediction_type is "
                          f"{scheduler.config.prediction_type!r}.")
@@ -399,7 +442,7 @@ def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: in
     errors = torch.full((len(levels), num_trials, num_classes), float("nan"))
     for first in range(0, len(levels), chunk):
         x = pixel_levels_to_model_range(levels[first : first + chunk])
-        noise = torch.stack([torch.randn((num_trials,) + x.shape[1:], generator=generator) for _ in range(len(x))])
+        noise = torch.stack([_randn((num_trials,) + x.shape[1:], generator) for _ in range(len(x))])
         x_t = alpha_prod.sqrt() * x.unsqueeze(1) + (1 - alpha_prod).sqrt() * noise  # (n, trials, 1, 28, 28)
         found = errors[first : first + chunk]  # a view: filled in place
         # Every class of the first `after` trials (all trials without pruning), class fastest: an image's classes

@@ -703,7 +703,8 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         """
         likelihood = self._likelihood_functions()
         num_classes = num_class_labels(self.unet)
-        count = len(likelihood.to_pixel_levels(images))
+        images = likelihood.to_pixel_levels(images).to(torch.uint8)  # read once; the bound reads uint8 as it is
+        count = len(images)
         if labels is None:
             labels = [null_class_label(self.unet)] * count
         else:

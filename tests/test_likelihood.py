@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
@@ -223,6 +224,39 @@ def test_bad_settings_are_refused_before_any_model_call(tiny_pipe):
         tiny_pipe.classify(digits, num_trials=2.5)
     with pytest.raises(ValueError, match=r"`weighting` must be one of \['uniform', 'bound'\], got 'vlb'"):
         tiny_pipe.classify(digits, weighting="vlb")
+
+
+def test_settings_that_would_give_a_wrong_number_are_refused_by_name(tiny_pipe):
+    digits = a_digit().expand(2, 28, 28)
+    unet, scheduler = tiny_pipe.unet, tiny_pipe.scheduler
+    for batch_size in (-1, 0, 2.5):
+        with pytest.raises(ValueError, match=f"`batch_size` must be a positive integer, got {batch_size}"):
+            tiny_pipe.log_likelihood(digits, [1, 2], num_timesteps=2, batch_size=batch_size)
+        with pytest.raises(ValueError, match=f"`batch_size` must be a positive integer, got {batch_size}"):
+            tiny_pipe.classify(digits, num_trials=2, batch_size=batch_size)
+    # A proposal that never draws a timestep would leave its term out of an "unbiased" estimate.
+    holey = torch.ones(1000)
+    holey[5] = 0
+    with pytest.raises(ValueError, match="positive at every timestep 1 … 999 .*got 0.0 at timestep 5"):
+        tiny_pipe.log_likelihood(digits, [1, 2], num_timesteps=2, proposal=holey)
+    holey[5] = float("nan")
+    with pytest.raises(ValueError, match="got nan at timestep 5"):
+        tiny_pipe.log_likelihood(digits, [1, 2], num_timesteps=2, proposal=holey)
+    # Called directly, the bound checks the labels against the UNet's digits and its null label (10).
+    with pytest.raises(ValueError, match="got 57 at index 1"):
+        variational_bound(unet, scheduler, digits, torch.tensor([1, 57]), num_timesteps=2)
+    for config, message in (({"prediction_type": "flow"}, "prediction_type 'flow'"),
+                            ({"thresholding": True}, "thresholding=True"),
+                            ({"rescale_betas_zero_snr": True}, "rescale_betas_zero_snr=True"),
+                            ({"variance_type": "learned"}, "fixed variance_type .*got 'learned'")):
+        other = DDPMScheduler(**config)
+        with pytest.raises(ValueError, match=message):
+            variational_bound(unet, other, digits, torch.tensor([1, 2]), num_timesteps=2)
+    # Integers of any kind are integers.
+    output = tiny_pipe.classify(digits, num_trials=np.int64(3), prune=(np.int64(1), np.int64(2)), batch_size=np.int64(7))
+    assert output.errors.shape == (2, 3, 10)
+    bound = tiny_pipe.log_likelihood(digits, [1, 2], num_timesteps=np.int64(2), batch_size=np.int64(3))
+    assert bound.bits_per_dim.isfinite().all()
 
 
 def test_log_likelihood_without_labels_is_the_null_labels_bound(tiny_pipe):
