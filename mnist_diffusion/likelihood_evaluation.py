@@ -6,20 +6,25 @@ trials per class. Behind `scripts/evaluate_likelihood.py`; the README's and docs
 Two random subsets of the test split, drawn with `seed` and disjoint: `pilot_images` digits whose every term is
 computed (the terms' profile, and the importance proposal of the estimate), then `bound_images` digits with the
 bound estimated from `bound_timesteps` drawn timesteps each, and the first `classify_images` of a third part for the
-zero-shot classifier. The classifier's work is kept in `cache_dir` chunk by chunk, so a killed run resumes.
+zero-shot classifier. With `cache_dir`, the pilot, each bound and each chunk of the classifier's work are kept there,
+each under a hash of everything that decides it ([`cache_path`]), so a killed run resumes and nothing is reused for
+other digits, another model or other settings.
 """
 
 import argparse
+import hashlib
 import json
 import math
 import os
+import shlex
 import time
 from pathlib import Path
 
 import torch
 
+from .arguments import MAX_SEED
 from .data import load_mnist
-from .evaluation import kept, load_pipeline
+from .evaluation import SetupError, kept, load_pipeline
 from .likelihood import BoundCoefficients, trial_timesteps
 from .shipped import SHIPPED_MODEL
 
@@ -71,10 +76,31 @@ def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, num_classes: i
     return matrix.tolist()
 
 
+def cache_path(cache_dir: str | Path | None, kind: str, **key) -> Path | None:
+    """
+    Where the result of `kind` computed from `key` is kept in `cache_dir` (None without one): the file is named by a
+    hash of `key`, tensors (the digits themselves, a proposal) hashed by their bytes, so any other input is another
+    file.
+    """
+    if cache_dir is None:
+        return None
+    digest = hashlib.sha256(kind.encode())
+    for name, value in sorted(key.items()):
+        digest.update(name.encode())
+        if torch.is_tensor(value):
+            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            digest.update(json.dumps(value).encode())
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return Path(cache_dir) / f"{kind}-{digest.hexdigest()[:24]}.pt"
+
+
 def classify_in_chunks(pipe, images: torch.Tensor, num_trials: int, seed: int, cache_dir: Path | None,
-                       chunk: int = 20) -> tuple[torch.Tensor, float]:
+                       model_identity: str = "", chunk: int = 20) -> tuple[torch.Tensor, float]:
     """Per-trial ε-errors (N, trials, 10) of `images`, chunk by chunk (chunk c drawn with seed `seed + c`), and the
-    seconds they took; finished chunks are kept in `cache_dir` (written atomically) and not recomputed."""
+    seconds they took; finished chunks are kept in `cache_dir` (written atomically), under a hash of the model's
+    identity, the chunk's digits, its seed and the trials, and not recomputed."""
     errors, seconds = [], 0.0
     for start in range(0, len(images), chunk):
         def classify_chunk() -> dict:
@@ -83,7 +109,9 @@ def classify_in_chunks(pipe, images: torch.Tensor, num_trials: int, seed: int, c
                                    generator=torch.Generator().manual_seed(seed + start))
             return {"errors": output.errors, "seconds": time.perf_counter() - started}
 
-        result = kept(None if cache_dir is None else cache_dir / f"chunk-{start:05d}.pt", classify_chunk)
+        path = cache_path(cache_dir, "zero-shot", model=model_identity, images=images[start : start + chunk],
+                          seed=seed + start, num_trials=num_trials)
+        result = kept(path, classify_chunk)
         errors.append(result["errors"])
         seconds += result["seconds"]
         print(f"classified {start + len(result['errors'])}/{len(images)}", flush=True)
@@ -140,63 +168,99 @@ def time_classify(pipe, images: torch.Tensor, seed: int) -> list[dict]:
     return timings
 
 
+def load_likelihood_model(model_dir: str):
+    """
+    The pipeline of `model_dir` and its identity, if it defines the bound and the classifier (a DDPM teacher that
+    predicts ε); otherwise a [`SetupError`] saying why, before any digit is scored.
+    """
+    pipe, identity = load_pipeline(model_dir)
+    try:
+        likelihood = pipe._likelihood_functions()  # refuses a distilled student
+        likelihood.BoundCoefficients(pipe.scheduler)  # refuses a scheduler the bound is not defined for
+    except (ImportError, ValueError) as error:
+        raise SetupError(f"{model_dir}: {error}") from error
+    prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
+    if prediction_type != "epsilon":
+        raise SetupError(f"{model_dir}: the zero-shot classifier scores ε-predictions; its scheduler's prediction_type "
+                         f"is {prediction_type!r}.")
+    return pipe, identity
+
+
 def evaluate_likelihood(model_dir: str, data_dir: str, pilot_images: int = 8, bound_images: int = 1000,
                         bound_timesteps: int = 16, classify_images: int = 400, num_trials: int = 100,
                         timing_images: int = 10, seed: int = 0, cache_dir: str | None = None) -> dict:
-    pipe, identity = load_pipeline(model_dir)
-    images, labels = load_mnist(data_dir, "test")
+    """
+    The measurements of the module's docstring, as the results JSON holds them.
+
+    Raises:
+        [`SetupError`]: too few test digits in `data_dir`, or a model without a bound, before any digit is scored.
+    """
+    try:
+        images, labels = load_mnist(data_dir, "test")
+    except (OSError, ValueError) as error:
+        raise SetupError(f"--data_dir {data_dir}: {error}") from error
     needed = pilot_images + bound_images + classify_images + timing_images
     if needed > len(images):
-        raise ValueError(f"The four parts need {needed} test digits; {data_dir} has {len(images)}.")
+        raise SetupError(f"The four parts need {needed} test digits; {data_dir} has {len(images)}.")
+    pipe, identity = load_likelihood_model(model_dir)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     pilot = order[:pilot_images]
     bound_part = order[pilot_images : pilot_images + bound_images]
     classify_part = order[pilot_images + bound_images : pilot_images + bound_images + classify_images]
     result = {"model_dir": str(model_dir), "model_sha256": identity, "seed": seed,
-              "data": "MNIST test split, random subsets drawn with torch.randperm(10000) seeded by `seed`, disjoint",
+              "data": f"the test split of {data_dir} ({len(images)} digits), random subsets drawn with "
+                      f"torch.randperm({len(images)}) seeded by `seed`, disjoint",
               "scheduler": {k: pipe.scheduler.config[k] for k in ("variance_type", "clip_sample", "prediction_type")}}
 
-    started = time.perf_counter()
-    exact = pipe.log_likelihood(images[pilot], labels[pilot], generator=torch.Generator().manual_seed(seed))
-    terms = exact.terms_bits_per_dim
+    def bound_of(labels_given, **settings) -> dict:
+        # One call of the bound, kept in the cache under the model, the digits, their labels and the settings.
+        digits = images[settings.pop("part")]
+        path = cache_path(cache_dir, "bound", model=identity, images=digits,
+                          labels=torch.tensor([-1]) if labels_given is None else labels_given,
+                          **{k: v for k, v in settings.items() if k != "proposal"},
+                          proposal=settings.get("proposal", torch.zeros(0)))
+
+        def compute() -> dict:
+            started = time.perf_counter()
+            output = pipe.log_likelihood(digits, labels_given, num_timesteps=settings.get("num_timesteps"),
+                                         proposal=settings.get("proposal"),
+                                         generator=torch.Generator().manual_seed(settings["seed"]))
+            return {**{k: v for k, v in output.items() if v is not None}, "seconds": time.perf_counter() - started}
+
+        return kept(path, compute)
+
+    exact = bound_of(labels[pilot], part=pilot, seed=seed)
+    terms = exact["terms_bits_per_dim"]
     result["all_terms"] = {
         "test_indices": pilot.tolist(),
-        "bits_per_dim": exact.bits_per_dim.tolist(),
-        "prior_bits_per_dim": exact.prior_bits_per_dim.tolist(),
-        "diffusion_bits_per_dim": exact.diffusion_bits_per_dim.tolist(),
-        "decoder_bits_per_dim": exact.decoder_bits_per_dim.tolist(),
+        "bits_per_dim": exact["bits_per_dim"].tolist(),
+        "prior_bits_per_dim": exact["prior_bits_per_dim"].tolist(),
+        "diffusion_bits_per_dim": exact["diffusion_bits_per_dim"].tolist(),
+        "decoder_bits_per_dim": exact["decoder_bits_per_dim"].tolist(),
         # The profile of the terms: their mean over the pilot digits at a few timesteps.
         "mean_term_bits_per_dim": {str(t): terms[:, t].mean().item() for t in (0, 1, 2, 5, 10, 50, 100, 500, 999)},
         "share_of_diffusion_below_t_100": (terms[:, 1:100].sum() / terms[:, 1:].sum()).item(),
         # How far one digit's estimate from `bound_timesteps` draws strays from its sum of all terms (bits/dim).
         "estimate_standard_deviation_bits_per_dim": estimate_spread(terms, bound_timesteps),
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(exact["seconds"], 1),
     }
     proposal = importance_proposal(terms)
 
     bound_rows = {}
     for name, given in (("conditional", labels[bound_part]), ("unconditional", None)):
-        started = time.perf_counter()
-        estimate = pipe.log_likelihood(images[bound_part], given, num_timesteps=bound_timesteps, proposal=proposal,
-                                       generator=torch.Generator().manual_seed(seed + 1))
+        estimate = bound_of(given, part=bound_part, num_timesteps=bound_timesteps, proposal=proposal, seed=seed + 1)
         bound_rows[name] = {
-            "bits_per_dim": mean_and_standard_error(estimate.bits_per_dim),
-            "prior_bits_per_dim": estimate.prior_bits_per_dim.mean().item(),
-            "diffusion_bits_per_dim": estimate.diffusion_bits_per_dim.mean().item(),
-            "decoder_bits_per_dim": estimate.decoder_bits_per_dim.mean().item(),
-            "seconds": round(time.perf_counter() - started, 1),
+            "bits_per_dim": mean_and_standard_error(estimate["bits_per_dim"]),
+            "prior_bits_per_dim": estimate["prior_bits_per_dim"].mean().item(),
+            "diffusion_bits_per_dim": estimate["diffusion_bits_per_dim"].mean().item(),
+            "decoder_bits_per_dim": estimate["decoder_bits_per_dim"].mean().item(),
+            "seconds": round(estimate["seconds"], 1),
         }
     result["bound"] = {"num_images": len(bound_part), "timesteps_per_image": bound_timesteps,
                        "proposal": f"sqrt(mean L_t^2) over the all-terms digits, mixed with {UNIFORM_SHARE:.0%} "
                                    "uniform; the decoder and prior terms exact", **bound_rows}
 
-    cache = None
-    if cache_dir is not None:
-        # Everything that decides a chunk's digits and draws: the model, the seed, the trials and where the part starts.
-        cache = Path(cache_dir) / (f"zero-shot-{identity[:16]}-seed{seed}-trials{num_trials}"
-                                   f"-from{pilot_images + bound_images}")
-        cache.mkdir(parents=True, exist_ok=True)
-    errors, seconds = classify_in_chunks(pipe, images[classify_part], num_trials, seed, cache)
+    errors, seconds = classify_in_chunks(pipe, images[classify_part], num_trials, seed, cache_dir, identity)
     coefficients = BoundCoefficients(pipe.scheduler)
     timesteps = trial_timesteps(num_trials, coefficients.num_train_timesteps)
     weights = {"uniform": torch.ones(num_trials, dtype=torch.float64),
@@ -226,28 +290,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classify_images", type=int, default=400, help="Digits for the zero-shot classifier.")
     parser.add_argument("--num_trials", type=int, default=100, help="(t, ε) trials per class and digit.")
     parser.add_argument("--timing_images", type=int, default=10, help="Digits timed at each trial count.")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache_dir", default=None, help="Keeps the classifier's finished chunks: a rerun resumes.")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="Seed of the subsets and draws (chunks of the classifier use seed + their first index).")
+    parser.add_argument("--cache_dir", default=None,
+                        help="Keeps the bounds and the classifier's finished chunks: a rerun resumes.")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("pilot_images", "bound_images", "bound_timesteps", "classify_images", "num_trials", "timing_images"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
+    # Two digits at least where a standard error is taken over digits.
+    minimum = {"pilot_images": 1, "bound_images": 2, "bound_timesteps": 1, "classify_images": 2, "num_trials": 1,
+               "timing_images": 1}
+    for name, least in minimum.items():
+        if getattr(args, name) < least:
+            parser.error(f"--{name} must be at least {least}, got {getattr(args, name)}.")
     if args.pilot_images + args.bound_images + args.classify_images + args.timing_images > 10000:
         parser.error("--pilot_images, --bound_images, --classify_images and --timing_images must add up to at most "
                      "the 10000 test digits.")
-    options = {k: v for k, v in vars(args).items() if k not in ("output", "model")}
-    result = evaluate_likelihood(args.model, **options)
-    result["command"] = "python scripts/evaluate_likelihood.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items() if v is not None and k != "cache_dir")
+    if not 0 <= args.seed <= MAX_SEED - 10000:
+        parser.error(f"--seed must be in 0 … {MAX_SEED - 10000} (chunks draw with seed + their first index), "
+                     f"got {args.seed}.")
     output = Path(args.output)
+    if output.is_dir() or any(parent.exists() and not parent.is_dir() for parent in output.parents):
+        parser.error(f"--output {args.output} must be a file path (a folder, or a path through a file, is given).")
+    options = {k: v for k, v in vars(args).items() if k not in ("output", "model")}
+    try:
+        result = evaluate_likelihood(args.model, **options)
+    except SetupError as error:
+        parser.error(str(error))
+    result["command"] = shlex.join(["python", "scripts/evaluate_likelihood.py"] + [
+        part for k, v in vars(args).items() if v is not None and k != "cache_dir" for part in (f"--{k}", str(v))])
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".tmp").write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(output.with_suffix(".tmp"), output)
+    temporary = output.with_name(output.name + ".tmp")
+    temporary.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(temporary, output)
     print(json.dumps({k: result[k] for k in ("all_terms", "bound")}, indent=2))
 
 

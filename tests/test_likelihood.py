@@ -399,20 +399,32 @@ def test_the_likelihood_evaluation_writes_its_tables_and_resumes_from_its_cache(
                        generator=torch.Generator().manual_seed(start)).labels == labels[order[start : start + 20]]).sum()
         for start in (0, 20))
     assert correct.item() / 25 == pytest.approx(pruned["accuracy"])
-    # Two chunks of 20 and 5 digits were kept; a rerun reads them and reaches the same table.
-    assert sorted(path.name for path in next((tmp_path / "cache").iterdir()).iterdir()) == ["chunk-00000.pt",
-                                                                                          "chunk-00020.pt"]
+    # The pilot, the two bounds and two chunks of 20 and 5 digits were kept; a rerun reads them (their recorded
+    # seconds are the first run's) and reaches the same tables.
+    kept = lambda: sorted(path.name.split("-")[0] for path in (tmp_path / "cache").iterdir())  # noqa: E731
+    assert kept() == ["bound", "bound", "bound", "zero", "zero"]
     main(arguments + ["--output", str(tmp_path / "second.json")])
     again = json.loads((tmp_path / "second.json").read_text())
-    assert again["zero_shot"]["accuracy"] == rows and again["bound"]["conditional"]["bits_per_dim"] == \
-        result["bound"]["conditional"]["bits_per_dim"]
+    assert again["zero_shot"]["accuracy"] == rows and again["bound"] == result["bound"]
+    assert again["all_terms"] == result["all_terms"]
+    assert again["zero_shot"]["seconds_in_run"] == result["zero_shot"]["seconds_in_run"]
+    assert kept() == ["bound", "bound", "bound", "zero", "zero"]
+    # Five more digits to classify: the first chunk is reused, the last one (now 10 digits, not 5) is not.
+    main([a if a != "25" else "30" for a in arguments] + ["--output", str(tmp_path / "third.json")])
+    third = json.loads((tmp_path / "third.json").read_text())
+    assert third["zero_shot"]["num_images"] == 30 and torch.tensor(
+        third["zero_shot"]["accuracy"][0]["confusion_matrix"]).sum() == 30
+    assert kept() == ["bound", "bound", "bound", "zero", "zero", "zero"]
     pytest.importorskip("matplotlib")
     assert Image.open(confusion_figure(tmp_path / "first.json", tmp_path / "confusion.png")).size[0] > 400
 
 
 @pytest.mark.parametrize("arguments, message", [
     (["--num_trials", "0"], "--num_trials must be at least 1, got 0"),
+    (["--bound_images", "1"], "--bound_images must be at least 2, got 1"),
     (["--classify_images", "9990"], "at most the 10000 test digits"),
+    (["--seed", "-1"], "--seed must be in 0 … "),
+    (["--output", "."], "--output . must be a file path"),
 ])
 def test_the_likelihood_evaluation_refuses_bad_sizes_before_loading_anything(arguments, message, capsys):
     from mnist_diffusion.likelihood_evaluation import main
@@ -420,6 +432,21 @@ def test_the_likelihood_evaluation_refuses_bad_sizes_before_loading_anything(arg
     with pytest.raises(SystemExit) as exit_info:
         main(["--output", "unused.json", "--data_dir", "/nonexistent"] + arguments)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_likelihood_evaluation_refuses_a_model_without_a_bound_before_scoring_a_digit(tiny_pipe, tmp_path,
+                                                                                      synthetic_mnist, capsys):
+    from mnist_diffusion.likelihood_evaluation import main
+
+    tiny_pipe.scheduler = MNISTDDPMScheduler.from_config(tiny_pipe.scheduler.config, prediction_type="v_prediction")
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    for model, message in ((tmp_path / "model", "prediction_type is 'v_prediction'"),
+                           (tmp_path / "missing", "cannot be loaded as a pipeline")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--model", str(model), "--data_dir", str(synthetic_mnist), "--output", str(tmp_path / "out.json"),
+                  "--pilot_images", "2", "--bound_images", "2", "--classify_images", "2", "--timing_images", "1"])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out.json").exists()
 
 
 def test_without_the_package_the_methods_say_what_to_install(tiny_pipe, monkeypatch):
