@@ -225,6 +225,22 @@ def classification_accuracy_score(images: torch.Tensor, labels: torch.Tensor, da
     return {"accuracy": record["test_accuracy"], "train_digits": len(labels), "wall_minutes": record["wall_minutes"]}
 
 
+def cas_cache_path(cache_dir: Path | None, name: str, data_dir: str, **key) -> Path | None:
+    """
+    Where a CAS result is kept in `cache_dir` (None without one): named by a hash of `key`, the data folder and the
+    classifier recipe's defaults (what the training runs with), so another data set or recipe is trained anew.
+    """
+    if cache_dir is None:
+        return None
+    from .training.classifier import build_parser as classifier_parser
+
+    recipe = vars(classifier_parser().parse_args([]))
+    settings = {**key, "data_dir": str(Path(data_dir).resolve()), "recipe": recipe}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return Path(cache_dir) / f"{name}-{digest}.pt"
+
+
 def real_training_digits(data_dir: str, samples_per_digit: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`samples_per_digit` random real training digits of each class, in [0, 1]: the real set CAS is compared with."""
     train_images, train_labels = load_mnist(data_dir, "train")
@@ -294,7 +310,10 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
                                                     plan["num_inference_steps"], plan["guidance_scale"],
                                                     plan["guidance_interval"] or every_step, cache)
         distance = frechet_distance_between(classifier.features(images), test_features)
-        scored = {"cas": classification_accuracy_score(images, labels, data_dir, seed)} if cas else {}
+        scored = {}
+        if cas:  # kept beside the run's images: the run's key, and the data and recipe it trains with
+            scored["cas"] = kept(cas_cache_path(cache, "cas", data_dir, seed=seed),
+                                 lambda: classification_accuracy_score(images, labels, data_dir, seed))
         runs.append({
             **plan,
             "guidance_interval": None if plan["guidance_interval"] is None else list(plan["guidance_interval"]),
@@ -307,8 +326,10 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
         })
     pipe.scheduler = own_scheduler
     if cas:
-        header["cas_real"] = classification_accuracy_score(*real_training_digits(data_dir, samples_per_digit, seed),
-                                                           data_dir, seed)
+        path = cas_cache_path(None if cache_dir is None else Path(cache_dir), "cas-real", data_dir,
+                              samples_per_digit=samples_per_digit, seed=seed)
+        header["cas_real"] = kept(path, lambda: classification_accuracy_score(
+            *real_training_digits(data_dir, samples_per_digit, seed), data_dir, seed))
     return {**header, "runs": runs}
 
 
@@ -399,7 +420,9 @@ def append_runs(path: str | Path, results: dict) -> dict:
     """
     earlier = json.loads(Path(path).read_text())
     check_appendable(earlier, results)
-    return {**earlier, "runs": earlier["runs"] + results["runs"]}
+    # The real CAS reference of these runs (same n, seed and data), if the earlier evaluation had none.
+    reference = {"cas_real": results["cas_real"]} if "cas_real" in results and "cas_real" not in earlier else {}
+    return {**earlier, **reference, "runs": earlier["runs"] + results["runs"]}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -460,6 +483,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.cas:
         from .training.classifier import build_parser as classifier_parser
 
+        from .training.options import check_seed
+
+        problems += [f"--cas trains the classifier with --seed: {problem}" for problem in check_seed(args.seed)]
         batch_size = classifier_parser().get_default("train_batch_size")
         if 10 * args.samples_per_digit < batch_size:
             problems.append(f"--cas trains on the generated digits in the classifier recipe's batches of {batch_size}: "

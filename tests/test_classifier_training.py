@@ -1,6 +1,7 @@
 """Tests of `mnist_diffusion/training/classifier.py`: the augmentation, a tiny training run on the generated MNIST of
 `tests/synthetic_mnist.py`, its time budget and its options."""
 
+import hashlib
 import json
 
 import pytest
@@ -35,6 +36,7 @@ def test_one_epoch_of_training_writes_a_folder_the_auto_classes_load(tmp_path, s
     ]))
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "training_results.json"} <= {
         p.name for p in out.iterdir()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classifier"]  # the staging folder was swapped in whole
     saved = json.loads((out / "training_results.json").read_text())
     assert saved == json.loads(json.dumps(record))
     assert saved["epochs_completed"] == 1 and saved["global_step"] == 256 // 64 and not saved["stopped_by_time_limit"]
@@ -62,6 +64,9 @@ def test_train_digits_replace_the_training_split_and_the_test_split_stays_real(t
     ]))
     assert record["images_seen"] == 30 * 100 and record["args"]["train_digits"] == str(tmp_path / "digits.pt")
     assert record["test_total"] == 100 and record["test_accuracy"] < 0.1
+    # The record names the digits it trained on by content, not only by path.
+    assert record["data"]["sha256"] == hashlib.sha256((tmp_path / "digits.pt").read_bytes()).hexdigest()
+    assert record["data"]["num_train_images"] == 100 and sum(record["data"]["per_class"]) == 100
     predicted = DigitClassifier.from_pretrained(tmp_path / "classifier").predict(images)
     assert (predicted == 9 - labels).float().mean() > 0.25  # it learned the file's labels (chance: 0.1)
 
@@ -70,15 +75,32 @@ def test_train_digits_replace_the_training_split_and_the_test_split_stays_real(t
     ({"images": torch.zeros(4, 28, 28), "labels": torch.zeros(4, dtype=torch.long)}, "must hold uint8 `images`"),
     ({"images": torch.zeros(4, 28, 28, dtype=torch.uint8), "labels": torch.full((4,), 10)}, "one int64 label in 0–9"),
     ([1, 2], "must hold uint8 `images`"),
+    (b"", "digits.pt cannot be read as a torch file of digits (EOFError"),
+    (b"images,labels\n", "digits.pt cannot be read as a torch file of digits"),
+    ({"images": torch.zeros(4, 28, 28, dtype=torch.uint8), "labels": torch.zeros(4, dtype=torch.long)},
+     "holds 4 digits to train on, fewer than one batch of --train_batch_size 128"),
 ])
 def test_bad_train_digits_are_refused_before_training(tmp_path, capsys, content, message):
-    torch.save(content, tmp_path / "digits.pt")
+    if isinstance(content, bytes):
+        (tmp_path / "digits.pt").write_bytes(content)
+    else:
+        torch.save(content, tmp_path / "digits.pt")
     with pytest.raises(SystemExit):
-        parse_args([*TINY_ARGS, "--train_digits", str(tmp_path / "digits.pt")])
+        parse_args([*TINY_ARGS, "--train_digits", str(tmp_path / "digits.pt"), "--output_dir", str(tmp_path / "out")])
     assert message in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_args([*TINY_ARGS, "--train_digits", str(tmp_path / "missing.pt")])
     assert "missing.pt is not a file" in capsys.readouterr().err
+
+
+def test_train_digits_never_go_into_the_shipped_classifiers_folder(tmp_path, capsys):
+    images = torch.zeros(200, 28, 28, dtype=torch.uint8)
+    torch.save({"images": images, "labels": torch.arange(200) % 10}, tmp_path / "digits.pt")
+    with pytest.raises(SystemExit):  # the default --output_dir is the shipped evaluation classifier
+        parse_args([*TINY_ARGS, "--train_digits", str(tmp_path / "digits.pt")])
+    assert "give it an --output_dir of its own" in capsys.readouterr().err
+    assert parse_args([*TINY_ARGS, "--train_digits", str(tmp_path / "digits.pt"), "--output_dir",
+                       str(tmp_path / "out")]).output_dir == str(tmp_path / "out")
 
 
 def test_time_limit_stops_training_and_still_saves(tmp_path, synthetic_mnist):

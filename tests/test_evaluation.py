@@ -293,12 +293,32 @@ def test_evaluate_with_cas_scores_every_run_and_the_real_reference(tmp_path, tin
     output = tmp_path / "cas.json"
     evaluation_main(["--model_dir", str(model_dir), "--classifier_dir", str(classifier_dir), "--data_dir",
                      str(synthetic_mnist), "--samplers", "dpm", "--num_inference_steps", "2", "--guidance_scales",
-                     "1", "2", "--samples_per_digit", "13", "--cas", "--output", str(output)])
+                     "1", "2", "--samples_per_digit", "13", "--cas", "--output", str(output), "--cache_dir",
+                     str(tmp_path / "cache")])
     results = json.loads(output.read_text())
     assert results["cas_real"]["train_digits"] == 130 and 0 <= results["cas_real"]["accuracy"] <= 1
     assert [run["cas"]["train_digits"] for run in results["runs"]] == [130, 130]
     assert "CAS of 130 real training digits" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        evaluation_main(["--model_dir", str(model_dir), "--samples_per_digit", "12", "--cas", "--output",
-                         str(tmp_path / "unused.json")])
-    assert "--samples_per_digit 12 gives only 120" in capsys.readouterr().err
+    # A rerun with the cache trains nothing: every CAS, its wall time included, is the kept one.
+    evaluation_main(["--model_dir", str(model_dir), "--classifier_dir", str(classifier_dir), "--data_dir",
+                     str(synthetic_mnist), "--samplers", "dpm", "--num_inference_steps", "2", "--guidance_scales",
+                     "2", "--samples_per_digit", "13", "--cas", "--output", str(tmp_path / "again.json"),
+                     "--cache_dir", str(tmp_path / "cache")])
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["cas_real"] == results["cas_real"] and again["runs"][0]["cas"] == results["runs"][1]["cas"]
+    # Runs with CAS appended to an evaluation without it bring their real reference along.
+    common = ["--model_dir", str(model_dir), "--classifier_dir", str(classifier_dir), "--data_dir",
+              str(synthetic_mnist), "--samplers", "dpm", "--num_inference_steps", "2", "--samples_per_digit", "13",
+              "--output", str(tmp_path / "grown.json"), "--cache_dir", str(tmp_path / "cache")]
+    evaluation_main(common + ["--guidance_scales", "1"])
+    evaluation_main(common + ["--guidance_scales", "2", "--cas", "--append"])
+    grown = json.loads((tmp_path / "grown.json").read_text())
+    assert grown["cas_real"] == results["cas_real"] and "cas" in grown["runs"][1] and "cas" not in grown["runs"][0]
+    capsys.readouterr()
+    for arguments, message in ((["--samples_per_digit", "12"], "--samples_per_digit 12 gives only 120"),
+                               (["--seed", str(2**31)], "--cas trains the classifier with --seed: --seed must be "
+                                                        "below 2**31")):
+        with pytest.raises(SystemExit):
+            evaluation_main(["--model_dir", str(model_dir), "--cas", "--output", str(tmp_path / "unused.json")]
+                            + arguments)
+        assert message in capsys.readouterr().err

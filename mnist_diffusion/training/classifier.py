@@ -7,9 +7,10 @@ budget, the run record, the option checks.
 """
 
 import argparse
+import hashlib
 import json
 import math
-import pickle
+import shutil
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ..arguments import out_of_range
 from ..classifier import DigitClassifier, build_classifier, normalize
 from ..data import load_mnist
 from ..images import IMAGE_SIZE, digits_to_unit_range
+from ..shipped import SHIPPED_CLASSIFIER
 from .checkpoints import new_training_state
 from .loop import (
     Stopwatch,
@@ -35,10 +37,11 @@ from .loop import (
     training_batches,
     training_length,
 )
-from .record import run_record
+from .record import run_record, swap_in
 from .options import check_seed, parse_checked
 
 SCRIPT = "scripts/train_classifier.py"
+DEFAULT_OUTPUT_DIR = "pretrained/mnist-classifier"  # the shipped evaluation classifier's folder
 RESULTS = "training_results.json"
 # Training augmentation: each digit is rotated, scaled and shifted by a random amount up to these bounds.
 MAX_ROTATION_DEGREES = 10.0
@@ -57,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("data and output")
     data.add_argument("--data_dir", default="data/mnist",
                       help="Folder with the four MNIST IDX .gz files; missing files are downloaded there when online.")
-    data.add_argument("--output_dir", default="pretrained/mnist-classifier",
+    data.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR,
                       help=f"Where the model, its image processor and {RESULTS} go.")
     data.add_argument("--max_train_samples", type=int, default=None,
                       help="Train on the first N training images only (for quick checks).")
@@ -106,13 +109,21 @@ def check_args(args: argparse.Namespace) -> list[str]:
     problems += out_of_range(args, ["learning_rate", "max_train_minutes"], "positive")
     problems += out_of_range(args, ["weight_decay"], "≥ 0")
     if args.train_digits is not None:
+        if Path(args.output_dir).resolve() == SHIPPED_CLASSIFIER.resolve() or args.output_dir == DEFAULT_OUTPUT_DIR:
+            problems.append(f"--train_digits trains on other digits than MNIST's: give it an --output_dir of its own "
+                            f"(--output_dir {args.output_dir} is the shipped evaluation classifier's folder)")
         if not Path(args.train_digits).is_file():
             problems.append(f"--train_digits {args.train_digits} is not a file")
         else:
             try:
-                load_train_digits(args.train_digits)
-            except (ValueError, RuntimeError, pickle.UnpicklingError) as error:
+                images, _ = load_train_digits(args.train_digits)
+            except ValueError as error:
                 problems.append(f"--train_digits: {error}")
+            else:
+                usable = len(images[: args.max_train_samples]) if (args.max_train_samples or 0) > 0 else len(images)
+                if args.train_batch_size is not None and 0 < args.train_batch_size and usable < args.train_batch_size:
+                    problems.append(f"--train_digits {args.train_digits} holds {usable} digits to train on, fewer "
+                                    f"than one batch of --train_batch_size {args.train_batch_size}")
     return problems + check_seed(args.seed)
 
 
@@ -121,9 +132,12 @@ def load_train_digits(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     The digits of a `--train_digits` file: uint8 `images` (N, 28, 28) and int64 `labels` (N,) in 0–9.
 
     Raises:
-        `ValueError`: the file holds anything else, named.
+        `ValueError`: a file that cannot be read as one, or holds anything else, named.
     """
-    digits = torch.load(path, weights_only=True)
+    try:
+        digits = torch.load(path, weights_only=True)
+    except Exception as error:  # a truncated, empty, text or foreign file: torch.load raises many kinds
+        raise ValueError(f"{path} cannot be read as a torch file of digits ({type(error).__name__}: {error}).") from None
     images, labels = (digits.get(key) if isinstance(digits, dict) else None for key in ("images", "labels"))
     if not (torch.is_tensor(images) and images.dtype == torch.uint8 and images.ndim == 3
             and images.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE)):
@@ -133,6 +147,13 @@ def load_train_digits(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
             and len(labels) and 0 <= int(labels.min()) and int(labels.max()) <= 9):
         raise ValueError(f"{path} must hold one int64 label in 0–9 per image in `labels` ({len(images)} of them).")
     return images, labels
+
+
+def describe_train_digits(path: str | Path) -> dict:
+    """What a `--train_digits` run trained on, for its record: the file, its sha256 and its digits per class."""
+    _, labels = load_train_digits(path)
+    return {"data_set": f"the digits of {path}", "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+            "num_train_images": len(labels), "per_class": labels.bincount(minlength=10).tolist()}
 
 
 def random_affine(images: torch.Tensor) -> torch.Tensor:
@@ -168,11 +189,17 @@ def evaluate_on_test_split(classifier, image_processor, images: torch.Tensor, la
 
 
 def save_classifier(output_dir: Path, classifier, image_processor, record: dict) -> None:
-    """Save the model, its image processor and the training record, as the Auto classes load them."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    classifier.save_pretrained(output_dir)
-    image_processor.save_pretrained(output_dir)
-    (output_dir / RESULTS).write_text(json.dumps(record, indent=2) + "\n")
+    """
+    Save the model, its image processor and the training record, as the Auto classes load them: written whole to a
+    staging folder, then swapped in file by file ([`swap_in`]), so a classifier already there is never half
+    overwritten.
+    """
+    staging = output_dir.parent / f".tmp-{output_dir.name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    classifier.save_pretrained(staging)
+    image_processor.save_pretrained(staging)
+    (staging / RESULTS).write_text(json.dumps(record, indent=2) + "\n")
+    swap_in(staging, output_dir, sorted(path.name for path in staging.iterdir()))
 
 
 def train_classifier(args: argparse.Namespace) -> dict | None:
@@ -254,6 +281,7 @@ def train_classifier(args: argparse.Namespace) -> dict | None:
             "wall_minutes": round((time.perf_counter() - run_started) / 60, 2),  # with data loading and evaluation
             "train_images_per_second": round(state["images_seen"] / state["train_seconds"], 1),
             **run_record(accelerator, SCRIPT, args, state, classifier),
+            **({} if args.train_digits is None else {"data": describe_train_digits(args.train_digits)}),
             "config": config,
             "transformers_version": config["transformers_version"],
         }

@@ -78,8 +78,18 @@ def write_pipeline(pipeline: DiffusionPipeline, run_dir: Path, record: dict) -> 
     shutil.rmtree(staging, ignore_errors=True)
     pipeline.save_pretrained(staging)
     (staging / TRAINING_CONFIG).write_text(json.dumps(record, indent=2) + "\n")
-    for name in PIPELINE_ENTRIES:
-        target, retired = run_dir / name, run_dir / f".old-{name}"
+    swap_in(staging, run_dir, PIPELINE_ENTRIES)
+
+
+def swap_in(staging: Path, target_dir: Path, names) -> None:
+    """
+    Move the entries `names` of the fully written folder `staging` into `target_dir`, each by rename (the one it
+    replaces is first moved aside, then deleted), and remove `staging`: an interrupted save never leaves a
+    half-written file in place.
+    """
+    target_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        target, retired = target_dir / name, target_dir / f".old-{name}"
         if target.exists():
             shutil.rmtree(retired, ignore_errors=True)
             os.replace(target, retired)
