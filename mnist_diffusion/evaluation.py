@@ -81,6 +81,26 @@ def accuracy_report(predicted: torch.Tensor, requested: torch.Tensor, num_classe
     }
 
 
+def cache_path(cache_dir: str | Path | None, kind: str, **key) -> Path | None:
+    """
+    Where the result of `kind` computed from `key` is kept in `cache_dir` (None without one), for [`kept`]: the file
+    is named by a hash of `key`, tensors (digits, a proposal) hashed by their bytes and anything else as JSON, so any
+    other input is another file.
+    """
+    if cache_dir is None:
+        return None
+    digest = hashlib.sha256(kind.encode())
+    for name, value in sorted(key.items()):
+        digest.update(name.encode())
+        if torch.is_tensor(value):
+            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            digest.update(json.dumps(value, sort_keys=True).encode())
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    return Path(cache_dir) / f"{kind}-{digest.hexdigest()[:24]}.pt"
+
+
 def kept(path: Path | None, compute: Callable[[], dict]) -> dict:
     """`compute()`, kept in `path` (written atomically, so a kill leaves no half file) and read from there if it is."""
     if path is not None and path.is_file():
@@ -227,18 +247,13 @@ def classification_accuracy_score(images: torch.Tensor, labels: torch.Tensor, da
 
 def cas_cache_path(cache_dir: Path | None, name: str, data_dir: str, **key) -> Path | None:
     """
-    Where a CAS result is kept in `cache_dir` (None without one): named by a hash of `key`, the data folder and the
-    classifier recipe's defaults (what the training runs with), so another data set or recipe is trained anew.
+    Where a CAS result is kept in `cache_dir` ([`cache_path`]): keyed by `key`, the data folder and the classifier
+    recipe's defaults (what the training runs with), so another data set or recipe is trained anew.
     """
-    if cache_dir is None:
-        return None
     from .training.classifier import build_parser as classifier_parser
 
-    recipe = vars(classifier_parser().parse_args([]))
-    settings = {**key, "data_dir": str(Path(data_dir).resolve()), "recipe": recipe}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    return Path(cache_dir) / f"{name}-{digest}.pt"
+    return cache_path(cache_dir, name, **key, data_dir=str(Path(data_dir).resolve()),
+                      recipe=vars(classifier_parser().parse_args([])))
 
 
 def real_training_digits(data_dir: str, samples_per_digit: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -312,7 +327,7 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
         distance = frechet_distance_between(classifier.features(images), test_features)
         scored = {}
         if cas:  # kept beside the run's images: the run's key, and the data and recipe it trains with
-            scored["cas"] = kept(cas_cache_path(cache, "cas", data_dir, seed=seed),
+            scored["cas"] = kept(cas_cache_path(cache, "cas", data_dir),
                                  lambda: classification_accuracy_score(images, labels, data_dir, seed))
         runs.append({
             **plan,
@@ -482,7 +497,6 @@ def main(argv: list[str] | None = None) -> None:
                         f"most {MAX_SEED}")
     if args.cas:
         from .training.classifier import build_parser as classifier_parser
-
         from .training.options import check_seed
 
         problems += [f"--cas trains the classifier with --seed: {problem}" for problem in check_seed(args.seed)]

@@ -376,6 +376,14 @@ def trial_timesteps(num_trials: int, num_train_timesteps: int) -> torch.Tensor:
     return torch.from_numpy((fractions * num_train_timesteps).astype(np.int64))
 
 
+def check_epsilon_prediction(scheduler) -> None:
+    """Raise a `ValueError` unless the scheduler's model predicts ε, which the zero-shot classifier scores."""
+    prediction_type = scheduler.config.get("prediction_type", "epsilon")
+    if prediction_type != "epsilon":
+        raise ValueError(f"The zero-shot classifier scores ε-predictions; this scheduler's prediction_type is "
+                         f"{prediction_type!r}.")
+
+
 @torch.no_grad()
 def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: int = 50, weighting: str = "uniform",
                        prune: tuple[int, int] | None = None, generator: torch.Generator | None = None,
@@ -413,9 +421,7 @@ def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: in
         raise ValueError(f"`prune` must be a pair (after, keep) with 1 ≤ after < num_trials={num_trials} and "
                          f"1 ≤ keep < {num_classes} classes, got {prune!r}.")
     prune = None if prune is None else (int(prune[0]), int(prune[1]))
-    if scheduler.config.get("prediction_type", "epsilon") != "epsilon":
-        raise ValueError(f"The zero-shot classifier scores ε-predictions; this scheduler's prediction_type is "
-                         f"{scheduler.config.prediction_type!r}.")
+    check_epsilon_prediction(scheduler)
     levels = to_pixel_levels(images)
     coefficients = BoundCoefficients(scheduler)
     timesteps = trial_timesteps(num_trials, coefficients.num_train_timesteps)

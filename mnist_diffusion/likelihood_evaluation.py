@@ -12,7 +12,6 @@ other digits, another model or other settings.
 """
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -24,7 +23,7 @@ import torch
 
 from .arguments import MAX_SEED
 from .data import load_mnist
-from .evaluation import SetupError, kept, load_pipeline
+from .evaluation import SetupError, cache_path, kept, load_pipeline
 from .likelihood import BoundCoefficients, trial_timesteps
 from .shipped import SHIPPED_MODEL
 
@@ -74,26 +73,6 @@ def confusion_matrix(true: torch.Tensor, predicted: torch.Tensor, num_classes: i
     matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
     matrix.index_put_((true, predicted), torch.ones_like(true), accumulate=True)
     return matrix.tolist()
-
-
-def cache_path(cache_dir: str | Path | None, kind: str, **key) -> Path | None:
-    """
-    Where the result of `kind` computed from `key` is kept in `cache_dir` (None without one): the file is named by a
-    hash of `key`, tensors (the digits themselves, a proposal) hashed by their bytes, so any other input is another
-    file.
-    """
-    if cache_dir is None:
-        return None
-    digest = hashlib.sha256(kind.encode())
-    for name, value in sorted(key.items()):
-        digest.update(name.encode())
-        if torch.is_tensor(value):
-            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
-        else:
-            digest.update(json.dumps(value).encode())
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    return Path(cache_dir) / f"{kind}-{digest.hexdigest()[:24]}.pt"
 
 
 def classify_in_chunks(pipe, images: torch.Tensor, num_trials: int, seed: int, cache_dir: Path | None,
@@ -177,12 +156,9 @@ def load_likelihood_model(model_dir: str):
     try:
         likelihood = pipe._likelihood_functions()  # refuses a distilled student
         likelihood.BoundCoefficients(pipe.scheduler)  # refuses a scheduler the bound is not defined for
+        likelihood.check_epsilon_prediction(pipe.scheduler)  # the classifier's own condition
     except (ImportError, ValueError) as error:
         raise SetupError(f"{model_dir}: {error}") from error
-    prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
-    if prediction_type != "epsilon":
-        raise SetupError(f"{model_dir}: the zero-shot classifier scores ε-predictions; its scheduler's prediction_type "
-                         f"is {prediction_type!r}.")
     return pipe, identity
 
 
@@ -212,24 +188,20 @@ def evaluate_likelihood(model_dir: str, data_dir: str, pilot_images: int = 8, bo
                       f"torch.randperm({len(images)}) seeded by `seed`, disjoint",
               "scheduler": {k: pipe.scheduler.config[k] for k in ("variance_type", "clip_sample", "prediction_type")}}
 
-    def bound_of(labels_given, **settings) -> dict:
+    def bound_of(part, labels_given, seed, num_timesteps=None, proposal=None) -> dict:
         # One call of the bound, kept in the cache under the model, the digits, their labels and the settings.
-        digits = images[settings.pop("part")]
-        path = cache_path(cache_dir, "bound", model=identity, images=digits,
-                          labels=torch.tensor([-1]) if labels_given is None else labels_given,
-                          **{k: v for k, v in settings.items() if k != "proposal"},
-                          proposal=settings.get("proposal", torch.zeros(0)))
+        digits = images[part]
 
         def compute() -> dict:
             started = time.perf_counter()
-            output = pipe.log_likelihood(digits, labels_given, num_timesteps=settings.get("num_timesteps"),
-                                         proposal=settings.get("proposal"),
-                                         generator=torch.Generator().manual_seed(settings["seed"]))
-            return {**{k: v for k, v in output.items() if v is not None}, "seconds": time.perf_counter() - started}
+            output = pipe.log_likelihood(digits, labels_given, num_timesteps=num_timesteps, proposal=proposal,
+                                         generator=torch.Generator().manual_seed(seed))
+            return {**output, "seconds": time.perf_counter() - started}
 
-        return kept(path, compute)
+        return kept(cache_path(cache_dir, "bound", model=identity, images=digits, labels=labels_given, seed=seed,
+                               num_timesteps=num_timesteps, proposal=proposal), compute)
 
-    exact = bound_of(labels[pilot], part=pilot, seed=seed)
+    exact = bound_of(pilot, labels[pilot], seed)
     terms = exact["terms_bits_per_dim"]
     result["all_terms"] = {
         "test_indices": pilot.tolist(),
@@ -248,7 +220,7 @@ def evaluate_likelihood(model_dir: str, data_dir: str, pilot_images: int = 8, bo
 
     bound_rows = {}
     for name, given in (("conditional", labels[bound_part]), ("unconditional", None)):
-        estimate = bound_of(given, part=bound_part, num_timesteps=bound_timesteps, proposal=proposal, seed=seed + 1)
+        estimate = bound_of(bound_part, given, seed + 1, bound_timesteps, proposal)
         bound_rows[name] = {
             "bits_per_dim": mean_and_standard_error(estimate["bits_per_dim"]),
             "prior_bits_per_dim": estimate["prior_bits_per_dim"].mean().item(),

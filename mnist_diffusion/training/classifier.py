@@ -120,8 +120,8 @@ def check_args(args: argparse.Namespace) -> list[str]:
             except ValueError as error:
                 problems.append(f"--train_digits: {error}")
             else:
-                usable = len(images[: args.max_train_samples]) if (args.max_train_samples or 0) > 0 else len(images)
-                if args.train_batch_size is not None and 0 < args.train_batch_size and usable < args.train_batch_size:
+                usable = len(images[: args.max_train_samples])
+                if 0 < args.train_batch_size and usable < args.train_batch_size:
                     problems.append(f"--train_digits {args.train_digits} holds {usable} digits to train on, fewer "
                                     f"than one batch of --train_batch_size {args.train_batch_size}")
     return problems + check_seed(args.seed)
@@ -149,9 +149,9 @@ def load_train_digits(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-def describe_train_digits(path: str | Path) -> dict:
-    """What a `--train_digits` run trained on, for its record: the file, its sha256 and its digits per class."""
-    _, labels = load_train_digits(path)
+def describe_train_digits(path: str | Path, labels: torch.Tensor) -> dict:
+    """What a `--train_digits` run trained on, for its record: the file, its sha256, and the digits it took from it
+    (`labels`) per class."""
     return {"data_set": f"the digits of {path}", "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
             "num_train_images": len(labels), "per_class": labels.bincount(minlength=10).tolist()}
 
@@ -281,7 +281,7 @@ def train_classifier(args: argparse.Namespace) -> dict | None:
             "wall_minutes": round((time.perf_counter() - run_started) / 60, 2),  # with data loading and evaluation
             "train_images_per_second": round(state["images_seen"] / state["train_seconds"], 1),
             **run_record(accelerator, SCRIPT, args, state, classifier),
-            **({} if args.train_digits is None else {"data": describe_train_digits(args.train_digits)}),
+            **({} if args.train_digits is None else {"data": describe_train_digits(args.train_digits, train_labels)}),
             "config": config,
             "transformers_version": config["transformers_version"],
         }
