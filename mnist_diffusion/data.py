@@ -6,6 +6,7 @@ re-compressed copy of the canonical files passes, anything else does not. A data
 MNIST (a generated one for tests, say) declares the md5s of its own files in a `checksums.json` beside them.
 """
 
+import contextlib
 import gzip
 import hashlib
 import http.client
@@ -176,13 +177,18 @@ def download_file(url: str, destination: Path, expected_md5: str, timeout: float
     """
     Download `url` to `destination` atomically: the bytes go to a temporary file in the same folder, which replaces
     `destination` only once the md5 of its IDX content (decompressed if `destination` ends in `.gz`) matches
-    `expected_md5`. On any failure nothing is left behind.
+    `expected_md5`. The folder is made once the server answers. On any failure nothing is left behind: neither the
+    temporary file nor a folder made for it.
     """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
+    made = [folder for folder in (destination.parent, *destination.parent.parents) if not folder.exists()]
+    temporary = None
     try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            shutil.copyfileobj(response, out)
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part",
+                                                 dir=destination.parent)
+            with os.fdopen(handle, "wb") as out:
+                shutil.copyfileobj(response, out)
         try:
             actual = hashlib.md5(read_idx_bytes(temporary, compressed=destination.suffix == ".gz")).hexdigest()
         except MNISTDataError as error:
@@ -195,8 +201,12 @@ def download_file(url: str, destination: Path, expected_md5: str, timeout: float
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         raise MNISTDataError(f"Could not download {url} to {destination}: {error}.") from error
     finally:
-        if os.path.exists(temporary):
+        if temporary is not None and os.path.exists(temporary):
             os.remove(temporary)
+        if not destination.exists():
+            for folder in made:  # the deepest first; one that something else has filled meanwhile is kept
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 def _verified_split(data_dir: Path, split: str, download: bool, mirror: str | None,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .arguments import MAX_SEED, guidance_interval_type, number_argument
-from .data import load_mnist
+from .data import MNISTDataError, load_mnist
 from .fingerprint import config_sha256, model_sha256, weights_sha256
 from .images import IMAGE_SIZE, digits_to_unit_range
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
@@ -145,6 +145,17 @@ class SetupError(ValueError):
     before any image is drawn, and a usage error on the command line."""
 
 
+def load_data(data_dir: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    [`data.load_mnist`] for an evaluation: a split that is missing (and cannot be downloaded) or corrupt is a
+    [`SetupError`] naming `data_dir`, found before any image is drawn.
+    """
+    try:
+        return load_mnist(data_dir, split)
+    except MNISTDataError as error:
+        raise SetupError(f"--data_dir {data_dir}: {error}") from error
+
+
 def run_cache_dir(cache_root: Path, key: dict) -> Path:
     """
     The cache folder of one configuration: named by a hash of `key`, everything that determines its images (the
@@ -213,9 +224,8 @@ def plan_runs(pipe: MNISTDDPMPipeline, samplers: list[str], num_inference_steps:
     return runs
 
 
-def real_floor(classifier, test_features: np.ndarray, n: int, data_dir: str, seed: int) -> float:
+def real_floor(classifier, train_images: torch.Tensor, test_features: np.ndarray, n: int, seed: int) -> float:
     """Fréchet distance between n random real training digits and the test set: the best a generator can score."""
-    train_images, _ = load_mnist(data_dir, "train")
     chosen = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(seed))[:n]
     return frechet_distance_between(classifier.features(train_images[chosen]), test_features)
 
@@ -287,8 +297,9 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
     the same recipe on as many real training digits gives the real reference (`cas_real`).
 
     Raises:
-        [`SetupError`]: a model that cannot be loaded, a configuration it refuses ([`plan_runs`]), or an `append_to`
-            measured another way, before any image is drawn.
+        [`SetupError`]: a model that cannot be loaded, a configuration it refuses ([`plan_runs`]), an `append_to`
+            measured another way, or a data split missing or corrupt ([`load_data`]; CAS trains and tests on the same
+            two), before the classifier loads and any image is drawn.
     """
     from .classifier import DigitClassifier  # transformers is an extra: imported only when evaluating
 
@@ -300,12 +311,14 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
     if append_to is not None:
         check_appendable(append_to, header)
 
+    train_images, _ = load_data(data_dir, "train")
+    test_images, _ = load_data(data_dir, "test")
+
     classifier = DigitClassifier.from_pretrained(classifier_dir)
-    test_images, _ = load_mnist(data_dir, "test")
     test_features = classifier.features(test_images)
     header.update(classifier_dir=str(classifier_dir), classifier_sha256=weights_sha256(classifier.model),
                   samples_per_digit=samples_per_digit,
-                  real_floor_frechet_distance=real_floor(classifier, test_features, n, data_dir, seed))
+                  real_floor_frechet_distance=real_floor(classifier, train_images, test_features, n, seed))
     if append_to is not None:
         check_appendable(append_to, header)
     floor = header["real_floor_frechet_distance"]
@@ -512,8 +525,8 @@ def main(argv: list[str] | None = None) -> None:
             earlier = json.loads(Path(args.output).read_text())
     if problems:
         parser.error("; ".join(problems))
-    # What only the model can check (steps, guidance intervals, a student's guidance; --append's model) is checked by
-    # `evaluate` before the classifier loads: a usage error too.
+    # What only the model can check (steps, guidance intervals, a student's guidance; --append's model) and the data
+    # (both splits, for --cas too) are checked by `evaluate` before the classifier loads: usage errors too.
     try:
         results = evaluate(args.model_dir, args.classifier_dir, args.data_dir, args.samplers, args.guidance_scales,
                            args.samples_per_digit, args.num_inference_steps, args.batch_size, args.seed,

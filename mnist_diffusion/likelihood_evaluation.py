@@ -22,8 +22,7 @@ from pathlib import Path
 import torch
 
 from .arguments import MAX_SEED
-from .data import load_mnist
-from .evaluation import SetupError, cache_path, kept, load_pipeline
+from .evaluation import SetupError, cache_path, kept, load_data, load_pipeline
 from .likelihood import BoundCoefficients, trial_timesteps
 from .shipped import SHIPPED_MODEL
 
@@ -97,12 +96,17 @@ def classify_in_chunks(pipe, images: torch.Tensor, num_trials: int, seed: int, c
     return torch.cat(errors), seconds
 
 
+def trial_counts(num_trials: int) -> list[int]:
+    """The trial counts a run of `num_trials` reports and times: those of `TRIAL_COUNTS` below it, and its own."""
+    return [count for count in TRIAL_COUNTS if count < num_trials] + [num_trials]
+
+
 def zero_shot_table(errors: torch.Tensor, labels: torch.Tensor, weights_by_name: dict[str, torch.Tensor]) -> list[dict]:
-    """Accuracy of the first n trials of each image for every trial count and weighting (the first n trials are a
-    run with n trials: `trial_timesteps` is prefix-stable)."""
+    """Accuracy of the first n trials of each image for each of the run's [`trial_counts`] and every weighting (the
+    first n trials are a run with n trials: `trial_timesteps` is prefix-stable)."""
     rows = []
     for name, weights in weights_by_name.items():
-        for count in [c for c in TRIAL_COUNTS if c <= errors.shape[1]]:
+        for count in trial_counts(errors.shape[1]):
             w = weights[:count] / weights[:count].sum()
             predicted = (errors[:, :count].double() * w.reshape(1, -1, 1)).sum(1).argmin(1)
             correct = (predicted == labels).double()
@@ -136,10 +140,11 @@ def pruning_table(errors: torch.Tensor, labels: torch.Tensor, weights: torch.Ten
     return rows
 
 
-def time_classify(pipe, images: torch.Tensor, seed: int) -> list[dict]:
-    """Seconds per image of `pipe.classify` at each trial count, on `images` (nothing else should be running)."""
+def time_classify(pipe, images: torch.Tensor, num_trials: int, seed: int) -> list[dict]:
+    """Seconds per image of `pipe.classify` at each of a run's [`trial_counts`], on `images` (nothing else should be
+    running)."""
     timings = []
-    for count in TRIAL_COUNTS:
+    for count in trial_counts(num_trials):
         started = time.perf_counter()
         pipe.classify(images, num_trials=count, generator=torch.Generator().manual_seed(seed))
         timings.append({"num_trials": count, "seconds_per_image": (time.perf_counter() - started) / len(images),
@@ -169,12 +174,10 @@ def evaluate_likelihood(model_dir: str, data_dir: str, pilot_images: int = 8, bo
     The measurements of the module's docstring, as the results JSON holds them.
 
     Raises:
-        [`SetupError`]: too few test digits in `data_dir`, or a model without a bound, before any digit is scored.
+        [`SetupError`]: test digits missing, corrupt or too few in `data_dir`, or a model without a bound, before any
+            digit is scored.
     """
-    try:
-        images, labels = load_mnist(data_dir, "test")
-    except (OSError, ValueError) as error:
-        raise SetupError(f"--data_dir {data_dir}: {error}") from error
+    images, labels = load_data(data_dir, "test")
     needed = pilot_images + bound_images + classify_images + timing_images
     if needed > len(images):
         raise SetupError(f"The four parts need {needed} test digits; {data_dir} has {len(images)}.")
@@ -242,7 +245,7 @@ def evaluate_likelihood(model_dir: str, data_dir: str, pilot_images: int = 8, bo
         "seconds_in_run": round(seconds, 1),
         "accuracy": zero_shot_table(errors, labels[classify_part], weights),
         "pruning": {name: pruning_table(errors, labels[classify_part], w) for name, w in weights.items()},
-        "timing": time_classify(pipe, images[order[-timing_images:]], seed),
+        "timing": time_classify(pipe, images[order[-timing_images:]], num_trials, seed),
         "cpu_threads": torch.get_num_threads(),
     }
     return result
@@ -260,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bound_images", type=int, default=1000, help="Digits with the bound estimated.")
     parser.add_argument("--bound_timesteps", type=int, default=16, help="Timesteps drawn per digit for the estimate.")
     parser.add_argument("--classify_images", type=int, default=400, help="Digits for the zero-shot classifier.")
-    parser.add_argument("--num_trials", type=int, default=100, help="(t, ε) trials per class and digit.")
+    parser.add_argument("--num_trials", type=int, default=100,
+                        help="(t, ε) trials per class and digit; accuracy and timing are reported at this count "
+                             f"and at those of {', '.join(map(str, TRIAL_COUNTS))} below it.")
     parser.add_argument("--timing_images", type=int, default=10, help="Digits timed at each trial count.")
     parser.add_argument("--seed", type=int, default=0,
                         help="Seed of the subsets and draws (chunks of the classifier use seed + their first index).")

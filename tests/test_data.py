@@ -450,11 +450,11 @@ def test_broken_download_raises_and_leaves_nothing(tmp_path, server, canonical, 
         assert "md5" in message and broken.md5 in message
     assert "/" + broken.name in server.requests
 
-    # Nothing of the broken file is left: neither a partial file nor a .part temporary.
-    left = sorted(os.listdir(dest))
-    assert left == ([good.name] if index == 1 else [])
+    # Nothing of the broken file is left: neither a partial file nor a .part temporary, nor the folder made for it.
     if index == 1:
-        assert (dest / good.name).read_bytes() == canonical[good.name]
+        assert os.listdir(dest) == [good.name] and (dest / good.name).read_bytes() == canonical[good.name]
+    else:
+        assert not dest.exists()
 
 
 def test_file_not_on_the_server_raises(tmp_path, server, canonical):
@@ -465,7 +465,7 @@ def test_file_not_on_the_server_raises(tmp_path, server, canonical):
     message = str(info.value)
     assert specs("train")[0].name in message and "404" in message
     assert server.requests == ["/" + specs("train")[0].name]
-    assert os.listdir(dest) == []
+    assert not dest.exists()
 
 
 def test_server_down_raises(tmp_path):
@@ -474,7 +474,7 @@ def test_server_down_raises(tmp_path):
         port = sock.getsockname()[1]  # bound but not listening: connections are refused
         with pytest.raises(MNISTDataError, match="Could not download"):
             ensure_mnist(tmp_path / "dest", "test", download=True, mirror=f"http://127.0.0.1:{port}/")
-    assert os.listdir(tmp_path / "dest") == []
+    assert not (tmp_path / "dest").exists()
 
 
 def test_download_file_directly_leaves_no_part_file(tmp_path, server, canonical):
@@ -483,9 +483,20 @@ def test_download_file_directly_leaves_no_part_file(tmp_path, server, canonical)
     dest = tmp_path / "dest"
     with pytest.raises(MNISTDataError, match="expected 0{32}"):
         data.download_file(server.url + spec.name, dest / spec.name, "0" * 32)
-    assert os.listdir(dest) == []
+    assert not dest.exists()
     data.download_file(server.url + spec.name, dest / spec.name, spec.md5)
     assert os.listdir(dest) == [spec.name]
+
+
+def test_a_failed_download_removes_the_folders_it_made_and_only_those(tmp_path, server, canonical):
+    spec = specs("test")[1]
+    serve(server, canonical, [spec.name])
+    there = tmp_path / "there"
+    (there / "before").mkdir(parents=True)
+    for url in (server.url + spec.name, "http://127.0.0.1:9/" + spec.name):  # a wrong md5; nothing listening
+        with pytest.raises(MNISTDataError):
+            data.download_file(url, there / "made" / "for it" / spec.name, "0" * 32)
+        assert os.listdir(there) == ["before"] and os.listdir(there / "before") == []
 
 
 def test_malformed_mirror_raises_mnist_data_error(tmp_path):

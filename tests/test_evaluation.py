@@ -212,6 +212,14 @@ def no_work(monkeypatch) -> None:
     monkeypatch.setattr("mnist_diffusion.classifier.DigitClassifier.from_pretrained", fail)
 
 
+def no_downloads(monkeypatch) -> None:
+    """Make a download of MNIST fail at once without touching the network: a mirror on 127.0.0.1 where nothing
+    listens, reached directly."""
+    monkeypatch.setenv("MNIST_MIRROR", "http://127.0.0.1:9/")
+    for proxy in ("http_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+
+
 @pytest.mark.parametrize("options, message", [
     (["--num_inference_steps", "0"], "--num_inference_steps: expected an integer ≥ 1, got 0"),
     (["--num_inference_steps", "8", "-3"], "--num_inference_steps: expected an integer ≥ 1, got -3"),
@@ -322,3 +330,16 @@ def test_evaluate_with_cas_scores_every_run_and_the_real_reference(tmp_path, tin
             evaluation_main(["--model_dir", str(model_dir), "--cas", "--output", str(tmp_path / "unused.json")]
                             + arguments)
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cas", [[], ["--cas"]])
+def test_a_missing_data_folder_is_a_usage_error_naming_it_before_the_classifier_and_nothing_is_created(
+        tmp_path, capsys, monkeypatch, tiny_model_and_classifier, cas):
+    model_dir, classifier_dir = tiny_model_and_classifier
+    no_work(monkeypatch)
+    no_downloads(monkeypatch)
+    missing = tmp_path / "nowhere" / "mnist"
+    error = refused(capsys, ["--model_dir", str(model_dir), "--classifier_dir", str(classifier_dir), "--data_dir",
+                             str(missing), "--output", str(tmp_path / "out.json"), *cas])
+    assert f"--data_dir {missing}: MNIST file train-images-idx3-ubyte.gz is missing from {missing}" in error
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "out.json").exists()

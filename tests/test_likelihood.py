@@ -385,7 +385,7 @@ def test_the_likelihood_evaluation_writes_its_tables_and_resumes_from_its_cache(
     for row in rows:
         matrix = torch.tensor(row["confusion_matrix"])
         assert matrix.sum() == 25 and matrix.trace() / 25 == pytest.approx(row["accuracy"])
-    assert [t["num_trials"] for t in result["zero_shot"]["timing"]] == [10, 20, 50, 100]
+    assert [t["num_trials"] for t in result["zero_shot"]["timing"]] == [10, 20]  # the run's own counts only
     # Pruning read from the stored errors is what `classify(prune=...)` computes.
     pruned = result["zero_shot"]["pruning"]["uniform"][0]
     assert (pruned["prune_after"], pruned["keep"], pruned["unet_rows_per_image"]) == (10, 2, 10 * 10 + 10 * 2)
