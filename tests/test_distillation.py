@@ -15,7 +15,9 @@ from diffusers import DDIMScheduler, LCMScheduler
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
 from mnist_diffusion.scheduling_mnist_ddpm import PREDICTION_TYPES
+from mnist_diffusion.training import distillation
 from mnist_diffusion.training.distillation import (
+    build_parser,
     consistency_function,
     consistency_loss,
     consistency_target,
@@ -24,6 +26,7 @@ from mnist_diffusion.training.distillation import (
     distance,
     distill,
     load_teacher,
+    main,
     parse_args,
     skipping_timesteps,
     student_scheduler,
@@ -385,9 +388,67 @@ def test_a_distilled_student_is_refused_as_a_teacher_by_name(tmp_path, tiny_teac
     assert "samples with LCMScheduler, not MNISTDDPMScheduler: it is not a DDPM" in error
 
 
-def test_help_names_the_sampler_that_draws_the_validation_grids():
-    from mnist_diffusion.training.distillation import build_parser
+def refused_before_loading(monkeypatch, capsys, argv: list[str]) -> str:
+    """Run `scripts/distill.py`'s main with options it must refuse as a usage error (exit status 2) before the teacher
+    (and so the student, its copy) is loaded; the message."""
 
+    def load_teacher(teacher_dir):
+        raise AssertionError(f"the teacher {teacher_dir} was loaded")
+
+    monkeypatch.setattr(distillation, "load_teacher", load_teacher)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("regression_steps", [5, 3])
+def test_regression_steps_that_leave_no_consistency_step_are_a_usage_error(tmp_path, tiny_teacher, synthetic_mnist,
+                                                                           monkeypatch, capsys, regression_steps):
+    out = tmp_path / "student"
+    argv = distill_args(tiny_teacher, synthetic_mnist, out, "--teacher_regression_steps", str(regression_steps),
+                        "--max_train_steps", "3")
+    error = refused_before_loading(monkeypatch, capsys, argv)
+    assert (f"--teacher_regression_steps {regression_steps} must be fewer than --max_train_steps 3: the run would end "
+            "before its first consistency step") in error
+    assert not out.exists()
+    args = parse_args(distill_args(tiny_teacher, synthetic_mnist, out, "--teacher_regression_steps", "2",
+                                   "--max_train_steps", "3"))  # one consistency step
+    assert (args.teacher_regression_steps, args.max_train_steps) == (2, 3)
+
+
+@pytest.fixture(scope="module")
+def distilled_run(tmp_path_factory, tiny_teacher, synthetic_mnist) -> Path:
+    """A finished run of 2 steps with the tiny teacher (an ε student, no regression steps, N = 10), checkpoint-2."""
+    out = tmp_path_factory.mktemp("distilled") / "student"
+    distill(parse_args(distill_args(tiny_teacher, synthetic_mnist, out, "--max_train_steps", "2",
+                                    "--checkpointing_steps", "2")))
+    return out
+
+
+@pytest.mark.parametrize("changed, difference", [
+    (["--student_prediction_type", "sample"], "student_prediction_type: 'epsilon' there, 'sample' now"),
+    (["--teacher_regression_steps", "1"], "teacher_regression_steps: 0 there, 1 now"),
+    (["--num_ddim_timesteps", "20"], "num_ddim_timesteps: 10 there, 20 now"),
+])
+@pytest.mark.parametrize("resume", ["latest", "path"])
+def test_a_resume_that_changes_what_the_student_learns_is_a_usage_error_before_loading(distilled_run, tiny_teacher,
+                                                                                      synthetic_mnist, monkeypatch,
+                                                                                      capsys, changed, difference,
+                                                                                      resume):
+    checkpoint = distilled_run / "checkpoints" / "checkpoint-2"
+    before = {p: p.read_bytes() for p in sorted(distilled_run.rglob("*")) if p.is_file()}
+    common = ["--max_train_steps", "4", "--resume_from_checkpoint", "latest" if resume == "latest" else str(checkpoint)]
+    error = refused_before_loading(monkeypatch, capsys, distill_args(tiny_teacher, synthetic_mnist, distilled_run,
+                                                                     *common, *changed))
+    assert f"--resume_from_checkpoint {checkpoint} was written by a run with other options ({difference})" in error
+    assert {p: p.read_bytes() for p in sorted(distilled_run.rglob("*")) if p.is_file()} == before
+    # The same options pass, the student's prediction type given or the teacher's by default.
+    for same in ([], ["--student_prediction_type", "epsilon"]):
+        assert parse_args(distill_args(tiny_teacher, synthetic_mnist, distilled_run, *common, *same))
+
+
+def test_help_names_the_sampler_that_draws_the_validation_grids():
     text = " ".join(build_parser().format_help().split())
     assert "Steps of the student's LCMScheduler for validation samples" in text and "DPM-Solver++" not in text
 
@@ -401,9 +462,9 @@ def test_a_resume_with_another_teacher_guidance_schedule_or_loss_is_refused_nami
     before = {p: p.read_bytes() for p in sorted((out / "checkpoints").rglob("*")) if p.is_file()}
     changed = ["--guidance_scale", "3", "--num_ddim_timesteps", "20", "--loss_type", "l2",
                "--student_prediction_type", "sample", "--teacher_regression_steps", "1"]
-    with pytest.raises(ValueError) as error:
-        distill(parse_args(distill_args(tiny_v_teacher, synthetic_mnist, out, *common, *changed,
-                                        "--resume_from_checkpoint", "latest")))
+    with pytest.raises(ValueError) as error:  # options built in code: distill() itself refuses, teacher loaded
+        distill(build_parser().parse_args(distill_args(tiny_v_teacher, synthetic_mnist, out, *common, *changed,
+                                                       "--resume_from_checkpoint", "latest")))
     message = str(error.value)
     assert "was written by a run with other options" in message
     for difference in ("teacher_sha256: '", "guidance_scale: 1.4 there, 3.0 now", "num_ddim_timesteps: 10 there, 20 now",

@@ -258,15 +258,22 @@ def test_resuming_from_an_older_checkpoint_rolls_back(tmp_path, synthetic_mnist,
     assert record["global_step"] == 4 and record["args"]["learning_rate"] == 3e-3  # the pipeline of the new run
 
 
-def test_a_resume_with_other_model_options_is_refused_naming_each(tmp_path, synthetic_mnist, finished_run):
+def test_a_resume_with_other_model_options_is_refused_naming_each(tmp_path, synthetic_mnist, finished_run, capsys):
     out = copy_of(finished_run, tmp_path)
     before = checkpoint_names(out)
-    with pytest.raises(ValueError) as error:
-        train(parse_args(tiny_args(synthetic_mnist, out, "--max_train_steps", "8", "--prediction_type", "v_prediction",
-                                   "--cond_drop_prob", "0.2", "--resume_from_checkpoint", "latest")))
-    assert "was written by a run with other options" in str(error.value)
-    assert "prediction_type: 'epsilon' there, 'v_prediction' now" in str(error.value)
-    assert "cond_drop_prob: 0.1 there, 0.2 now" in str(error.value)
+    changed = tiny_args(synthetic_mnist, out, "--max_train_steps", "8", "--prediction_type", "v_prediction",
+                        "--cond_drop_prob", "0.2", "--resume_from_checkpoint", "latest")
+    with pytest.raises(SystemExit) as exit_info:  # a usage error, found with the options
+        parse_args(changed)
+    assert exit_info.value.code == 2
+    usage_error = capsys.readouterr().err
+    with pytest.raises(ValueError) as error:  # and by train() itself, for options built in code
+        train(build_parser().parse_args(changed))
+    for message in (usage_error, str(error.value)):
+        assert (f"--resume_from_checkpoint {out / 'checkpoints' / 'checkpoint-6'} was written by a run with other "
+                "options") in message
+        assert "prediction_type: 'epsilon' there, 'v_prediction' now" in message
+        assert "cond_drop_prob: 0.1 there, 0.2 now" in message
     assert checkpoint_names(out) == before
     # The options that do not change what is trained may change: a longer run, another learning rate.
     train(parse_args(tiny_args(synthetic_mnist, out, "--max_train_steps", "8", "--learning_rate", "2e-3",

@@ -1,6 +1,6 @@
 """Checkpoints that survive a kill: written under a temporary name and renamed when complete, checked file by file
-before a resume, resumed only by a run that trains the same thing (its identity), rolled back when an older one is
-chosen. And the output folder a run may use."""
+before a resume, resumed only by a run that trains the same thing (its identity, compared with the options before
+anything is loaded), rolled back when an older one is chosen. And the output folder a run may use."""
 
 import json
 import os
@@ -94,23 +94,71 @@ def checkpoint_problem(checkpoint: Path, num_registered: int) -> str | None:
     return None
 
 
+def recorded_identity(checkpoint: Path) -> dict | None:
+    """
+    The run identity that `checkpoint`'s training_state.json records: None where it records none (written by an older
+    version) or cannot be read (which [`checkpoint_problem`] names).
+    """
+    try:
+        state = json.loads((checkpoint / TRAINING_STATE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return state.get("run_identity") if isinstance(state, dict) else None
+
+
+def identity_differences(recorded: dict, identity: dict) -> list[str]:
+    """
+    Each entry of `identity` (option values such as `{"guidance_scale": 1.5}`, or a hash of the teacher's weights) that
+    `recorded` holds with another value, as `"guidance_scale: 1.5 there, 3.0 now"`.
+    """
+    identity = json.loads(json.dumps(identity))  # as the checkpoint holds it: tuples as lists
+    return [f"{name}: {recorded.get(name)!r} there, {value!r} now"
+            for name, value in identity.items() if recorded.get(name) != value]
+
+
 def identity_problems(checkpoint: Path, identity: dict | None) -> list[str]:
     """
-    How the run that wrote `checkpoint` differs from this one in what it trains: each entry of `identity` (option
-    values such as `{"guidance_scale": 1.5}`, or a hash of the teacher's weights) that the checkpoint's
-    training_state.json records with another value, as `"guidance_scale: 1.5 there, 3.0 now"`. A checkpoint written
-    before runs recorded their identity cannot be checked: it is resumed with a warning.
+    How the run that wrote `checkpoint` differs from this one in what it trains ([`identity_differences`]). A
+    checkpoint written before runs recorded their identity cannot be checked: it is resumed with a warning.
     """
     if identity is None:
         return []
-    recorded = json.loads((checkpoint / TRAINING_STATE).read_text()).get("run_identity")
+    recorded = recorded_identity(checkpoint)
     if recorded is None:
         logger.warning(f"{checkpoint} records no run identity (written by an older version): the options it was "
                        "written with cannot be checked.", main_process_only=True)
         return []
-    identity = json.loads(json.dumps(identity))  # as the checkpoint holds it: tuples as lists
-    return [f"{name}: {recorded.get(name)!r} there, {value!r} now"
-            for name, value in identity.items() if recorded.get(name) != value]
+    return identity_differences(recorded, identity)
+
+
+def _other_options(checkpoint: Path, differences: list[str]) -> str:
+    # The refusal of a resume from `checkpoint`, as a usage error and as resolve_checkpoint's ValueError.
+    return (f"--resume_from_checkpoint {checkpoint} was written by a run with other options "
+            f"({'; '.join(differences)}); resume with the options it was written with, or start a new run in another "
+            "--output_dir")
+
+
+def resume_problems(resume_from_checkpoint: str | None, run_dir: Path, identity: dict) -> list[str]:
+    """
+    The usage error of a resume that [`resolve_checkpoint`] would refuse for what it trains, found with the options.
+    `identity` holds the entries of the run's identity that the options alone set; they are compared with those that
+    the checkpoint `--resume_from_checkpoint` names records, for `latest` the newest checkpoint of `run_dir` that
+    records one (a folder's checkpoints share one identity: a resume with another is refused). Only training_state.json
+    is read, so that the user hears of it before any model or data is loaded; [`resolve_checkpoint`] then checks the
+    checkpoint it resumes, its files and the whole identity.
+    """
+    if resume_from_checkpoint is None:
+        return []
+    if resume_from_checkpoint == "latest":
+        candidates = reversed(list_checkpoints(run_dir))
+    else:
+        candidates = [Path(resume_from_checkpoint)]
+    for checkpoint in candidates:
+        recorded = recorded_identity(checkpoint)
+        if recorded is not None:
+            differences = identity_differences(recorded, identity)
+            return [_other_options(checkpoint, differences)] if differences else []
+    return []
 
 
 def resolve_checkpoint(resume_from_checkpoint: str | None, run_dir: Path, num_registered: int,
@@ -128,11 +176,7 @@ def resolve_checkpoint(resume_from_checkpoint: str | None, run_dir: Path, num_re
     if checkpoint is not None:
         differences = identity_problems(checkpoint, identity)
         if differences:
-            raise ValueError(
-                f"--resume_from_checkpoint {checkpoint} was written by a run with other options "
-                f"({'; '.join(differences)}). Resume with the options it was written with, or start a new run in "
-                "another --output_dir."
-            )
+            raise ValueError(_other_options(checkpoint, differences) + ".")
     return checkpoint
 
 

@@ -20,7 +20,7 @@ from ..data import MNIST_FILES
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline, null_class_label
 from ..scheduling_mnist_ddpm import BETA_SCHEDULES, PREDICTION_TYPES, MNISTDDPMScheduler
 from ..unet_mnist import ClassConditionedUNet
-from .checkpoints import output_dir_problems
+from .checkpoints import output_dir_problems, resume_problems
 from .loop import Job, build_seeded, run_job
 from .options import add_run_arguments, check_batch_size, check_run_arguments, parse_checked
 
@@ -104,7 +104,13 @@ def check_args(args: argparse.Namespace) -> list[str]:
         problems.append(f"--attention_head_dim {args.attention_head_dim} must divide the width of every level with "
                         f"attention, {sorted(attended)}")
     problems += output_dir_problems(Path(args.output_dir), resuming=args.resume_from_checkpoint is not None)
+    problems += resume_problems(args.resume_from_checkpoint, Path(args.output_dir), run_identity(args))
     return problems + check_run_arguments(args)
+
+
+def run_identity(args: argparse.Namespace) -> dict:
+    """What a run trains, which its checkpoints record and a resume must match: the values of [`MODEL_OPTIONS`]."""
+    return {name: getattr(args, name) for name in MODEL_OPTIONS}
 
 
 def make_unet(args: argparse.Namespace) -> ClassConditionedUNet:
@@ -194,7 +200,7 @@ def train(args: argparse.Namespace, on_step=None, build_unet: Callable[[argparse
         null_label = null_class_label(model)
         return Job(
             name="train_mnist_ddpm", script=script, description="Training the DDPM", model=model,
-            identity={name: getattr(args, name) for name in MODEL_OPTIONS},
+            identity=run_identity(args),
             loss=lambda model, images, labels, step: ddpm_loss(model, noise_scheduler, images, labels, args.cond_drop_prob,
                                                          null_label, args.snr_gamma),
             pipeline=lambda unet: MNISTDDPMPipeline(unet=unet, scheduler=noise_scheduler),

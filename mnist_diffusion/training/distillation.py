@@ -34,13 +34,16 @@ from ..fingerprint import model_sha256
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline, is_repo_id
 from ..scheduling_mnist_ddpm import PREDICTION_TYPES, MNISTDDPMScheduler
 from ..shipped import SHIPPED_MODEL
-from .checkpoints import output_dir_problems
+from .checkpoints import output_dir_problems, resume_problems
 from .loop import Job, build_seeded, run_job
 from .options import add_run_arguments, check_run_arguments, parse_checked
 
 
 SCRIPT = "scripts/distill.py"
 LOSS_TYPES = ("huber", "l2")
+# The options that define what the student learns from its teacher: with the student's prediction type, the teacher's
+# hash and the guidance scale they make the run's identity, which a resume must match.
+IDENTITY_OPTIONS = ("num_ddim_timesteps", "timestep_scaling", "loss_type", "huber_c", "teacher_regression_steps")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--teacher_regression_steps", type=int, default=0,
                          help="Optimiser steps at the start that regress the student's f(x_t, t) onto the teacher's own "
                               "c_skip·x_t + c_out·x̂_0 at the same x_t, before the consistency steps: re-parametrises "
-                              "the teacher's weights for a student of another prediction type.")
+                              "the teacher's weights for a student of another prediction type. Fewer than "
+                              "--max_train_steps.")
     distill.add_argument("--num_ddim_timesteps", type=int, default=50,
                          help="N, the skipping-step schedule: the teacher's DDIM step jumps k = T // N ≥ 1 training "
                               "steps; stored as the student scheduler's original_inference_steps.")
@@ -109,11 +113,30 @@ def check_args(args: argparse.Namespace) -> list[str]:
             args.validation_inference_steps > args.num_ddim_timesteps):
         problems.append(f"--validation_inference_steps {args.validation_inference_steps} must be at most "
                         f"--num_ddim_timesteps {args.num_ddim_timesteps}")
+    if args.max_train_steps is not None and 0 < args.max_train_steps <= args.teacher_regression_steps:
+        problems.append(f"--teacher_regression_steps {args.teacher_regression_steps} must be fewer than "
+                        f"--max_train_steps {args.max_train_steps}: the run would end before its first consistency "
+                        "step")
     if Path(args.output_dir).resolve() == Path(args.teacher).resolve():
         problems.append(f"--output_dir {args.output_dir} is the teacher's folder; the student needs a folder of its own")
     else:
         problems += output_dir_problems(Path(args.output_dir), resuming=args.resume_from_checkpoint is not None)
-    return problems + teacher_problems(args) + check_run_arguments(args)
+    teacher = teacher_problems(args)
+    if not teacher:  # the student's prediction type defaults to the teacher's, which its scheduler config holds
+        teacher_scheduler = MNISTDDPMScheduler.from_pretrained(args.teacher, subfolder="scheduler")
+        problems += resume_problems(args.resume_from_checkpoint, Path(args.output_dir),
+                                    options_identity(args, teacher_scheduler.config.prediction_type))
+    return problems + teacher + check_run_arguments(args)
+
+
+def options_identity(args: argparse.Namespace, teacher_prediction_type: str) -> dict:
+    """
+    The part of the run's identity that the options set: the student's prediction type (by default the teacher's,
+    `teacher_prediction_type`) and the [`IDENTITY_OPTIONS`]. [`check_args`] compares it with the checkpoint to resume
+    before anything is loaded; the teacher's hash and guidance scale complete it once the teacher is ([`distill`]).
+    """
+    return {"student_prediction_type": args.student_prediction_type or teacher_prediction_type,
+            **{name: getattr(args, name) for name in IDENTITY_OPTIONS}}
 
 
 def teacher_problems(args: argparse.Namespace) -> list[str]:
@@ -391,10 +414,7 @@ def distill(args: argparse.Namespace, on_step=None) -> Path:
             description=f"Distilling {args.teacher} at guidance {guidance_scale} on {args.num_ddim_timesteps} "
                         "skipping steps",
             identity={"teacher_sha256": teacher_sha256, "guidance_scale": guidance_scale,
-                      "student_prediction_type": scheduler.config.prediction_type,
-                      **{name: getattr(args, name)
-                         for name in ("num_ddim_timesteps", "timestep_scaling", "loss_type", "huber_c",
-                                      "teacher_regression_steps")}},
+                      **options_identity(args, teacher.scheduler.config.prediction_type)},
             loss=loss,
             after_step=lambda student: update_target(target, student, args.target_decay),
             pipeline=lambda unet: MNISTDDPMPipeline(
