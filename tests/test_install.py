@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import site
 import subprocess
 import sys
 import textwrap
@@ -24,11 +25,18 @@ def test_a_non_editable_install_finds_its_shipped_models_outside_the_checkout(tm
     shutil.rmtree(source)  # nothing may still point into the copy it was built from
     (wheel,) = (tmp_path / "wheels").glob("mnist_diffusion-*.whl")
     venv = tmp_path / "venv"
-    # System site-packages give it torch, diffusers and the rest; the package itself is installed into the venv.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)], check=True,
                    capture_output=True)
+    # torch, diffusers and the rest come from this interpreter's site-packages, listed after the venv's own so that
+    # the installed wheel wins. Not `venv --system-site-packages`: run from a virtualenv, that gives the *base*
+    # Python's packages, which a newcomer's lacks. Plain path lines run no other .pth file, so this checkout's
+    # editable install stays out. Written after the install: before it, pip takes the editable one for the one to
+    # replace.
+    site_dirs = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])
+    (venv_site_packages,) = (venv / "lib").glob("python*/site-packages")
+    (venv_site_packages / "running_interpreter.pth").write_text("\n".join(site_dirs) + "\n")
 
     script = textwrap.dedent(
         """
