@@ -399,10 +399,14 @@ def choose_default(results: dict, min_accuracy: float = DEFAULT_RULE["min_accura
 
 def store_default(model_dir: str | Path, run: dict) -> None:
     """Write `run`'s guidance scale and interval into the pipeline's model_index.json as its call defaults."""
+    store_in_model_index(model_dir, default_guidance_scale=run["guidance_scale"],
+                         default_guidance_interval=run.get("guidance_interval"))
+
+
+def store_in_model_index(model_dir: str | Path, **values) -> None:
+    """Write `values` into the pipeline config of `model_dir`'s model_index.json, atomically."""
     path = Path(model_dir) / "model_index.json"
-    index = json.loads(path.read_text())
-    index["default_guidance_scale"] = run["guidance_scale"]
-    index["default_guidance_interval"] = run.get("guidance_interval")
+    index = {**json.loads(path.read_text()), **values}
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     temporary.replace(path)  # a reader sees the old file or the new one, never half of one

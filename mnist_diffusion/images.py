@@ -10,6 +10,7 @@ loads as remote code without this package.
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
@@ -27,26 +28,92 @@ def model_range_to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(p[0].numpy(), mode="L") for p in pixels]
 
 
-def digits_to_unit_range(images: torch.Tensor) -> torch.Tensor:
+def read_digits(images) -> torch.Tensor:
     """
-    Digits → float images (N, 1, 28, 28) in [0, 1]: uint8 pixels (N, 28, 28) are divided by 255, float images (what
-    `MNISTDDPMPipeline(..., output_type="pt")` returns) are taken as they are. A 3-D tensor gets its channel axis.
+    Digits in any form the pipelines take or return → a tensor (N, 1, 28, 28) of uint8 pixels (as they are) or of
+    floats in [0, 1]: a PIL image or a list of them (read in mode "L"), or a tensor or numpy array shaped (28, 28),
+    (N, 28, 28), (N, 1, 28, 28) or (N, 28, 28, 1) (`output_type="np"`), or a list of such tensors or arrays.
+
+    Raises:
+        `ValueError`: a form, shape, dtype or range that is not one of these, named.
     """
-    images = torch.as_tensor(images)
+    if isinstance(images, Image.Image):
+        images = [images]
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("Expected at least one digit, got an empty list.")
+        if not all(isinstance(image, Image.Image) for image in images):
+            parts = [read_digits(image) for image in images]
+            if len({part.dtype for part in parts}) > 1:
+                raise ValueError(f"Expected a list of digits of one dtype, got {sorted({str(p.dtype) for p in parts})}.")
+            return torch.cat(parts)
+        images = np.stack([np.asarray(image.convert("L")) for image in images])
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if not torch.is_tensor(images):
+        raise ValueError(f"Expected digits as a tensor, a numpy array, PIL images or a list of these, got "
+                         f"{type(images).__name__}.")
+    shape = tuple(images.shape)
+    if images.ndim == 2:
+        images = images[None]
     if images.ndim == 3:
         images = images.unsqueeze(1)
-    if images.ndim != 4 or images.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"Expected digits shaped (N, 28, 28) or (N, 1, 28, 28), got {tuple(images.shape)}.")
+    if images.ndim == 4 and images.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE, 1):
+        images = images.permute(0, 3, 1, 2)  # channels last, as numpy images are
+    if images.ndim != 4 or images.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE) or len(images) == 0:
+        raise ValueError(f"Expected digits shaped (N, 28, 28) or (N, 1, 28, 28), got {shape} (N ≥ 1; channels last, "
+                         "(N, 28, 28, 1), and one (28, 28) digit are read too).")
     if images.dtype == torch.uint8:
-        return images.float() / 255
+        return images
     if not images.is_floating_point():
         raise ValueError(f"Expected uint8 pixels or float images in [0, 1], got dtype {images.dtype}.")
-    if len(images) and (images.min() < 0 or images.max() > 1):
+    finite = bool(torch.isfinite(images).all())
+    if not finite or images.min() < 0 or images.max() > 1:
         raise ValueError(
-            f"Float images must be in [0, 1], got values in [{images.min():.3f}, {images.max():.3f}] "
-            "(images in the diffusion model's [-1, 1] need `images / 2 + 0.5` first)."
+            f"Float images must be in [0, 1], got values in [{images.min():.3f}, {images.max():.3f}]"
+            f"{'' if finite else ' (NaN or infinite values among them)'} (images in the diffusion model's [-1, 1] need "
+            "`images / 2 + 0.5` first)."
         )
-    return images.float()
+    return images
+
+
+def digits_to_unit_range(images) -> torch.Tensor:
+    """
+    Digits, as [`read_digits`] takes them → float images (N, 1, 28, 28) in [0, 1]: uint8 pixels are divided by 255,
+    float images (what `MNISTDDPMPipeline(..., output_type="pt")` returns) are taken as they are.
+    """
+    images = read_digits(images)
+    return images.float() / 255 if images.dtype == torch.uint8 else images.float()
+
+
+# Every MNIST digit has a pixel at level 254 or 255; a digit whose brightest pixel is below this level is not a scale
+# the data can have, but a scale mistake: binarised digits in {0, 1} as uint8, or floats divided by 65535.
+MIN_BRIGHTEST_LEVEL = 16
+
+
+def digits_to_pixel_levels(images) -> torch.Tensor:
+    """
+    Digits, as [`read_digits`] takes them → their 256 pixel levels, an int64 tensor (N, 1, 28, 28) in 0–255: uint8
+    pixels as they are, floats in [0, 1] rounded to the nearest level.
+
+    Raises:
+        `ValueError`: besides [`read_digits`]' refusals, a digit that is not blank but whose brightest pixel is below
+            level 16: a scale mistake, named with the values seen and what is expected. A blank digit (all 0) is valid.
+    """
+    digits = read_digits(images)
+    levels = digits.long() if digits.dtype == torch.uint8 else (digits.double() * 255).round().long()
+    brightest = levels.flatten(1).amax(1)
+    faint = ((brightest > 0) & (brightest < MIN_BRIGHTEST_LEVEL)).nonzero()
+    if len(faint):
+        index = faint[0].item()
+        seen = digits[index].max().item()
+        raise ValueError(
+            f"Digit {index} is too dark to be read as pixel levels: its brightest value is {seen:g} ({digits.dtype}), "
+            f"level {brightest[index].item()} of 0–255, where every MNIST digit reaches 254 or 255. uint8 pixels are "
+            "read as levels 0–255 (binarised digits in {0, 1} need `* 255`), float images as [0, 1] (1 is white). "
+            "A blank digit (all 0) is valid."
+        )
+    return levels
 
 
 def make_grid(

@@ -26,13 +26,16 @@ import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 
-from .images import IMAGE_SIZE
+from .images import IMAGE_SIZE, digits_to_pixel_levels
 from .pipeline_mnist_ddpm import check_labels, check_positive_integer, num_class_labels
 
 NUM_PIXEL_LEVELS = 256
 NUM_DIMENSIONS = IMAGE_SIZE * IMAGE_SIZE
 GOLDEN_RATIO_CONJUGATE = (math.sqrt(5) - 1) / 2
 WEIGHTINGS = ("uniform", "bound")
+# How `variational_bound` estimates from drawn timesteps; part of the key of every cached estimate, so that a result of
+# an earlier form (independent draws, one decoder draw) is never read as one of this form.
+ESTIMATOR = "stratified timesteps, decoder averaged over K // 4 draws"
 
 
 @dataclass
@@ -84,33 +87,6 @@ class ZeroShotOutput(BaseOutput):
     weights: torch.Tensor
 
 
-def to_pixel_levels(images) -> torch.Tensor:
-    """
-    Digits as their 256 pixel levels, an int64 tensor (N, 1, 28, 28) in 0–255: uint8 pixels as they are, float
-    images in [0, 1] (the pipelines' `output_type="pt"`) rounded to the nearest level, PIL images in mode "L".
-
-    Raises:
-        `ValueError`: a shape, dtype or range the bound is not defined on, named.
-    """
-    if isinstance(images, (list, tuple)) and images and hasattr(images[0], "convert"):
-        images = torch.from_numpy(np.stack([np.asarray(image.convert("L")) for image in images]))
-    images = torch.as_tensor(images)
-    if images.ndim == 3:
-        images = images.unsqueeze(1)
-    if images.ndim != 4 or images.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE) or len(images) == 0:
-        raise ValueError(f"Expected digits shaped (N, 28, 28) or (N, 1, 28, 28) with N ≥ 1, got {tuple(images.shape)}.")
-    if images.dtype == torch.uint8:
-        return images.long()
-    if not images.is_floating_point():
-        raise ValueError(f"Expected uint8 pixels or float images in [0, 1], got dtype {images.dtype}.")
-    if not bool(torch.isfinite(images).all()) or images.min() < 0 or images.max() > 1:
-        raise ValueError(
-            f"Float images must be finite and in [0, 1], got values in [{images.min():.3f}, {images.max():.3f}] "
-            "(images in the diffusion model's [-1, 1] need `images / 2 + 0.5` first)."
-        )
-    return (images.double() * (NUM_PIXEL_LEVELS - 1)).round().long()
-
-
 def pixel_levels_to_model_range(levels: torch.Tensor) -> torch.Tensor:
     """Pixel levels 0–255 → the model's [−1, 1], the centres of the decoder's 256 bins."""
     return levels.float() / 127.5 - 1
@@ -151,6 +127,15 @@ class BoundCoefficients:
 
     def __init__(self, scheduler):
         config = scheduler.config
+        # A distilled student samples with a consistency scheduler (LCMScheduler, TCDScheduler), whose `step` applies
+        # the boundary condition c_skip·x_t + c_out·x̂_0: its network is a consistency function, not the DDPM's noise
+        # predictor, and defines no bound.
+        if hasattr(scheduler, "get_scalings_for_boundary_condition_discrete"):
+            raise ValueError(
+                f"The bound and the zero-shot classifier need a DDPM's noise predictor and its scheduler; this one "
+                f"samples with a {type(scheduler).__name__}, a consistency model's (a distilled student): use the "
+                "teacher it was distilled from."
+            )
         variance_type = config.get("variance_type", "fixed_small")
         if variance_type not in ("fixed_small", "fixed_large"):
             raise ValueError(f"The bound needs a fixed variance_type ('fixed_small' or 'fixed_large'), got "
@@ -238,6 +223,28 @@ def _randn(shape: tuple, generator: torch.Generator | None) -> torch.Tensor:
     return torch.randn(shape, generator=generator, device=device).cpu()
 
 
+def _rand(count: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Uniform numbers in [0, 1) on the CPU, float64, drawn where `generator` lives."""
+    device = generator.device if generator is not None else "cpu"
+    return torch.rand(count, generator=generator, device=device, dtype=torch.float64).cpu()
+
+
+def image_generators(generator, num_images: int) -> list:
+    """
+    The generator of each image: one `torch.Generator` (or None) shared by all, each image drawing in turn, or a list
+    of one per image, as the pipelines' `__call__` takes them; otherwise a `ValueError` naming what was given.
+    """
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != num_images:
+            raise ValueError(f"Got {len(generator)} generators for {num_images} images; pass one, or one per image.")
+        generators = list(generator)
+    else:
+        generators = [generator] * num_images
+    if not all(g is None or isinstance(g, torch.Generator) for g in generators):
+        raise ValueError(f"`generator` must be a torch.Generator or a list of one per image, got {generator!r}.")
+    return generators
+
+
 def _check_unet_labels(unet, labels) -> torch.Tensor:
     """`labels` as a long tensor, each a digit of `unet` or its null label; otherwise a `ValueError` naming it."""
     if getattr(unet, "config", None) is None:
@@ -246,9 +253,49 @@ def _check_unet_labels(unet, labels) -> torch.Tensor:
     return torch.tensor(check_labels(labels, num_class_labels(unet) + 1), dtype=torch.long)
 
 
+def check_proposal(proposal, num_train_timesteps: int) -> torch.Tensor:
+    """
+    `proposal` as float64 probabilities of timesteps 1 … T−1 (entry 0, the decoder's, set to 0), normalised; a
+    `ValueError` names a wrong shape, or a timestep it would never draw (a zero or NaN), which the estimate would miss.
+    """
+    proposal = torch.as_tensor(proposal, dtype=torch.float64).clone()
+    if proposal.shape != (num_train_timesteps,):
+        raise ValueError(f"`proposal` must hold {num_train_timesteps} probabilities (timesteps 0 … "
+                         f"{num_train_timesteps - 1}), got shape {tuple(proposal.shape)}.")
+    bad = (~torch.isfinite(proposal[1:]) | (proposal[1:] <= 0)).nonzero()
+    if len(bad):
+        index = bad[0].item() + 1
+        raise ValueError(f"`proposal` must be finite and positive at every timestep 1 … {num_train_timesteps - 1} "
+                         f"(else the estimate misses terms), got {proposal[index].item()!r} at timestep {index}.")
+    proposal[0] = 0
+    return proposal / proposal.sum()
+
+
+def decoder_draws(num_timesteps: int) -> int:
+    """
+    The draws of x_0 the decoder term is averaged over in an estimate from `num_timesteps` timesteps: a quarter as
+    many. The decoder is half the bound and varies with its draw about as much as the 16-draw estimate of the rest
+    (0.036 against 0.033 bits/dim on the shipped model), so one draw would double the estimate's variance.
+    """
+    return max(1, num_timesteps // 4)
+
+
+def stratified_timesteps(proposal: torch.Tensor, num_timesteps: int, generator) -> torch.Tensor:
+    """
+    K timesteps from `proposal`, one from each of K equal slices of its cumulative distribution: t_k = F⁻¹((k + u_k)/K),
+    u_k uniform. Each t_k alone is drawn from the proposal, so (1/K) Σ_k L_{t_k} / p(t_k) stays unbiased, and the slices
+    spread the draws over the timesteps as the proposal's mass is (stratified sampling: lower variance than K
+    independent draws).
+    """
+    cumulative = proposal.cumsum(0)
+    fractions = (torch.arange(num_timesteps, dtype=torch.float64) + _rand(num_timesteps, generator)) / num_timesteps
+    drawn = torch.searchsorted(cumulative, fractions * cumulative[-1], right=True)
+    return drawn.clamp(1, len(proposal) - 1)
+
+
 @torch.no_grad()
 def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timesteps: int | None = None,
-                      proposal: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                      proposal: torch.Tensor | None = None, generator: torch.Generator | list | None = None,
                       batch_size: int = 500) -> VariationalBoundOutput:
     """
     The variational bound of each digit under the model, in bits per dimension.
@@ -257,16 +304,20 @@ def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timeste
         unet: the noise predictor, called as `unet(x_t, t, labels).sample`.
         scheduler: the [`MNISTDDPMScheduler`] (or a diffusers scheduler with `betas` and the same config keys)
             whose forward process and reverse-step variance define the bound.
-        images: digits, as [`to_pixel_levels`] reads them.
+        images: digits, as [`~images.digits_to_pixel_levels`] reads them.
         labels (`torch.Tensor`): one label per image (the null label for the unconditional model).
-        num_timesteps (`int`, *optional*): None computes all T−1 terms L_t (T model calls per image, one draw of x_t
-            each); K draws K timesteps t ~ `proposal` per image and estimates Σ L_t by (1/K) Σ_k L_{t_k} / p(t_k),
-            an unbiased estimate (K + 1 calls per image: the decoder term is always computed).
+        num_timesteps (`int`, *optional*): None computes the bound: every term, T UNet calls per image, one draw of
+            x_t each. K estimates it: Σ L_t from K timesteps t_k drawn from `proposal`, one in each of K equal slices
+            of its distribution ([`stratified_timesteps`]), as (1/K) Σ_k L_{t_k} / p(t_k), and the decoder term as the
+            mean of [`decoder_draws`] (K // 4, at least 1) draws of x_0: an unbiased estimate of the bound, which may
+            fall below it for one draw (K + K // 4 calls per image).
         proposal (`torch.Tensor` of shape `(T,)`, *optional*): the probabilities of timesteps 0 … T−1 to draw from
             (entry 0 is ignored); uniform over 1 … T−1 when not given. A proposal close to the terms' own sizes
             lowers the estimate's variance. Every entry of timesteps 1 … T−1 must be positive: a timestep it never
             draws would be missing from the estimate.
-        generator (`torch.Generator`, *optional*): the source of the timesteps and of the noise.
+        generator (`torch.Generator` or `list[torch.Generator]`, *optional*): the source of the timesteps and the
+            noise: one, from which each image draws in turn, or one per image. An image's draws do not depend on its
+            label or on `batch_size`, so two labels compared with the same seed see the same x_t.
         batch_size (`int`, defaults to 500): rows per UNet call.
 
     The bound is that of the model as it runs: a bfloat16 UNet sees each x_t rounded to bfloat16 (steps of up to
@@ -276,10 +327,11 @@ def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timeste
     Returns:
         [`VariationalBoundOutput`]
     """
-    levels = to_pixel_levels(images)
+    levels = digits_to_pixel_levels(images)
     labels = _check_unet_labels(unet, labels)
     if len(labels) != len(levels):
         raise ValueError(f"Got {len(labels)} labels for {len(levels)} images.")
+    generators = image_generators(generator, len(levels))
     coefficients = BoundCoefficients(scheduler)
     num_train_timesteps = coefficients.num_train_timesteps
     if num_timesteps is not None:
@@ -288,89 +340,82 @@ def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timeste
             raise ValueError(f"`num_timesteps` must be a positive integer or None (every term), got {num_timesteps!r}.")
         num_timesteps = int(num_timesteps)
     batch_size = check_positive_integer("batch_size", batch_size)
-    if proposal is not None:
-        proposal = torch.as_tensor(proposal, dtype=torch.float64).clone()
-        if proposal.shape != (num_train_timesteps,):
-            raise ValueError(f"`proposal` must hold {num_train_timesteps} probabilities (timesteps 0 … "
-                             f"{num_train_timesteps - 1}), got shape {tuple(proposal.shape)}.")
-        bad = (~torch.isfinite(proposal[1:]) | (proposal[1:] <= 0)).nonzero()
-        if len(bad):
-            index = bad[0].item() + 1
-            raise ValueError(f"`proposal` must be finite and positive at every timestep 1 … {num_train_timesteps - 1} "
-                             f"(else the estimate misses terms), got {proposal[index].item()!r} at timestep {index}.")
-        proposal[0] = 0
-        proposal /= proposal.sum()
-    else:
-        proposal = torch.cat([torch.zeros(1), torch.ones(num_train_timesteps - 1)]).double() / (num_train_timesteps - 1)
+    if proposal is None:
+        proposal = torch.ones(num_train_timesteps, dtype=torch.float64)
+    proposal = check_proposal(proposal, num_train_timesteps)
 
     device = next(unet.parameters()).device
-    x = pixel_levels_to_model_range(levels).to(device)
+    x = pixel_levels_to_model_range(levels)
     all_terms = num_timesteps is None
-    # Row r of the work list is (image, timestep, importance weight): the decoder term once per image, then the
-    # diffusion terms: every timestep, or K draws from the proposal.
-    images_index, timesteps, weights = [], [], []
-    for index in range(len(x)):
+
+    def rows_of(image: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # The timesteps of the image's rows and their weights: every term once, or the decoder's draws then the
+        # stratified diffusion draws, each weighted so that the weighted sums are the estimates.
         if all_terms:
-            drawn = torch.arange(num_train_timesteps)
-            weight = torch.ones(num_train_timesteps, dtype=torch.float64)
-        else:
-            sampled = torch.multinomial(proposal.to(generator.device if generator is not None else "cpu"),
-                                        num_timesteps, replacement=True, generator=generator).cpu()
-            drawn = torch.cat([torch.zeros(1, dtype=torch.long), sampled])
-            weight = torch.cat([torch.ones(1, dtype=torch.float64), 1 / (num_timesteps * proposal[sampled])])
-        images_index.append(torch.full_like(drawn, index))
-        timesteps.append(drawn)
-        weights.append(weight)
-    images_index, timesteps, weights = torch.cat(images_index), torch.cat(timesteps), torch.cat(weights)
+            return torch.arange(num_train_timesteps), torch.ones(num_train_timesteps, dtype=torch.float64)
+        decoder = decoder_draws(num_timesteps)
+        drawn = stratified_timesteps(proposal, num_timesteps, generators[image])
+        return (torch.cat([torch.zeros(decoder, dtype=torch.long), drawn]),
+                torch.cat([torch.full((decoder,), 1 / decoder, dtype=torch.float64),
+                           1 / (num_timesteps * proposal[drawn])]))
 
-    # The noise of each image's rows is drawn image by image as the batches reach it, so memory stays that of a batch
-    # however many digits are passed, and the draws do not depend on `batch_size`.
-    rows_per_image = len(timesteps) // len(x)
-    drawn_noise = {}
+    # Images are walked in order and each image's noise drawn as its rows join a batch, so memory is that of a batch
+    # (and the image's timesteps) for any count, and the draws (an image's timesteps, then its noise, then the next
+    # image's) do not depend on `batch_size`.
+    decoder = torch.zeros(len(x), dtype=torch.float64)
+    diffusion = torch.zeros(len(x), dtype=torch.float64)
+    terms = torch.zeros(len(x), num_train_timesteps, dtype=torch.float64) if all_terms else None
 
-    def noise_of_rows(start: int, stop: int) -> torch.Tensor:
-        parts = []
-        for image in range(start // rows_per_image, (stop - 1) // rows_per_image + 1):
-            if image not in drawn_noise:
-                drawn_noise[image] = _randn((rows_per_image,) + x.shape[1:], generator)
-            first = image * rows_per_image
-            parts.append(drawn_noise[image][max(start - first, 0) : min(stop - first, rows_per_image)])
-            if stop >= first + rows_per_image:
-                del drawn_noise[image]
-        return torch.cat(parts).to(device)
-
-    values = torch.empty(len(timesteps), dtype=torch.float64)
-    for start in range(0, len(timesteps), batch_size):
-        stop = min(start + batch_size, len(timesteps))
-        x_rows, t = x[images_index[start:stop]], timesteps[start:stop]
+    def run(parts) -> None:
+        index = torch.cat([torch.full((len(t),), image) for image, t, _, _ in parts])
+        t = torch.cat([t for _, t, _, _ in parts])
+        weights = torch.cat([w for _, _, w, _ in parts])
+        x_rows = x[index].to(device)
         alpha_prod = _per_image(coefficients.alphas_cumprod[t], x_rows)
-        x_t = alpha_prod.sqrt() * x_rows + (1 - alpha_prod).sqrt() * noise_of_rows(start, stop)
-        model_output = _model_output(unet, x_t, t.to(device), labels[images_index[start:stop]].to(device))
-        values[start:stop] = coefficients.term(x_rows, x_t, t, model_output).cpu()
+        noise = torch.cat([n for _, _, _, n in parts]).to(device)
+        x_t = alpha_prod.sqrt() * x_rows + (1 - alpha_prod).sqrt() * noise
+        values = coefficients.term(x_rows, x_t, t, _model_output(unet, x_t, t.to(device), labels[index].to(device)))
+        values = values.cpu()
+        if all_terms:
+            terms[index, t] = values
+        weighted = values * weights
+        decoder.index_add_(0, index[t == 0], weighted[t == 0])
+        diffusion.index_add_(0, index[t > 0], weighted[t > 0])
+
+    pending, waiting = [], 0  # (image, timesteps, weights, noise) of the rows waiting for a batch, and their count
+    for image in range(len(x)):
+        timesteps, weights = rows_of(image)
+        start = 0
+        while start < len(timesteps):
+            stop = min(start + batch_size - waiting, len(timesteps))
+            noise = _randn((stop - start,) + x.shape[1:], generators[image])
+            pending.append((image, timesteps[start:stop], weights[start:stop], noise))
+            waiting += stop - start
+            start = stop
+            if waiting == batch_size:
+                run(pending)
+                pending, waiting = [], 0
+    if pending:
+        run(pending)
 
     nats_per_bit_dim = NUM_DIMENSIONS * math.log(2)
-    decoder_rows = timesteps == 0
-    decoder = values[decoder_rows]
-    diffusion = torch.zeros(len(x), dtype=torch.float64).index_add_(
-        0, images_index[~decoder_rows], (values * weights)[~decoder_rows])
-    prior = coefficients.prior_term(x.cpu())
+    prior = coefficients.prior_term(x)
     total = prior + diffusion + decoder
-    terms = values.reshape(len(x), num_train_timesteps) / nats_per_bit_dim if all_terms else None
     return VariationalBoundOutput(
         bits_per_dim=total / nats_per_bit_dim,
         prior_bits_per_dim=prior / nats_per_bit_dim,
         diffusion_bits_per_dim=diffusion / nats_per_bit_dim,
         decoder_bits_per_dim=decoder / nats_per_bit_dim,
         log_likelihood=-total,
-        terms_bits_per_dim=terms,
+        terms_bits_per_dim=terms / nats_per_bit_dim if all_terms else None,
     )
 
 
 def trial_timesteps(num_trials: int, num_train_timesteps: int) -> torch.Tensor:
     """
     The timesteps of the zero-shot classifier's trials: t_i = ⌊frac(i · φ′) · T⌋ (φ′ the golden ratio's conjugate),
-    an evenly spread sequence whose every prefix is evenly spread too, so that the first n trials of a longer run
-    are those of a run with n trials.
+    an evenly spread sequence whose every prefix is evenly spread too, so that the timesteps of the first n trials of
+    a longer run are those of a run with n trials.
     """
     fractions = (np.arange(1, num_trials + 1) * GOLDEN_RATIO_CONJUGATE) % 1.0
     return torch.from_numpy((fractions * num_train_timesteps).astype(np.int64))
@@ -386,7 +431,7 @@ def check_epsilon_prediction(scheduler) -> None:
 
 @torch.no_grad()
 def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: int = 50, weighting: str = "uniform",
-                       prune: tuple[int, int] | None = None, generator: torch.Generator | None = None,
+                       prune: tuple[int, int] | None = None, generator: torch.Generator | list | None = None,
                        batch_size: int = 1000) -> ZeroShotOutput:
     """
     Classify digits with the conditional model alone (Li et al., 2023): for each image, draw `num_trials` pairs
@@ -396,22 +441,33 @@ def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: in
     Args:
         unet: the noise predictor, called as `unet(x_t, t, labels).sample`; it must predict ε.
         scheduler: the scheduler that defines the forward process (its `alphas_cumprod`).
-        images: digits, as [`to_pixel_levels`] reads them.
-        num_classes (`int`): the classes to score, 0 … num_classes − 1.
-        num_trials (`int`, defaults to 50): (t, ε) pairs per image; timesteps from [`trial_timesteps`].
+        images: digits, as [`~images.digits_to_pixel_levels`] reads them.
+        num_classes (`int`): the classes to score, 0 … num_classes − 1: at least 2, and at most the digits `unet` is
+            conditioned on (its null label is no class).
+        num_trials (`int`, defaults to 50): (t, ε) pairs per image, at most T (`num_train_timesteps`: a trial's noise
+            is held for every class, so memory grows with the trials); timesteps from [`trial_timesteps`].
         weighting (`str`, defaults to `"uniform"`): `"uniform"` averages the trials' errors; `"bound"` weights each
             by the variational bound's weight of its timestep ([`BoundCoefficients.epsilon_weights`]).
         prune (`tuple[int, int]`, *optional*): `(after, keep)`: after the first `after` trials, only the `keep`
             classes of smallest score so far get the remaining trials (Li et al.'s adaptive scheme); the others'
             errors are NaN and their scores infinite. The kept classes' errors are those of a run without pruning.
-        generator (`torch.Generator`, *optional*): the source of the noise; each image draws its trials' ε in turn.
+        generator (`torch.Generator` or `list[torch.Generator]`, *optional*): the source of the noise: one, from which
+            each image draws its trials' ε in turn, or one per image. With one per image (or for the first image),
+            the first n trials of a run are exactly a run with n trials; otherwise they are distributed as one.
         batch_size (`int`, defaults to 1000): rows per UNet call; every class of an image's trial is a row.
 
     Returns:
         [`ZeroShotOutput`]
     """
-    num_trials = check_positive_integer("num_trials", num_trials)
+    coefficients = BoundCoefficients(scheduler)  # refuses a distilled student's scheduler
+    check_epsilon_prediction(scheduler)
+    num_trials = check_positive_integer("num_trials", num_trials, coefficients.num_train_timesteps)
     batch_size = check_positive_integer("batch_size", batch_size)
+    max_classes = num_class_labels(unet) if getattr(unet, "config", None) is not None else None
+    if (isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes, numbers.Integral) or num_classes < 2
+            or (max_classes is not None and num_classes > max_classes)):
+        most = "" if max_classes is None else f", at most the {max_classes} digits the UNet is conditioned on"
+        raise ValueError(f"`num_classes` must be an integer ≥ 2{most}, got {num_classes!r}.")
     if weighting not in WEIGHTINGS:
         raise ValueError(f"`weighting` must be one of {list(WEIGHTINGS)}, got {weighting!r}.")
     if prune is not None and not (isinstance(prune, (tuple, list)) and len(prune) == 2
@@ -421,9 +477,8 @@ def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: in
         raise ValueError(f"`prune` must be a pair (after, keep) with 1 ≤ after < num_trials={num_trials} and "
                          f"1 ≤ keep < {num_classes} classes, got {prune!r}.")
     prune = None if prune is None else (int(prune[0]), int(prune[1]))
-    check_epsilon_prediction(scheduler)
-    levels = to_pixel_levels(images)
-    coefficients = BoundCoefficients(scheduler)
+    levels = digits_to_pixel_levels(images)
+    generators = image_generators(generator, len(levels))
     timesteps = trial_timesteps(num_trials, coefficients.num_train_timesteps)
     weights = coefficients.epsilon_weights()[timesteps] if weighting == "bound" else torch.ones(num_trials).double()
     weights = weights / weights.sum()
@@ -448,7 +503,7 @@ def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: in
     errors = torch.full((len(levels), num_trials, num_classes), float("nan"))
     for first in range(0, len(levels), chunk):
         x = pixel_levels_to_model_range(levels[first : first + chunk])
-        noise = torch.stack([_randn((num_trials,) + x.shape[1:], generator) for _ in range(len(x))])
+        noise = torch.stack([_randn((num_trials,) + x.shape[1:], g) for g in generators[first : first + chunk]])
         x_t = alpha_prod.sqrt() * x.unsqueeze(1) + (1 - alpha_prod).sqrt() * noise  # (n, trials, 1, 28, 28)
         found = errors[first : first + chunk]  # a view: filled in place
         # Every class of the first `after` trials (all trials without pruning), class fastest: an image's classes

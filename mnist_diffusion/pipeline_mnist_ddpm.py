@@ -19,6 +19,7 @@ import diffusers
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, ModelMixin, SchedulerMixin
+from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -26,6 +27,8 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 # module path (["mnist_diffusion.unet_mnist", "ClassConditionedUNet"]), a Hub repo by file name (["unet_mnist", ...],
 # with unet/unet_mnist.py beside the weights for `trust_remote_code` users); both name one of these modules.
 COMPONENT_MODULES = ("unet_mnist", "scheduling_mnist_ddpm")
+
+logger = logging.get_logger(__name__)
 
 
 def component_class(library: str, class_name: str) -> type:
@@ -203,6 +206,9 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         distilled_guidance_scale (`float`, *optional*): set on a distilled student whose weights learned the
             teacher's classifier-free guidance at this scale: it samples with one conditional pass per step, and a
             call refuses any `guidance_scale` but 1, which would guide a second time on top.
+        likelihood_proposal (`list[float]`, *optional*): the probabilities of timesteps 0 … T−1 from which
+            [`~MNISTDDPMPipeline.log_likelihood`] draws when a call gives no `proposal`, shaped to the model's own
+            terms of the bound (`scripts/evaluate_likelihood.py --store_proposal` measures and stores it).
 
     `default_num_inference_steps` belongs to the scheduler the pipeline was built with: a pipeline whose scheduler has
     been swapped for another class (`pipe.scheduler = DDIMScheduler.from_config(...)`, or `from_pipe(pipe,
@@ -230,6 +236,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         default_num_inference_steps: int | None = None,
         default_guidance_interval: tuple[float, float] | None = None,
         distilled_guidance_scale: float | None = None,
+        likelihood_proposal: list[float] | None = None,
     ):
         super().__init__()
         if isinstance(unet, torch.nn.Module):
@@ -240,6 +247,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             default_num_inference_steps=default_num_inference_steps,
             default_guidance_interval=default_guidance_interval,
             distilled_guidance_scale=distilled_guidance_scale,
+            likelihood_proposal=likelihood_proposal,
         )
         # The scheduler class `default_num_inference_steps` was chosen for (see the class docstring).
         self._default_steps_scheduler = type(scheduler).__name__
@@ -488,9 +496,21 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         except ValueError as error:
             raise ValueError(f"{str(error)[:-1]}{origin}; {max_steps} is {cap}.") from None
 
-        distilled = self.config.get("distilled_guidance_scale")
         if guidance_scale is None:
             guidance_scale = self.config.default_guidance_scale
+        if guidance_interval is None:
+            guidance_interval = self.config.default_guidance_interval
+        return (num_inference_steps, *self.check_guidance(guidance_scale, guidance_interval))
+
+    def check_guidance(self, guidance_scale, guidance_interval) -> tuple[float, tuple[float, float] | None]:
+        """
+        `guidance_scale` as a float and `guidance_interval` as a pair of floats (or None, every step), if this pipeline
+        can guide with them: the checks of a call's arguments, made again on what a callback sets.
+
+        Raises:
+            `ValueError`: naming the value and what is expected.
+        """
+        distilled = self.config.get("distilled_guidance_scale")
         if not is_finite_number(guidance_scale) or guidance_scale < 0:
             raise ValueError(f"`guidance_scale` must be a finite number ≥ 0, got {guidance_scale!r}.")
         if distilled is not None and guidance_scale != 1:
@@ -499,11 +519,9 @@ class MNISTDDPMPipeline(DiffusionPipeline):
                 f"guidance at scale {distilled:g} is in its weights (`distilled_guidance_scale`), and another scale "
                 "would guide a second time on top of it, with a second network pass per step."
             )
-        if guidance_interval is None:
-            guidance_interval = self.config.default_guidance_interval
         if guidance_interval is not None:
-            guidance_interval = check_guidance_interval(guidance_interval, num_train_timesteps)
-        return num_inference_steps, float(guidance_scale), guidance_interval
+            guidance_interval = check_guidance_interval(guidance_interval, self.scheduler.config.num_train_timesteps)
+        return float(guidance_scale), guidance_interval
 
     def check_inputs(
         self,
@@ -611,11 +629,19 @@ class MNISTDDPMPipeline(DiffusionPipeline):
 
         Raises:
             `TypeError`: the callback returned something other than a dict or None.
+            `ValueError`: the callback set `_guidance_scale` or `_guidance_interval` to a value a call refuses.
         """
         if callback_on_step_end is None:
             return latents
         step_tensors = {"latents": latents}
+        guidance = (self._guidance_scale, self._guidance_interval)
         outputs = callback_on_step_end(self, step_index, t, {name: step_tensors[name] for name in tensor_inputs})
+        if (self._guidance_scale, self._guidance_interval) != guidance:  # checked as a call's arguments are
+            try:
+                self._guidance_scale, self._guidance_interval = self.check_guidance(self._guidance_scale,
+                                                                                    self._guidance_interval)
+            except ValueError as error:
+                raise ValueError(f"`callback_on_step_end` changed the guidance at step {step_index}: {error}") from None
         if outputs is None:
             return latents
         if not isinstance(outputs, dict):
@@ -670,23 +696,36 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         labels: int | Sequence[int] | torch.Tensor | None = None,
         num_timesteps: int | None = None,
         proposal: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         batch_size: int = 500,
     ):
         """
-        The variational bound of each digit (Ho et al., 2020, eq. 5) in bits per dimension: an upper bound on
+        The variational bound of each digit (Ho et al., 2020, eq. 5) in bits per dimension, an upper bound on
         −log₂ p_θ(x) / 784, conditional on `labels` or, without them, under the unconditional model (the null label).
         Defined by the scheduler: its forward process, and its `variance_type` for the reverse steps' variance.
 
+        With `num_timesteps=None` the value is the bound itself, every term computed (from one draw of x_t each). With
+        `num_timesteps=K` it is an unbiased estimate of the bound (its mean over draws is the bound; one draw may fall
+        below it): K timesteps drawn, stratified, from `proposal`, or from the pipeline's stored
+        `likelihood_proposal`, shaped to the model's terms (on the shipped model, one digit's estimate at K = 16
+        varies by about 0.03 bits/dim over seeds; uniform timesteps, the fallback for a model without a stored
+        proposal, by about 1 bit/dim).
+
+        To compare labels (or models) on one digit, give each call a generator of the same seed: the draws of an image
+        do not depend on its label, so the difference is not blurred by independent noise.
+
         Args:
-            images: digits: uint8 pixels or float images in [0, 1] (rounded to the 256 levels), shaped (N, 28, 28) or
-                (N, 1, 28, 28), or a list of PIL images.
+            images: digits: uint8 pixels (0–255) or float images in [0, 1] (rounded to the 256 levels), shaped
+                (28, 28), (N, 28, 28), (N, 1, 28, 28) or (N, 28, 28, 1), a list of such, or PIL images: whatever
+                `__call__` returns. A digit that is not blank but has no pixel brighter than level 16 is refused as a
+                scale mistake (binarised 0/1 pixels, say).
             labels (`int`, `Sequence[int]` or `torch.Tensor`, *optional*): one digit per image, or one for all.
             num_timesteps (`int`, *optional*): None computes every term (`num_train_timesteps` UNet calls per image);
-                K estimates the sum of the diffusion terms from K timesteps drawn from `proposal` (K + 1 calls).
-            proposal (`torch.Tensor`, *optional*): probabilities of the timesteps to draw; uniform when not given.
-            generator (`torch.Generator`, *optional*): the source of the timesteps and the noise; the same seed gives
-                the same draws whatever the labels, so that two labels are compared on equal terms.
+                K estimates the bound from K drawn timesteps and K // 4 draws of the decoder (K + K // 4 calls).
+            proposal (`torch.Tensor`, *optional*): probabilities of the timesteps to draw; the stored
+                `likelihood_proposal` when not given, or else uniform.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): the source of the timesteps and the
+                noise: one for all images, or one per image.
             batch_size (`int`, defaults to 500): rows per UNet call.
 
         Returns:
@@ -703,14 +742,20 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         """
         likelihood = self._likelihood_functions()
         num_classes = num_class_labels(self.unet)
-        images = likelihood.to_pixel_levels(images).to(torch.uint8)  # read once; the bound reads uint8 as it is
-        count = len(images)
+        levels = likelihood.digits_to_pixel_levels(images).to(torch.uint8)  # read once; the bound reads uint8 as is
+        count = len(levels)
         if labels is None:
             labels = [null_class_label(self.unet)] * count
         else:
             labels = check_labels(labels, num_classes)
             labels = labels * count if len(labels) == 1 else labels
-        output = likelihood.variational_bound(self.unet, self.scheduler, images, torch.tensor(labels), num_timesteps,
+        if proposal is None and num_timesteps is not None:
+            proposal = self.config.get("likelihood_proposal")
+            if proposal is None:
+                logger.warning("This pipeline stores no `likelihood_proposal`: the timesteps are drawn uniformly, and "
+                               "one digit's estimate varies by about 1 bit/dim at 16 timesteps. Store one with "
+                               "`scripts/evaluate_likelihood.py --store_proposal`, or pass `proposal`.")
+        output = likelihood.variational_bound(self.unet, self.scheduler, levels, torch.tensor(labels), num_timesteps,
                                               proposal, generator, batch_size)
         self.maybe_free_model_hooks()
         return output
@@ -722,7 +767,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         num_trials: int = 50,
         weighting: str = "uniform",
         prune: tuple[int, int] | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         batch_size: int = 1000,
     ):
         """
@@ -732,12 +777,14 @@ class MNISTDDPMPipeline(DiffusionPipeline):
 
         Args:
             images: digits, as in [`~MNISTDDPMPipeline.log_likelihood`].
-            num_trials (`int`, defaults to 50): (t, ε) pairs per image, shared by the ten classes.
+            num_trials (`int`, defaults to 50): (t, ε) pairs per image, shared by the ten classes; at most
+                `num_train_timesteps`.
             weighting (`str`, defaults to `"uniform"`): `"uniform"` or `"bound"` (each timestep weighted as in the
                 variational bound).
             prune (`tuple[int, int]`, *optional*): `(after, keep)`: after `after` trials, only the `keep` most
                 probable classes so far get the remaining trials (Li et al.'s adaptive scheme; fewer UNet rows).
-            generator (`torch.Generator`, *optional*): the source of the noise.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): the source of the noise: one for all
+                images, or one per image.
             batch_size (`int`, defaults to 1000): rows per UNet call.
 
         Returns:

@@ -15,8 +15,10 @@ from PIL import Image
 from torch.distributions import Normal, kl_divergence
 
 from mnist_diffusion import MNISTDDPMPipeline, MNISTDDPMScheduler
-from mnist_diffusion.likelihood import (BoundCoefficients, discretized_gaussian_log_likelihood, gaussian_kl,
-                                        to_pixel_levels, trial_timesteps, variational_bound)
+from mnist_diffusion.images import digits_to_pixel_levels
+from mnist_diffusion.likelihood import (BoundCoefficients, decoder_draws, discretized_gaussian_log_likelihood,
+                                        gaussian_kl, stratified_timesteps, trial_timesteps, variational_bound,
+                                        zero_shot_classify)
 from mnist_diffusion.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -84,7 +86,7 @@ def test_each_kl_term_matches_a_direct_computation_with_diffusers_ddpm_scheduler
     scheduler = MNISTDDPMScheduler(variance_type=variance_type, clip_sample=False)
     reference = DDPMScheduler(variance_type=variance_type, clip_sample=False)
     coefficients = BoundCoefficients(scheduler)
-    x = to_pixel_levels(a_digit()).float() / 127.5 - 1
+    x = digits_to_pixel_levels(a_digit()).float() / 127.5 - 1
     generator = torch.Generator().manual_seed(0)
     # diffusers keeps ᾱ_t in float32, whose rounding near t = 0 (1 − ᾱ_1 ≈ 2e-4) is 1e-4 relative: its betas are
     # the reference, the products are taken again in float64.
@@ -125,7 +127,7 @@ def test_the_bound_weight_of_the_squared_epsilon_error_is_eq_12s():
     scheduler = MNISTDDPMScheduler(clip_sample=False)
     coefficients = BoundCoefficients(scheduler)
     weights = coefficients.epsilon_weights()
-    x = to_pixel_levels(a_digit()).double() / 127.5 - 1
+    x = digits_to_pixel_levels(a_digit()).double() / 127.5 - 1
     for t in (1, 10, 400):
         noise, model_noise = torch.randn(2, 1, 1, 28, 28, dtype=torch.float64)
         ab = coefficients.alphas_cumprod[t]
@@ -142,7 +144,7 @@ def test_the_bound_weight_of_the_squared_epsilon_error_is_eq_12s():
 def test_the_bound_of_a_perfect_model_is_the_prior_and_the_decoder():
     scheduler = MNISTDDPMScheduler()
     digit = a_digit()
-    x = to_pixel_levels(digit).float() / 127.5 - 1
+    x = digits_to_pixel_levels(digit).float() / 127.5 - 1
     oracle = OracleUNet(scheduler, x)
     output = variational_bound(oracle, scheduler, digit, torch.tensor([3]), generator=torch.Generator().manual_seed(0))
     # x̂_0 = x_0 at every step, so every L_t vanishes (the model's σ_t² is β̃_t, the posterior's).
@@ -162,7 +164,7 @@ def test_the_bound_of_a_perfect_model_is_the_prior_and_the_decoder():
 def test_the_bound_of_a_perfect_model_with_large_variances_keeps_only_the_variance_mismatch():
     scheduler = MNISTDDPMScheduler(variance_type="fixed_large")
     digit = a_digit(1)
-    oracle = OracleUNet(scheduler, to_pixel_levels(digit).float() / 127.5 - 1)
+    oracle = OracleUNet(scheduler, digits_to_pixel_levels(digit).float() / 127.5 - 1)
     output = variational_bound(oracle, scheduler, digit, torch.tensor([0]))
     coefficients = BoundCoefficients(scheduler)
     ratio = coefficients.posterior_variance[1:] / coefficients.model_variance[1:]  # β̃_t / β_t
@@ -175,7 +177,7 @@ def test_the_sampled_estimate_is_unbiased_with_and_without_a_proposal():
     # sampling of timesteps alone, and its mean over many draws must be the sum of all terms.
     scheduler = MNISTDDPMScheduler(variance_type="fixed_large")
     digit = a_digit(2)
-    oracle = OracleUNet(scheduler, to_pixel_levels(digit).float() / 127.5 - 1)
+    oracle = OracleUNet(scheduler, digits_to_pixel_levels(digit).float() / 127.5 - 1)
     exact = variational_bound(oracle, scheduler, digit, torch.tensor([0])).diffusion_bits_per_dim.item()
     skewed = torch.linspace(2, 0.01, 1000)
     for proposal in (None, skewed):
@@ -192,14 +194,14 @@ def test_the_sampled_estimate_is_unbiased_with_and_without_a_proposal():
 
 
 @pytest.mark.parametrize("images, message", [
-    (torch.zeros(2, 28, 27, dtype=torch.uint8), r"shaped \(N, 28, 28\) .*got \(2, 1, 28, 27\)"),
+    (torch.zeros(2, 28, 27, dtype=torch.uint8), r"shaped \(N, 28, 28\) .*got \(2, 28, 27\)"),
     (torch.zeros(0, 28, 28, dtype=torch.uint8), "N ≥ 1"),
     (torch.full((1, 28, 28), 1.5), r"in \[0, 1\], got values in \[1.500, 1.500\]"),
     (torch.zeros(1, 28, 28, dtype=torch.int32), "dtype torch.int32"),
 ])
 def test_bad_images_are_refused_by_name(images, message):
     with pytest.raises(ValueError, match=message):
-        to_pixel_levels(images)
+        digits_to_pixel_levels(images)
 
 
 def test_pixel_levels_read_uint8_floats_and_pil_alike(tiny_pipe):
@@ -207,7 +209,7 @@ def test_pixel_levels_read_uint8_floats_and_pil_alike(tiny_pipe):
     as_float = digit.float() / 255
     as_pil = MNISTDDPMPipeline.numpy_to_pil(as_float.unsqueeze(-1).numpy())
     for other in (as_float, as_float.unsqueeze(1), as_pil, digit.unsqueeze(1)):
-        assert torch.equal(to_pixel_levels(other), digit.long().unsqueeze(1))
+        assert torch.equal(digits_to_pixel_levels(other), digit.long().unsqueeze(1))
 
 
 def test_bad_settings_are_refused_before_any_model_call(tiny_pipe):
@@ -220,7 +222,7 @@ def test_bad_settings_are_refused_before_any_model_call(tiny_pipe):
         tiny_pipe.log_likelihood(digits, [1, 2], num_timesteps=4, proposal=torch.ones(10))
     with pytest.raises(ValueError, match="got 11 at index 1"):
         tiny_pipe.log_likelihood(digits, [1, 11])
-    with pytest.raises(ValueError, match="`num_trials` must be a positive integer, got 2.5"):
+    with pytest.raises(ValueError, match="`num_trials` must be a positive integer, at most 1000, got 2.5"):
         tiny_pipe.classify(digits, num_trials=2.5)
     with pytest.raises(ValueError, match=r"`weighting` must be one of \['uniform', 'bound'\], got 'vlb'"):
         tiny_pipe.classify(digits, weighting="vlb")
@@ -305,7 +307,7 @@ def test_zero_shot_scores_are_the_weighted_errors_shared_by_every_class(tiny_pip
     torch.testing.assert_close(bound.weights, weights / weights.sum())
     torch.testing.assert_close(bound.scores, (output.errors.double() * bound.weights.reshape(1, -1, 1)).sum(1))
     # Each error is the model's ε-error on the noised digit, for the class of its column.
-    x = to_pixel_levels(digits[:1]).float() / 127.5 - 1
+    x = digits_to_pixel_levels(digits[:1]).float() / 127.5 - 1
     t = output.timesteps[2]
     noise = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))[2:3]
     ab = tiny_pipe.scheduler.alphas_cumprod[t]
@@ -507,3 +509,144 @@ def test_the_draws_do_not_depend_on_the_batch_size(tiny_pipe):
                                         generator=torch.Generator().manual_seed(3)) for size in (4, 18, 500)]
     for other in outputs[1:]:
         torch.testing.assert_close(other.bits_per_dim, outputs[0].bits_per_dim)
+
+
+# Issue 35: no silent wrong number on the likelihood surface.
+
+@pytest.mark.parametrize("scaled", [
+    lambda digit: (digit > 127).to(torch.uint8),  # binarised, still 0 and 1
+    lambda digit: digit.float() / 65535,  # floats far below [0, 1]'s scale
+])
+def test_a_batch_too_dark_to_be_pixel_levels_is_refused_by_both_methods(tiny_pipe, scaled):
+    digits = torch.cat([a_digit(0), a_digit(1)])
+    wrong = scaled(digits)
+    for method in (lambda: tiny_pipe.log_likelihood(wrong, [1, 2], num_timesteps=2),
+                   lambda: tiny_pipe.classify(wrong, num_trials=2)):
+        with pytest.raises(ValueError, match=r"Digit 0 is too dark .*level 1 of 0–255.*blank digit \(all 0\) is valid"):
+            method()
+    blank = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    assert digits_to_pixel_levels(torch.cat([blank, digits])).shape == (3, 1, 28, 28)  # a blank digit is valid
+
+
+def test_what_the_pipeline_returns_and_takes_is_read_as_the_same_digits(tiny_pipe):
+    digits = torch.cat([a_digit(0), a_digit(1)])
+    as_float = digits.float() / 255
+    as_np = as_float.unsqueeze(-1).numpy()  # output_type="np": (N, 28, 28, 1)
+    expected = digits.long().unsqueeze(1)
+    forms = [as_np, list(as_float.unsqueeze(1)), list(digits), MNISTDDPMPipeline.numpy_to_pil(as_np)]
+    for form in forms:
+        assert torch.equal(digits_to_pixel_levels(form), expected)
+    one_pil = MNISTDDPMPipeline.numpy_to_pil(as_np)[0]
+    assert torch.equal(digits_to_pixel_levels(one_pil), expected[:1])
+    seeded = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    reference = tiny_pipe.log_likelihood(digits, [1, 2], num_timesteps=3, generator=seeded()).bits_per_dim
+    for form in forms:
+        torch.testing.assert_close(tiny_pipe.log_likelihood(form, [1, 2], num_timesteps=3, generator=seeded()).bits_per_dim,
+                                   reference)
+    with pytest.raises(ValueError, match="one dtype"):
+        digits_to_pixel_levels([digits[0], as_float[0]])
+
+
+def test_a_list_of_generators_gives_each_image_the_draws_of_its_own(tiny_pipe):
+    digits = torch.cat([a_digit(0), a_digit(1)])
+    generators = lambda: [torch.Generator().manual_seed(5), torch.Generator().manual_seed(9)]  # noqa: E731
+    bound = tiny_pipe.log_likelihood(digits, [1, 2], num_timesteps=3, generator=generators()).bits_per_dim
+    alone = [tiny_pipe.log_likelihood(digits[i : i + 1], [1, 2][i], num_timesteps=3,
+                                      generator=torch.Generator().manual_seed(seed)).bits_per_dim
+             for i, seed in enumerate((5, 9))]
+    torch.testing.assert_close(bound, torch.cat(alone))
+    errors = tiny_pipe.classify(digits, num_trials=6, generator=generators()).errors
+    # With a generator per image, the first n trials of a run are exactly a run with n trials, for every image.
+    shorter = tiny_pipe.classify(digits, num_trials=3, generator=generators()).errors
+    torch.testing.assert_close(errors[:, :3], shorter)
+    with pytest.raises(ValueError, match="Got 1 generators for 2 images"):
+        tiny_pipe.classify(digits, generator=generators()[:1])
+
+
+def test_the_zero_shot_classifier_refuses_class_counts_the_unet_does_not_have(tiny_pipe):
+    digits = a_digit()
+    for num_classes in (0, 1, 11, 12, 2.5):
+        with pytest.raises(ValueError, match=rf"`num_classes` must be an integer ≥ 2, at most the 10 digits .*got "
+                                             rf"{num_classes}"):
+            zero_shot_classify(tiny_pipe.unet, tiny_pipe.scheduler, digits, num_classes, num_trials=2)
+    assert zero_shot_classify(tiny_pipe.unet, tiny_pipe.scheduler, digits, 10, num_trials=2).scores.shape == (1, 10)
+
+
+def test_the_functions_refuse_a_distilled_students_unet_and_scheduler(tiny_pipe):
+    from diffusers import LCMScheduler
+
+    student_scheduler = LCMScheduler.from_config(tiny_pipe.scheduler.config)
+    with pytest.raises(ValueError, match="LCMScheduler, a consistency model's"):
+        variational_bound(tiny_pipe.unet, student_scheduler, a_digit(), torch.tensor([3]), num_timesteps=2)
+    with pytest.raises(ValueError, match="LCMScheduler, a consistency model's"):
+        zero_shot_classify(tiny_pipe.unet, student_scheduler, a_digit(), 10, num_trials=2)
+
+
+def test_memory_is_that_of_a_batch_for_any_count(tiny_pipe, monkeypatch):
+    import mnist_diffusion.likelihood as likelihood
+
+    drawn = []
+    randn = likelihood._randn
+    monkeypatch.setattr(likelihood, "_randn", lambda shape, generator: drawn.append(shape[0]) or randn(shape, generator))
+    tiny_pipe.log_likelihood(a_digit(), 3, num_timesteps=40, generator=torch.Generator().manual_seed(0), batch_size=8)
+    assert max(drawn) <= 8 and sum(drawn) == 40 + 40 // 4  # noise drawn a batch at a time, every row once
+    with pytest.raises(ValueError, match="`num_trials` must be a positive integer, at most 1000, got 1000000"):
+        tiny_pipe.classify(a_digit(), num_trials=10**6)
+
+
+def test_the_estimate_is_stratified_and_the_decoder_averaged(tiny_pipe):
+    proposal = torch.rand(1000, generator=torch.Generator().manual_seed(1)).double() + 0.01
+    drawn = stratified_timesteps(proposal / proposal.sum(), 16, torch.Generator().manual_seed(0))
+    cumulative = (proposal[1:] / proposal[1:].sum()).cumsum(0)
+    # One draw in each sixteenth of the proposal's distribution.
+    slices = torch.searchsorted(cumulative * 16, torch.arange(1, 16).double())
+    assert ((drawn[1:] - 1) >= slices).all() and ((drawn[:-1] - 1) <= slices).all()
+    assert decoder_draws(16) == 4 and decoder_draws(3) == 1
+
+
+def test_a_pipeline_without_a_stored_proposal_says_its_estimate_is_uniform(tiny_pipe, caplog):
+    with caplog.at_level("WARNING"):
+        tiny_pipe.log_likelihood(a_digit(), 3, num_timesteps=2)
+    assert "stores no `likelihood_proposal`" in caplog.text
+    stored = torch.ones(1000).double()
+    stored[500:] = 1e-3
+    tiny_pipe.register_to_config(likelihood_proposal=stored.tolist())
+    seeded = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    default = tiny_pipe.log_likelihood(a_digit(), 3, num_timesteps=4, generator=seeded()).bits_per_dim
+    given = tiny_pipe.log_likelihood(a_digit(), 3, num_timesteps=4, proposal=stored, generator=seeded()).bits_per_dim
+    torch.testing.assert_close(default, given)
+
+
+@needs_real_digits
+def test_one_digits_default_estimate_varies_by_hundredths_over_seeds_on_the_shipped_model():
+    from mnist_diffusion.data import load_mnist
+
+    pipe = MNISTDDPMPipeline.from_pretrained(SHIPPED_MODEL)
+    assert pipe.config.likelihood_proposal is not None
+    images, labels = load_mnist(MNIST_DIR, "test")
+    seeds = 24
+    estimates = pipe.log_likelihood(images[7].expand(seeds, 28, 28), labels[7].expand(seeds), num_timesteps=16,
+                                    generator=[torch.Generator().manual_seed(s) for s in range(seeds)]).bits_per_dim
+    assert estimates.std() <= 0.05, estimates
+
+
+def test_a_callback_that_sets_a_guidance_a_call_would_refuse_is_refused(tiny_pipe):
+    def set_guidance(scale=None, interval=None):
+        def callback(pipe, step, t, tensors):
+            if scale is not None:
+                pipe._guidance_scale = scale
+            if interval is not None:
+                pipe._guidance_interval = interval
+            return tensors
+        return callback
+
+    for callback, message in ((set_guidance(scale=float("nan")), "must be a finite number ≥ 0, got nan"),
+                              (set_guidance(interval=(500, 2000)), "`guidance_interval` must be")):
+        with pytest.raises(ValueError, match=f"changed the guidance at step 0: .*{message}"):
+            tiny_pipe(labels=[1], num_inference_steps=3, callback_on_step_end=callback)
+    tiny_pipe(labels=[1], num_inference_steps=3, callback_on_step_end=set_guidance(scale=2.0))  # a valid change
+    assert tiny_pipe.guidance_scale == 2.0
+    tiny_pipe.register_to_config(distilled_guidance_scale=1.4)
+    with pytest.raises(ValueError, match="changed the guidance at step 0: `guidance_scale` must be 1 for this "
+                                         "distilled student, got 3"):
+        tiny_pipe(labels=[1], num_inference_steps=3, callback_on_step_end=set_guidance(scale=3))
