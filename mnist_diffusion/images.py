@@ -93,14 +93,14 @@ MIN_BRIGHTEST_LEVEL = 16
 
 def digits_to_pixel_levels(images) -> torch.Tensor:
     """
-    Digits, as [`read_digits`] takes them → their 256 pixel levels, an int64 tensor (N, 1, 28, 28) in 0–255: uint8
+    Digits, as [`read_digits`] takes them → their 256 pixel levels, an int64 CPU tensor (N, 1, 28, 28) in 0–255: uint8
     pixels as they are, floats in [0, 1] rounded to the nearest level.
 
     Raises:
         `ValueError`: besides [`read_digits`]' refusals, a digit that is not blank but whose brightest pixel is below
             level 16: a scale mistake, named with the values seen and what is expected. A blank digit (all 0) is valid.
     """
-    digits = read_digits(images)
+    digits = read_digits(images).cpu()  # the likelihood's tables and draws live on the CPU; batches go to the UNet
     levels = digits.long() if digits.dtype == torch.uint8 else (digits.double() * 255).round().long()
     brightest = levels.flatten(1).amax(1)
     faint = ((brightest > 0) & (brightest < MIN_BRIGHTEST_LEVEL)).nonzero()

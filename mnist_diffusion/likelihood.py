@@ -45,12 +45,14 @@ class VariationalBoundOutput(BaseOutput):
     dimension.
 
     Args:
-        bits_per_dim (`torch.Tensor` of shape `(batch_size,)`): the bound L / (784 · ln 2), an upper bound on
-            −log₂ p_θ(x) per pixel (the mean of its estimate when timesteps are sampled).
-        prior_bits_per_dim (`torch.Tensor`): L_prior's share.
+        bits_per_dim (`torch.Tensor` of shape `(batch_size,)`): with every term computed, the bound L / (784 · ln 2),
+            an upper bound on −log₂ p_θ(x) per pixel; with timesteps drawn, an unbiased estimate of it (its mean over
+            the draws is the bound; one draw may fall below it).
+        prior_bits_per_dim (`torch.Tensor`): L_prior's share (exact).
         diffusion_bits_per_dim (`torch.Tensor`): the share of Σ L_t, t = 1 … T−1 (all terms, or their estimate).
-        decoder_bits_per_dim (`torch.Tensor`): L_decoder's share.
-        log_likelihood (`torch.Tensor`): −L in nats, a lower bound on log p_θ(x) (of the 8-bit digit).
+        decoder_bits_per_dim (`torch.Tensor`): L_decoder's share (one draw of x_0, or the mean of several).
+        log_likelihood (`torch.Tensor`): −L in nats, a lower bound on log p_θ(x) (of the 8-bit digit), or its
+            estimate.
         terms_bits_per_dim (`torch.Tensor` of shape `(batch_size, T)`, *optional*): with every term computed,
             L_decoder (column 0) and each L_t (column t), in bits per dimension.
     """
