@@ -16,25 +16,12 @@ from pathlib import Path, PureWindowsPath
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .likelihood_evaluation import bound_rows, zero_shot_rows
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .redaction import redact, redact_command
+from .reporting import (BF16_RESULTS, CAS_RESULTS, DEFAULT_RESULTS, FAST_AT_DEFAULT_N_RESULTS, FAST_RESULTS,
+                        LIKELIHOOD_RESULTS, SWEEP_RESULTS, TEACHER_RESULTS, bound_rows, zero_shot_rows)
 from .run_folder import TRAINING_CONFIG
 
-# The evaluation files a card reads, relative to the model folder (written by scripts/evaluate.py --output).
-DEFAULT_RESULTS = "evaluation/default.json"  # the sampler and guidance of the pipeline's defaults
-FAST_RESULTS = "evaluation/fast.json"  # the fast solver
-# The fast solver at the n of default.json, so that the default sampling has a partner at its own n (a Fréchet ratio
-# compares only with one at the same n: the real floor shrinks as n grows).
-FAST_AT_DEFAULT_N_RESULTS = "evaluation/fast_at_default_n.json"
-SWEEP_RESULTS = "evaluation/guidance_sweep.json"
-BF16_RESULTS = "evaluation/bf16.json"  # the fast solver with a bfloat16 UNet (`torch_dtype=torch.bfloat16`)
-# The Classification Accuracy Score: a classifier trained on the generated digits alone (scripts/evaluate.py --cas).
-CAS_RESULTS = "evaluation/cas.json"
-# The model as a likelihood model: bits/dim and zero-shot accuracy (scripts/evaluate_likelihood.py).
-LIKELIHOOD_RESULTS = "evaluation/likelihood.json"
-# A distilled student's folder may hold its teacher's evaluations at the guidance it was distilled with, for comparison.
-TEACHER_RESULTS = "evaluation/teacher_*.json"
 FIGURES = {
     "images/samples.png": "Generated digits, one row per class",
     "images/steps.png": "The same starting noise in 1, 2, 4 and 8 steps (rows), one column per digit",

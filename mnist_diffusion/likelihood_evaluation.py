@@ -371,38 +371,3 @@ def main(argv: list[str] | None = None) -> None:
     os.replace(temporary, output)
     print(json.dumps({k: result[k] for k in ("spread",) if k in result} or
                      {k: result[k] for k in ("all_terms", "bound")}, indent=2))
-
-
-def bound_rows(result: dict) -> list[str]:
-    """The bits/dim rows of docs/likelihood.md and the README, from the results JSON."""
-    bound = result["bound"]
-    rows = []
-    for name, label in (("conditional", "conditional on the true label"), ("unconditional", "unconditional (null label)")):
-        row = bound[name]
-        rows.append(f"| this DDPM, {label} | {row['bits_per_dim']['mean']:.3f} ± {row['bits_per_dim']['standard_error']:.3f} "
-                    f"| {row['diffusion_bits_per_dim']:.3f} | {row['decoder_bits_per_dim']:.3f} | "
-                    f"{bound['num_images']:,} test digits |")
-    return rows
-
-
-def zero_shot_rows(result: dict) -> list[str]:
-    """The zero-shot rows (accuracy ± standard error per trial count and weighting, seconds per digit)."""
-    zero_shot = result["zero_shot"]
-    seconds = {row["num_trials"]: row["seconds_per_image"] for row in zero_shot["timing"]}
-    by_trials = {}
-    for row in zero_shot["accuracy"]:
-        by_trials.setdefault(row["num_trials"], {})[row["weighting"]] = row
-    return [
-        f"| {count} | {count * 10} | {100 * rows['uniform']['accuracy']:.2f}% ± {100 * rows['uniform']['standard_error']:.2f} "
-        f"| {100 * rows['bound']['accuracy']:.2f}% ± {100 * rows['bound']['standard_error']:.2f} | {seconds[count]:.2f} |"
-        for count, rows in sorted(by_trials.items())
-    ]
-
-
-def pruning_rows(result: dict, weighting: str = "uniform") -> list[str]:
-    """The adaptive scheme's rows: accuracy and UNet rows per digit against the unpruned run."""
-    return [
-        f"| {row['num_trials']} | after {row['prune_after']}, keep {row['keep']} | {row['unet_rows_per_image']} of "
-        f"{row['unet_rows_per_image_unpruned']} | {100 * row['accuracy']:.2f}% ± {100 * row['standard_error']:.2f} |"
-        for row in result["zero_shot"]["pruning"][weighting]
-    ]

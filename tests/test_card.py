@@ -5,7 +5,8 @@ import diffusers
 import pytest
 from huggingface_hub import ModelCard
 
-from mnist_diffusion.card import TEACHER_RESULTS, evaluation_rows, read_evaluations, render_model_card, tables_by_n
+from mnist_diffusion.card import evaluation_rows, read_evaluations, render_model_card, tables_by_n
+from mnist_diffusion.reporting import TEACHER_RESULTS
 from mnist_diffusion.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 
 from .conftest import documentation

@@ -469,8 +469,8 @@ def test_without_the_package_the_methods_say_what_to_install(tiny_pipe, monkeypa
 
 
 def test_the_documented_likelihood_and_cas_tables_are_the_committed_results():
-    from mnist_diffusion.card import CAS_RESULTS, LIKELIHOOD_RESULTS, cas_table
-    from mnist_diffusion.likelihood_evaluation import bound_rows, pruning_rows, zero_shot_rows
+    from mnist_diffusion.card import cas_table
+    from mnist_diffusion.reporting import CAS_RESULTS, LIKELIHOOD_RESULTS, bound_rows, pruning_rows, zero_shot_rows
 
     from .conftest import documentation
 

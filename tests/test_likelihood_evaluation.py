@@ -6,7 +6,8 @@ import json
 import pytest
 from PIL import Image
 
-from mnist_diffusion.likelihood_evaluation import TRIAL_COUNTS, main, trial_counts, zero_shot_rows
+from mnist_diffusion.likelihood_evaluation import TRIAL_COUNTS, main, trial_counts
+from mnist_diffusion.reporting import zero_shot_rows
 
 from .test_evaluation import no_downloads
 
