@@ -9,11 +9,13 @@ and the top-level `model_card.md` of this repository is this module's rendering 
 """
 
 import argparse
+import inspect
 import json
 import re
 from importlib.metadata import PackageNotFoundError, metadata
 from pathlib import Path, PureWindowsPath
 
+from diffusers.utils.dynamic_modules_utils import get_relative_imports
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline
@@ -30,6 +32,15 @@ FIGURES = {
     "images/forward_process.png": "The forward process: real digits noised in closed form",
     "images/guidance.png": "Accuracy and Fréchet ratio against the guidance scale",
 }
+
+
+def pipeline_code_files() -> list[Path]:
+    """
+    The files of the pipeline's code that a Hub repo carries at its root: `pipeline_mnist_ddpm.py` and the modules it
+    imports relatively (its checks), found as diffusers' remote-code loader finds them.
+    """
+    pipeline_file = Path(inspect.getsourcefile(MNISTDDPMPipeline))
+    return [pipeline_file] + [pipeline_file.with_name(f"{name}.py") for name in get_relative_imports(pipeline_file)]
 
 
 def package_source_url() -> str | None:
@@ -227,8 +238,8 @@ def card_fields(model_dir: Path, repo_id: str, source_url: str | None) -> tuple[
     distilled = distillation_of(model_index, scheduler_config, training)
     teacher = teacher_name(distilled) if distilled else None
     # The code the Hub repo carries: the pipeline's, and that of each component diffusers does not ship.
-    own_code = {"pipeline": "pipeline_mnist_ddpm.py"}
-    own_code |= {name.replace("unet", "UNet"): f"{name}/{model_index[name][0].split('.')[-1]}.py"
+    own_code = {"pipeline": [path.name for path in pipeline_code_files()]}
+    own_code |= {name.replace("unet", "UNet"): [f"{name}/{model_index[name][0].split('.')[-1]}.py"]
                  for name in ("unet", "scheduler") if model_index.get(name, ["diffusers"])[0] != "diffusers"}
     diffusers_version = model_index.get("_diffusers_version")
     fields = {
@@ -242,7 +253,7 @@ def card_fields(model_dir: Path, repo_id: str, source_url: str | None) -> tuple[
         "figures": [(path, alt) for path, alt in FIGURES.items()
                     if (model_dir / path).is_file() and "guidance" not in path],
         "own_code": spoken_list(list(own_code)),
-        "own_code_files": spoken_list([f"`{path}`" for path in own_code.values()]),
+        "own_code_files": spoken_list([f"`{path}`" for paths in own_code.values() for path in paths]),
         "install_diffusers": f'pip install "diffusers=={diffusers_version}"' if diffusers_version else "pip install diffusers",
         "unet": unet_summary(unet_config, pipeline.unet.num_parameters()),
         "noise_schedule": noise_schedule(scheduler_config),

@@ -5,8 +5,8 @@
 
 For a component whose library is neither diffusers nor transformers, diffusers looks in the repo for its code,
 `<component>/<library>.py`, and fails if it is not there. So the repo carries this package's component modules,
-copied verbatim (one source of truth): `pipeline_mnist_ddpm.py` at the root, `unet/unet_mnist.py` and
-`scheduler/scheduling_mnist_ddpm.py` beside their configs, and its model_index.json names each component by that
+copied verbatim (one source of truth): `pipeline_mnist_ddpm.py` and the checks it imports at the root,
+`unet/unet_mnist.py` and `scheduler/scheduling_mnist_ddpm.py` beside their configs, and its model_index.json names each component by that
 file: `"unet": ["unet_mnist", "ClassConditionedUNet"]`.
 """
 
@@ -21,7 +21,7 @@ from diffusers.utils import logging
 from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 from huggingface_hub.errors import LocalTokenNotFoundError
 
-from .card import render_model_card
+from .card import pipeline_code_files, render_model_card
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline, component_class
 from .redaction import find_secrets
 from .run_folder import BY_PRODUCTS, TRAINING_CONFIG
@@ -66,9 +66,10 @@ def hub_model_index(model_index: dict) -> tuple[dict, dict[str, Path]]:
             f"model_index.json describes a {pipeline_name!r} (its `_class_name` is {pipeline_entry!r}), not an "
             f"{MNISTDDPMPipeline.__name__}."
         )
-    pipeline_source = source_file(MNISTDDPMPipeline)
+    pipeline_source, *pipeline_imports = pipeline_code_files()
     index = {**model_index, "_class_name": [pipeline_source.stem, pipeline_name]}
-    sources = {pipeline_source.name: pipeline_source}
+    # The pipeline file and the modules it imports relatively, at the root, where diffusers fetches them from.
+    sources = {path.name: path for path in (pipeline_source, *pipeline_imports)}
 
     for name in component_names(model_index):
         library, class_name = model_index[name]

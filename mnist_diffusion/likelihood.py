@@ -27,7 +27,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from .images import IMAGE_SIZE, digits_to_pixel_levels
-from .pipeline_mnist_ddpm import check_labels, check_positive_integer, num_class_labels
+from .pipeline_mnist_ddpm_checks import check_labels, check_positive_integer, num_class_labels
 
 NUM_PIXEL_LEVELS = 256
 NUM_DIMENSIONS = IMAGE_SIZE * IMAGE_SIZE

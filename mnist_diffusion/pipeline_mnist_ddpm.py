@@ -1,27 +1,28 @@
 # Copyright 2026 The mnist-diffusion authors. Licensed under the Apache License, Version 2.0.
 """`MNISTDDPMPipeline`: generate handwritten digits of the classes you ask for.
 
-This file imports only torch, numpy, diffusers and huggingface_hub, so it can be copied verbatim into a Hub repo and
-loaded with `trust_remote_code=True` by someone who does not have `mnist_diffusion` installed.
+This file imports only torch, diffusers, huggingface_hub and its checks (`pipeline_mnist_ddpm_checks.py`, which imports
+only torch and numpy), so the two can be copied verbatim into a Hub repo and loaded with `trust_remote_code=True` by
+someone who does not have `mnist_diffusion` installed.
 """
 
 import importlib
 import inspect
 import json
-import math
-import numbers
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 
 import diffusers
-import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, ModelMixin, SchedulerMixin
 from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from .pipeline_mnist_ddpm_checks import (check_guidance_interval, check_labels, check_positive_integer, is_finite_number,
+                                         null_class_label, num_class_labels)
 
 # The modules next to this file that define the pipeline's own components. `save_pretrained` records a component by
 # module path (["mnist_diffusion.unet_mnist", "ClassConditionedUNet"]), a Hub repo by file name (["unet_mnist", ...],
@@ -68,22 +69,6 @@ def component_class(library: str, class_name: str) -> type:
     return component
 
 
-def check_positive_integer(name: str, value, maximum: int | None = None) -> int:
-    """
-    `value` as an `int`, if it is a positive integer of any kind (`int`, `np.int64`, ...; not a bool) and at most
-    `maximum`; otherwise a `ValueError` that names the argument, its value and what is expected.
-    """
-    expected = "a positive integer" if maximum is None else f"a positive integer, at most {maximum}"
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, numbers.Integral)
-        or value < 1
-        or (maximum is not None and value > maximum)
-    ):
-        raise ValueError(f"`{name}` must be {expected}, got {value!r}.")
-    return int(value)
-
-
 def is_repo_id(name) -> bool:
     """Whether `name` (a string or an `os.PathLike`) could be a Hub repo id such as `"org/mnist-ddpm"`."""
     if not isinstance(name, str):
@@ -93,87 +78,6 @@ def is_repo_id(name) -> bool:
     except HFValidationError:
         return False
     return True
-
-
-def is_finite_number(value) -> bool:
-    """Whether `value` is a finite real number of any kind (`float`, `int`, `np.float32`, ...; not a bool)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
-
-
-def num_class_labels(unet) -> int:
-    """
-    The digits `unet` is conditioned on: our `ClassConditionedUNet`'s `num_classes`, or for diffusers' own
-    class-conditional `UNet2DModel` its `num_class_embeds` less one, the last embedding being the null label.
-
-    Raises:
-        `ValueError`: if `unet` takes no class labels.
-    """
-    config = unet.config
-    if config.get("num_classes") is not None:
-        return config.num_classes
-    if config.get("num_class_embeds"):
-        return config.num_class_embeds - 1
-    raise ValueError(
-        f"The pipeline needs a class-conditional UNet (`num_classes`, or `num_class_embeds` = classes + 1 for the null "
-        f"label); {type(unet).__name__} has neither."
-    )
-
-
-def null_class_label(unet) -> int:
-    """The label that stands for "no class" in classifier-free guidance: the one after the digits, as in training."""
-    return num_class_labels(unet)
-
-
-def check_labels(labels, num_classes: int) -> list[int]:
-    """
-    Turn `labels` (an int, a sequence of ints such as a list, tuple or range, or a 1-d integer tensor/array) into a
-    list of ints, or raise a `ValueError` that names the bad value, its index and the allowed range.
-    """
-    allowed = f"an int, a list of ints or a 1-d integer tensor with values in 0–{num_classes - 1}"
-    if torch.is_tensor(labels) or isinstance(labels, np.ndarray):
-        if labels.ndim != 1:
-            raise ValueError(f"`labels` must be {allowed}; got a {labels.ndim}-d {type(labels).__name__}: {labels!r}.")
-        if labels.dtype in (torch.bool, np.bool_) or not (
-            (torch.is_tensor(labels) and not labels.is_floating_point() and not labels.is_complex())
-            or (isinstance(labels, np.ndarray) and np.issubdtype(labels.dtype, np.integer))
-        ):
-            raise ValueError(f"`labels` must be {allowed}; got dtype {labels.dtype}: {labels!r}.")
-        labels = labels.tolist()
-    elif isinstance(labels, numbers.Integral) and not isinstance(labels, (bool, np.bool_)):
-        labels = [int(labels)]
-    elif isinstance(labels, Sequence) and not isinstance(labels, (str, bytes)):
-        labels = list(labels)
-    else:
-        raise ValueError(f"`labels` must be {allowed}; got {labels!r}.")
-
-    if not labels:
-        raise ValueError(f"`labels` must be {allowed}; got an empty sequence.")
-    for index, label in enumerate(labels):
-        # The value and its index, not the whole list: that may hold thousands of labels.
-        if isinstance(label, (bool, np.bool_)) or not isinstance(label, numbers.Integral):
-            raise ValueError(f"`labels` must be {allowed}; got {label!r} ({type(label).__name__}) at index {index}.")
-        if not 0 <= label < num_classes:
-            raise ValueError(f"`labels` must be {allowed}; got {label} at index {index}.")
-    return [int(label) for label in labels]
-
-
-def check_guidance_interval(guidance_interval, num_train_timesteps: int) -> tuple[float, float]:
-    """
-    Turn `guidance_interval` (a pair `(t_low, t_high)` of training timesteps) into a tuple of two floats, or raise a
-    `ValueError` that names the bad value and what is expected.
-    """
-    expected = (
-        f"a pair (t_low, t_high) of numbers with 0 ≤ t_low ≤ t_high ≤ num_train_timesteps={num_train_timesteps}"
-    )
-    if (
-        isinstance(guidance_interval, (str, bytes))
-        or not isinstance(guidance_interval, Sequence)
-        or len(guidance_interval) != 2
-        or not all(is_finite_number(bound) for bound in guidance_interval)
-        or not 0 <= guidance_interval[0] <= guidance_interval[1] <= num_train_timesteps
-    ):
-        raise ValueError(f"`guidance_interval` must be {expected}, got {guidance_interval!r}.")
-    return float(guidance_interval[0]), float(guidance_interval[1])
 
 
 def step_guidance_scale(t, guidance_scale: float, guidance_interval: tuple[float, float] | None) -> float:

@@ -15,7 +15,8 @@ from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
-from .pipeline_mnist_ddpm import MNISTDDPMPipeline, check_positive_integer, step_guidance_scale
+from .pipeline_mnist_ddpm import MNISTDDPMPipeline, step_guidance_scale
+from .pipeline_mnist_ddpm_checks import check_positive_integer
 from .scheduling_mnist_ddpm import MNISTDDPMScheduler
 
 

@@ -144,7 +144,8 @@ def test_a_distilled_folder_gets_a_card_of_its_own(tiny_unet, tmp_path):
     assert "# mnist-lcm: a digit in 4 network calls" in card
     assert "guidance at scale 1.4 is baked in" in card and "`LCMScheduler`" in card
     assert "Defaults stored with the model: 4 denoising steps, guidance scale 1." in card
-    assert "read `pipeline_mnist_ddpm.py` and `unet/unet_mnist.py` first" in card  # the scheduler is diffusers'
+    # The scheduler is diffusers'; the pipeline's code is its file and the checks it imports.
+    assert "read `pipeline_mnist_ddpm.py`, `pipeline_mnist_ddpm_checks.py` and `unet/unet_mnist.py` first" in card
     assert "| wall time | 61 minutes of distillation |" in card
     assert "teacher `mnist-ddpm`, guidance 1.4, 50 skipping steps, huber loss, target decay 0.95" in card
     assert "| lcm | 4 | 1 | none | 500 | 99.00% |" in card and "| dpm | 20 | 1 | none | 500 | 99.00% |" in card

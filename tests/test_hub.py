@@ -262,7 +262,7 @@ def test_push_uploads_the_pipeline_its_sources_and_the_card_only(hub, uploads, f
     files = hub_files(hub, "org/mnist-ddpm")
     assert sorted(files) == [
         ".gitattributes", "README.md", "evaluation/inpainting.json", "model_index.json", "pipeline_mnist_ddpm.py",
-        "scheduler/scheduler_config.json", "scheduler/scheduling_mnist_ddpm.py", "training_config.json",
+        "pipeline_mnist_ddpm_checks.py", "scheduler/scheduler_config.json", "scheduler/scheduling_mnist_ddpm.py", "training_config.json",
         "unet/config.json", "unet/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.safetensors",
         "unet/unet_mnist.py",
     ]
@@ -273,6 +273,8 @@ def test_push_uploads_the_pipeline_its_sources_and_the_card_only(hub, uploads, f
     for path, cls in [("pipeline_mnist_ddpm.py", MNISTDDPMPipeline), ("unet/unet_mnist.py", ClassConditionedUNet),
                       ("scheduler/scheduling_mnist_ddpm.py", MNISTDDPMScheduler)]:
         assert files[path].content == source_file(cls).read_bytes()
+    checks = source_file(MNISTDDPMPipeline).with_name("pipeline_mnist_ddpm_checks.py")
+    assert files["pipeline_mnist_ddpm_checks.py"].content == checks.read_bytes()
     # With no card given, the card of the pushed folder itself, rendered from its files.
     assert files["README.md"].content.decode() == render_model_card(folders["a"], "org/mnist-ddpm")
     assert files["unet/config.json"].content == (folders["a"] / "unet" / "config.json").read_bytes()
@@ -364,7 +366,8 @@ def test_the_package_loads_from_a_cache_the_remote_code_route_filled(hub, remote
         """,
         client_env(hub, home), home,
     )
-    assert remote_code_user["python_files"] == ["pipeline_mnist_ddpm.py", "scheduling_mnist_ddpm.py", "unet_mnist.py"]
+    assert remote_code_user["python_files"] == ["pipeline_mnist_ddpm.py", "pipeline_mnist_ddpm_checks.py",
+                                                "scheduling_mnist_ddpm.py", "unet_mnist.py"]
     np.testing.assert_array_equal(as_image(result["by_repo_id"]), local_images["a"])
     np.testing.assert_array_equal(as_image(result["by_snapshot"]), local_images["a"])
 
@@ -458,7 +461,7 @@ def test_hub_model_index_keeps_diffusers_classes_and_refuses_foreign_code():
              "scheduler": ["diffusers", "DPMSolverMultistepScheduler"]}
     index, sources = hub_model_index(saved)
     assert index["unet"] == ["unet_mnist", "ClassConditionedUNet"] and index["scheduler"] == saved["scheduler"]
-    assert sorted(sources) == ["pipeline_mnist_ddpm.py", "unet/unet_mnist.py"]
+    assert sorted(sources) == ["pipeline_mnist_ddpm.py", "pipeline_mnist_ddpm_checks.py", "unet/unet_mnist.py"]
     assert hub_model_index(index) == (index, sources)  # a folder downloaded from the Hub pushes unchanged
     with pytest.raises(ValueError, match="my_package.unet"):
         hub_model_index({**saved, "unet": ["my_package.unet", "ClassConditionedUNet"]})
@@ -531,3 +534,12 @@ def test_a_distilled_student_loads_from_the_hub_with_and_without_the_package(hub
     for user in (with_package, without_package):
         assert user["scheduler"] == "LCMScheduler"
         np.testing.assert_allclose(as_image(user["image"]), expected, atol=1e-6)
+
+
+def test_the_pipelines_checks_are_the_one_relative_import_diffusers_follows_and_import_nothing_relative():
+    from diffusers.utils.dynamic_modules_utils import get_relative_imports
+
+    pipeline_file = source_file(MNISTDDPMPipeline)
+    # diffusers fetches exactly these from the repo beside the pipeline file; anything else relative would be missing.
+    assert get_relative_imports(pipeline_file) == ["pipeline_mnist_ddpm_checks"]
+    assert get_relative_imports(pipeline_file.with_name("pipeline_mnist_ddpm_checks.py")) == []

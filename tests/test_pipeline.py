@@ -601,7 +601,8 @@ def test_a_folder_in_the_hub_layout_loads_the_installed_code_never_the_folders_c
     index.update(_class_name=["pipeline_mnist_ddpm", "MNISTDDPMPipeline"], unet=["unet_mnist", "ClassConditionedUNet"],
                  scheduler=["scheduling_mnist_ddpm", "MNISTDDPMScheduler"])
     (saved / "model_index.json").write_text(json.dumps(index))
-    for name, file in (("unet", "unet_mnist.py"), ("scheduler", "scheduling_mnist_ddpm.py"), (".", "pipeline_mnist_ddpm.py")):
+    for name, file in (("unet", "unet_mnist.py"), ("scheduler", "scheduling_mnist_ddpm.py"), (".", "pipeline_mnist_ddpm.py"),
+                       (".", "pipeline_mnist_ddpm_checks.py")):
         (saved / name / file).write_text("raise RuntimeError('the folder's own code ran')\n")
     pipe = MNISTDDPMPipeline.from_pretrained(saved, dtype=torch.bfloat16)
     assert type(pipe.unet) is ClassConditionedUNet and pipe.unet.dtype == torch.bfloat16

@@ -10,7 +10,7 @@ import torch
 from diffusers import UNet2DModel
 
 from mnist_diffusion import MNISTDDPMPipeline, MNISTDDPMScheduler
-from mnist_diffusion.pipeline_mnist_ddpm import null_class_label, num_class_labels
+from mnist_diffusion.pipeline_mnist_ddpm_checks import null_class_label, num_class_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import train_peer  # noqa: E402

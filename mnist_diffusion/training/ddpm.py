@@ -17,7 +17,8 @@ from diffusers import DPMSolverMultistepScheduler, ModelMixin
 
 from ..arguments import out_of_range
 from ..data import MNIST_FILES
-from ..pipeline_mnist_ddpm import MNISTDDPMPipeline, null_class_label
+from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
+from ..pipeline_mnist_ddpm_checks import null_class_label
 from ..scheduling_mnist_ddpm import BETA_SCHEDULES, PREDICTION_TYPES, MNISTDDPMScheduler
 from ..unet_mnist import ClassConditionedUNet
 from .checkpoints import output_dir_problems, resume_problems
