@@ -36,8 +36,9 @@ setup(
         "train": TRAIN,
         "eval": EVAL,
         "demo": ["gradio>=6,<7"],
-        # playwright drives the system's Chromium in the demo's browser test (it never downloads a browser).
-        "dev": TRAIN + EVAL + ["gradio>=6,<7", "playwright>=1.40", "pytest>=8"],
+        # playwright drives the system's Chromium in the demo's browser test (it never downloads a browser);
+        # import-linter checks the layers of .importlinter (`lint-imports`, run by .ci/run).
+        "dev": TRAIN + EVAL + ["gradio>=6,<7", "playwright>=1.40", "pytest>=8", "import-linter>=2.16"],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
