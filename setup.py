@@ -19,7 +19,7 @@ setup(
     # model of every command exists in any install, not only in a checkout; their figures stay in the repository.
     packages=find_packages(include=["mnist_diffusion", "mnist_diffusion.*"]) + ["mnist_diffusion.pretrained"],
     package_dir={"mnist_diffusion.pretrained": "pretrained"},
-    package_data={"mnist_diffusion": ["templates/*.md"],
+    package_data={"mnist_diffusion": ["lab/templates/*.md"],
                   "mnist_diffusion.pretrained": ["*/*.json", "*/*/*.json", "*/*.safetensors", "*/unet/*.safetensors"]},
     # Install the CPU build first (`pip install torch==2.13.0`) on machines without a GPU: an unpinned torch
     # requirement with no torch present pulls several GB of CUDA packages.

@@ -63,7 +63,7 @@ def student_ms_target(steps: int) -> float:
 
 def stored_student_steps() -> int:
     """The shipped student's stored default number of steps, the steps its benchmark row times."""
-    from mnist_diffusion.shipped import SHIPPED_STUDENT
+    from mnist_diffusion.lab.shipped import SHIPPED_STUDENT
 
     return MNISTDDPMPipeline.load_config(SHIPPED_STUDENT)["default_num_inference_steps"]
 

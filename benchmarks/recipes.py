@@ -18,8 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
-from mnist_diffusion.evaluation import worst_digit_accuracy
-from mnist_diffusion.training.ddpm import build_parser
+from mnist_diffusion.lab.evaluation import worst_digit_accuracy
+from mnist_diffusion.lab.training.ddpm import build_parser
 
 # Options that say where a run went or how it was restarted, not what it trained.
 NOT_RECIPE = {"output_dir", "resume_from_checkpoint", "data_dir", "logger", "checkpointing_steps", "validation_steps",

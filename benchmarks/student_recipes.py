@@ -18,8 +18,8 @@ from pathlib import Path
 
 from recipes import check_runs, name_and_folder, recipe_change
 
-from mnist_diffusion.evaluation import worst_digit_accuracy
-from mnist_diffusion.training.distillation import build_parser
+from mnist_diffusion.lab.evaluation import worst_digit_accuracy
+from mnist_diffusion.lab.training.distillation import build_parser
 
 STEPS = (1, 2, 4)
 

@@ -20,8 +20,8 @@ from diffusers import UNet2DModel
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchmark import PEER_UNET_CONFIG  # noqa: E402
 
-from mnist_diffusion.training.ddpm import build_parser, check_args, train  # noqa: E402
-from mnist_diffusion.training.options import parse_checked  # noqa: E402
+from mnist_diffusion.lab.training.ddpm import build_parser, check_args, train  # noqa: E402
+from mnist_diffusion.lab.training.options import parse_checked  # noqa: E402
 
 # Our model options that would shape the UNet: the peer's are fixed by PEER_UNET_CONFIG.
 ARCHITECTURE_OPTIONS = ("block_out_channels", "layers_per_block", "attention_resolutions", "attention_head_dim",

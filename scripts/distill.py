@@ -4,10 +4,10 @@
     accelerate launch scripts/distill.py --teacher pretrained/mnist-ddpm --data_dir ../shared/data/mnist \
         --output_dir mnist-lcm
 
-Every option and its default: `python scripts/distill.py --help`. The method is in `mnist_diffusion/training/distillation.py`.
+Every option and its default: `python scripts/distill.py --help`. The method is in `mnist_diffusion/lab/training/distillation.py`.
 """
 
-from mnist_diffusion.training.distillation import main
+from mnist_diffusion.lab.training.distillation import main
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,7 @@ and as another, and report how often the evaluation classifier reads the request
     python scripts/evaluate_inpainting.py --data_dir ../shared/data/mnist --output pretrained/mnist-ddpm/evaluation/inpainting.json
 """
 
-from mnist_diffusion.inpainting_evaluation import main
+from mnist_diffusion.lab.inpainting_evaluation import main
 
 if __name__ == "__main__":
     main()

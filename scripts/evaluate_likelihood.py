@@ -6,7 +6,7 @@
         --output pretrained/mnist-ddpm/evaluation/likelihood.json
 """
 
-from mnist_diffusion.likelihood_evaluation import main
+from mnist_diffusion.lab.likelihood_evaluation import main
 
 if __name__ == "__main__":
     main()

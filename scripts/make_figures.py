@@ -4,7 +4,7 @@
     python scripts/make_figures.py --data_dir ../shared/data/mnist --sweep pretrained/mnist-ddpm/evaluation/guidance_sweep.json
 """
 
-from mnist_diffusion.figures import main
+from mnist_diffusion.lab.figures import main
 
 if __name__ == "__main__":
     main()

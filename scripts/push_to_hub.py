@@ -6,10 +6,10 @@
 
 The token comes from --token, HF_TOKEN or `hf auth login`. The card installs the package from --source_url (default:
 setup.py's url). A folder with a token-shaped string in a file to push is refused. What is pushed, and why:
-`mnist_diffusion/hub.py`.
+`mnist_diffusion/lab/hub.py`.
 """
 
-from mnist_diffusion.hub import main
+from mnist_diffusion.lab.hub import main
 
 if __name__ == "__main__":
     main()

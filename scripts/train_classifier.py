@@ -4,10 +4,10 @@
     accelerate launch scripts/train_classifier.py --data_dir ../shared/data/mnist --output_dir pretrained/mnist-classifier
 
 Every option and its default: `python scripts/train_classifier.py --help`. The training loop is in
-`mnist_diffusion/training/classifier.py`.
+`mnist_diffusion/lab/training/classifier.py`.
 """
 
-from mnist_diffusion.training.classifier import main
+from mnist_diffusion.lab.training.classifier import main
 
 if __name__ == "__main__":
     main()

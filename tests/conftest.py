@@ -50,7 +50,7 @@ def documentation() -> str:
 
 @pytest.fixture
 def tiny_model_and_classifier(tmp_path, tiny_pipe):
-    from mnist_diffusion.classifier import build_classifier
+    from mnist_diffusion.lab.classifier import build_classifier
 
     tiny_pipe.save_pretrained(tmp_path / "model")
     torch.manual_seed(0)

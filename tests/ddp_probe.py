@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_diffusion.training.ddpm import parse_args, train
+from mnist_diffusion.lab.training.ddpm import parse_args, train
 
 
 def main() -> None:

@@ -5,9 +5,9 @@ import diffusers
 import pytest
 from huggingface_hub import ModelCard
 
-from mnist_diffusion.card import evaluation_rows, read_evaluations, render_model_card, tables_by_n
-from mnist_diffusion.reporting import TEACHER_RESULTS
-from mnist_diffusion.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
+from mnist_diffusion.lab.card import evaluation_rows, read_evaluations, render_model_card, tables_by_n
+from mnist_diffusion.lab.reporting import TEACHER_RESULTS
+from mnist_diffusion.lab.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 
 from .conftest import documentation
 
@@ -72,7 +72,7 @@ def test_the_repository_cards_are_the_renderings_of_the_shipped_models(folder, r
         pytest.skip(f"no shipped model at {folder}")
     card = Path(__file__).resolve().parents[1] / card_file
     assert card.read_text() == render_model_card(folder, repo_id), (
-        f"{card_file} is out of date: python -m mnist_diffusion.card --model_dir {folder.relative_to(folder.parents[1])} "
+        f"{card_file} is out of date: python -m mnist_diffusion.lab.card --model_dir {folder.relative_to(folder.parents[1])} "
         f"--repo_id {repo_id} --output {card_file}"
     )
 
@@ -234,7 +234,7 @@ def test_the_card_never_shows_a_token_recorded_in_the_folder(tiny_pipe, tmp_path
 
 def test_the_card_installs_from_the_source_location_and_leads_with_remote_code(tiny_pipe, tmp_path, monkeypatch):
     tiny_pipe.save_pretrained(tmp_path)
-    monkeypatch.setattr("mnist_diffusion.card.package_source_url", lambda: None)  # setup.py without a url
+    monkeypatch.setattr("mnist_diffusion.lab.card.package_source_url", lambda: None)  # setup.py without a url
     card = render_model_card(tmp_path, repo_id="someone/digits")
     assert "pypi.org" not in card and "pip install mnist-diffusion" not in card  # the package is not on PyPI
     usage = card[card.index("## Usage"):card.index("## Model")]
@@ -248,7 +248,7 @@ def test_the_card_installs_from_the_source_location_and_leads_with_remote_code(t
     assert "Made with [mnist-diffusion](https://example.org/me/mnist-diffusion)." in card
 
     # By default, the url of setup.py, as the installed package's metadata records it.
-    monkeypatch.setattr("mnist_diffusion.card.package_source_url", lambda: "https://example.org/default")
+    monkeypatch.setattr("mnist_diffusion.lab.card.package_source_url", lambda: "https://example.org/default")
     assert 'pip install "git+https://example.org/default"' in render_model_card(tmp_path)
     with pytest.raises(ValueError, match="'mnist-diffusion'"):
         render_model_card(tmp_path, source_url="mnist-diffusion")

@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 from PIL import Image  # noqa: E402
 from transformers import AutoImageProcessor, AutoModelForImageClassification, RegNetForImageClassification  # noqa: E402
 
-from mnist_diffusion.classifier import DigitClassifier, build_classifier  # noqa: E402
+from mnist_diffusion.lab.classifier import DigitClassifier, build_classifier  # noqa: E402
 from mnist_diffusion.data import load_mnist  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,13 +143,14 @@ def test_the_pipeline_does_not_need_transformers():
 import importlib, pkgutil, sys
 sys.modules["transformers"] = None  # makes `import transformers` fail and find_spec report it missing
 import mnist_diffusion
-CLASSIFIER_MODULES = ("classifier", "training.classifier")
-for module in pkgutil.walk_packages(mnist_diffusion.__path__):
+CLASSIFIER_MODULES = ("mnist_diffusion.lab.classifier", "mnist_diffusion.lab.training.classifier")
+# With the prefix, walk_packages goes into the subpackages (the lab, its training) too.
+for module in pkgutil.walk_packages(mnist_diffusion.__path__, prefix="mnist_diffusion."):
     if module.name not in CLASSIFIER_MODULES:
-        importlib.import_module(f"mnist_diffusion.{module.name}")
+        importlib.import_module(module.name)
 for name in CLASSIFIER_MODULES:
     try:
-        importlib.import_module(f"mnist_diffusion.{name}")
+        importlib.import_module(name)
     except ImportError as error:
         print(error)
 """

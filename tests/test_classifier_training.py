@@ -1,4 +1,4 @@
-"""Tests of `mnist_diffusion/training/classifier.py`: the augmentation, a tiny training run on the generated MNIST of
+"""Tests of `mnist_diffusion/lab/training/classifier.py`: the augmentation, a tiny training run on the generated MNIST of
 `tests/synthetic_mnist.py`, its time budget and its options."""
 
 import hashlib
@@ -10,10 +10,10 @@ import torch
 pytest.importorskip("transformers")
 from transformers import AutoImageProcessor, AutoModelForImageClassification, RegNetForImageClassification  # noqa: E402
 
-from mnist_diffusion.classifier import DigitClassifier  # noqa: E402
+from mnist_diffusion.lab.classifier import DigitClassifier  # noqa: E402
 from mnist_diffusion.images import digits_to_unit_range  # noqa: E402
 from mnist_diffusion.data import load_mnist  # noqa: E402
-from mnist_diffusion.training.classifier import parse_args, random_affine, train_classifier  # noqa: E402
+from mnist_diffusion.lab.training.classifier import parse_args, random_affine, train_classifier  # noqa: E402
 
 TINY_ARGS = ["--hidden_sizes", "8", "16", "--depths", "1", "1", "--embedding_size", "8"]
 

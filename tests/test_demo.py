@@ -108,7 +108,7 @@ def test_the_students_choice_shows_its_stored_number_of_steps(demo_url):
     from urllib.request import urlopen
 
     from mnist_diffusion import MNISTDDPMPipeline
-    from mnist_diffusion.shipped import SHIPPED_STUDENT
+    from mnist_diffusion.lab.shipped import SHIPPED_STUDENT
 
     with urlopen(f"{demo_url}/config", timeout=30) as response:
         config = json.load(response)
@@ -121,7 +121,7 @@ def test_the_students_choice_shows_its_stored_number_of_steps(demo_url):
 def test_the_distilled_student_is_the_first_sampler_and_ignores_the_guidance_slider(client):
     from PIL import Image
 
-    from mnist_diffusion.shipped import SHIPPED_STUDENT
+    from mnist_diffusion.lab.shipped import SHIPPED_STUDENT
 
     assert SHIPPED_STUDENT.is_dir(), f"the demo offers the shipped student, {SHIPPED_STUDENT}, which is missing"
     first, _ = client.predict(**{**GENERATE, "sampler": DISTILLED}, api_name="/generate")

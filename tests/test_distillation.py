@@ -1,4 +1,4 @@
-"""Tests of `mnist_diffusion/training/distillation.py` on a tiny teacher and the generated MNIST of `tests/synthetic_mnist.py`:
+"""Tests of `mnist_diffusion/lab/training/distillation.py` on a tiny teacher and the generated MNIST of `tests/synthetic_mnist.py`:
 the method's pieces against diffusers' own schedulers, the loss, the boundary condition, the run (options, kill and
 resume, the folder it writes)."""
 
@@ -15,8 +15,8 @@ from diffusers import DDIMScheduler, LCMScheduler
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
 from mnist_diffusion.scheduling_mnist_ddpm import PREDICTION_TYPES
-from mnist_diffusion.training import distillation
-from mnist_diffusion.training.distillation import (
+from mnist_diffusion.lab.training import distillation
+from mnist_diffusion.lab.training.distillation import (
     build_parser,
     consistency_function,
     consistency_loss,

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
-from mnist_diffusion.evaluation import (accuracy_report, append_runs, choose_default, evaluate, feature_statistics,
+from mnist_diffusion.lab.evaluation import (accuracy_report, append_runs, choose_default, evaluate, feature_statistics,
                                         frechet_distance, frechet_distance_between, guidance_interval_type,
                                         load_pipeline, run_cache_dir, store_default)
-from mnist_diffusion.evaluation import main as evaluation_main
+from mnist_diffusion.lab.evaluation import main as evaluation_main
 
 from .conftest import TINY_UNET
 
@@ -209,7 +209,7 @@ def no_work(monkeypatch) -> None:
         raise AssertionError("work started before the options were checked")
 
     monkeypatch.setattr(MNISTDDPMPipeline, "__call__", fail)
-    monkeypatch.setattr("mnist_diffusion.classifier.DigitClassifier.from_pretrained", fail)
+    monkeypatch.setattr("mnist_diffusion.lab.classifier.DigitClassifier.from_pretrained", fail)
 
 
 def no_downloads(monkeypatch) -> None:
@@ -280,7 +280,7 @@ def test_append_is_checked_before_generating_and_knows_a_model_by_its_weights(tm
 
 
 def test_cas_trains_on_the_given_digits_alone_and_tests_on_the_real_split(synthetic_mnist):
-    from mnist_diffusion.evaluation import classification_accuracy_score, real_training_digits
+    from mnist_diffusion.lab.evaluation import classification_accuracy_score, real_training_digits
 
     images, labels = real_training_digits(str(synthetic_mnist), 32, seed=0)
     assert images.shape == (320, 1, 28, 28) and torch.equal(labels.bincount(), torch.full((10,), 32))

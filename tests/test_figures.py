@@ -4,8 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_diffusion.evaluation import DEFAULT_RULE
-from mnist_diffusion.figures import (guidance_family, guidance_plot, reverse_animation, reverse_process, reverse_strip,
+from mnist_diffusion.lab.evaluation import DEFAULT_RULE
+from mnist_diffusion.lab.figures import (guidance_family, guidance_plot, reverse_animation, reverse_process, reverse_strip,
                                      sample_grid)
 
 
@@ -44,7 +44,7 @@ def test_guidance_plot_draws_one_curve_per_family(tmp_path):
 
 
 def test_make_figures_writes_every_figure_of_the_card(tiny_pipe, tmp_path, synthetic_mnist):
-    from mnist_diffusion.figures import main
+    from mnist_diffusion.lab.figures import main
 
     pytest.importorskip("matplotlib")
     tiny_pipe.save_pretrained(tmp_path / "model")
@@ -64,7 +64,7 @@ def test_make_figures_draws_a_students_grid_and_its_steps(tiny_unet, tmp_path):
     from diffusers import LCMScheduler
 
     from mnist_diffusion import MNISTDDPMPipeline
-    from mnist_diffusion.figures import main
+    from mnist_diffusion.lab.figures import main
 
     MNISTDDPMPipeline(tiny_unet, LCMScheduler(beta_start=1e-4, beta_end=0.02, beta_schedule="linear"),
                       default_num_inference_steps=4).save_pretrained(tmp_path / "student")

@@ -1,4 +1,4 @@
-"""`scripts/generate.py` (`mnist_diffusion/generate.py`): bad options are usage errors, good ones write the grid."""
+"""`scripts/generate.py` (`mnist_diffusion/lab/generate.py`): bad options are usage errors, good ones write the grid."""
 
 import os
 import subprocess
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mnist_diffusion.arguments import MAX_SEED, check_number
-from mnist_diffusion.generate import main
+from mnist_diffusion.lab.arguments import MAX_SEED, check_number
+from mnist_diffusion.lab.generate import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

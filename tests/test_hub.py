@@ -1,5 +1,5 @@
 """
-The Hub round trip of `mnist_diffusion/hub.py`, against the test Hub server of `tests/hub_server.py` on 127.0.0.1.
+The Hub round trip of `mnist_diffusion/lab/hub.py`, against the test Hub server of `tests/hub_server.py` on 127.0.0.1.
 
 Each client runs in its own Python process, started with its Hub settings in the environment (HF_ENDPOINT, HF_HOME,
 HF_HUB_CACHE, HF_HUB_OFFLINE), as a user's process would be. Monkeypatching this process would not do: huggingface_hub
@@ -26,8 +26,8 @@ import torch
 from diffusers import LCMScheduler
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
-from mnist_diffusion.card import render_model_card
-from mnist_diffusion.hub import card_images, check_hub_arguments, hub_model_index, push_pipeline_to_hub, source_file
+from mnist_diffusion.lab.card import render_model_card
+from mnist_diffusion.lab.hub import card_images, check_hub_arguments, hub_model_index, push_pipeline_to_hub, source_file
 
 from .conftest import TINY_UNET
 from .hub_server import HubServer
@@ -157,7 +157,7 @@ def uploads(hub, folders, leaky_folder, tmp_path_factory):
     return run_client(
         """
         from huggingface_hub import HfApi
-        from mnist_diffusion.hub import main, push_pipeline_to_hub
+        from mnist_diffusion.lab.hub import main, push_pipeline_to_hub
 
         a, b = args["a"], args["b"]
         result["main"] = push_pipeline_to_hub(a, "org/mnist-ddpm").oid
@@ -197,7 +197,7 @@ def package_user(hub, uploads, folders, tmp_path_factory):
         """
         from huggingface_hub import scan_cache_dir
         from mnist_diffusion import MNISTDDPMPipeline
-        from mnist_diffusion.hub import push_pipeline_to_hub
+        from mnist_diffusion.lab.hub import push_pipeline_to_hub
 
         result["fresh"] = sample(MNISTDDPMPipeline.from_pretrained("org/mnist-ddpm"))
         cached = scan_cache_dir().repos
@@ -436,7 +436,7 @@ def test_a_card_holding_a_token_is_refused_before_any_request(folders, monkeypat
     def no_request(*args, **kwargs):
         raise AssertionError("the push reached the Hub")
 
-    monkeypatch.setattr("mnist_diffusion.hub.HfApi", no_request)
+    monkeypatch.setattr("mnist_diffusion.lab.hub.HfApi", no_request)
     with pytest.raises(ValueError, match=r"the model card \(README.md\): hf_Tes…") as error:
         push_pipeline_to_hub(folders["b"], "org/x", token=TOKEN, card_text=f"# x\n\nPushed with {TOKEN}.\n")
     assert TOKEN not in str(error.value)
@@ -508,7 +508,7 @@ def test_a_distilled_student_loads_from_the_hub_with_and_without_the_package(hub
             return pipe(labels=[7], generator=torch.Generator().manual_seed(0), output_type="np").images
         """)
     pushed = run_client(
-        'from mnist_diffusion.hub import push_pipeline_to_hub\n'
+        'from mnist_diffusion.lab.hub import push_pipeline_to_hub\n'
         'result["oid"] = push_pipeline_to_hub(args["folder"], "org/mnist-lcm").oid\n',
         client_env(hub, tmp_path / "uploader", HF_TOKEN=TOKEN), tmp_path, folder=student_folder,
     )

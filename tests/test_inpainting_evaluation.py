@@ -1,11 +1,11 @@
-"""`mnist_diffusion/inpainting_evaluation.py`: the bottom-half task, a tiny measurement, and the documented table."""
+"""`mnist_diffusion/lab/inpainting_evaluation.py`: the bottom-half task, a tiny measurement, and the documented table."""
 
 import json
 
 import pytest
 import torch
 
-from mnist_diffusion.inpainting_evaluation import bottom_half_task, evaluate_inpainting, inpainting_table
+from mnist_diffusion.lab.inpainting_evaluation import bottom_half_task, evaluate_inpainting, inpainting_table
 
 from .conftest import documentation
 
@@ -30,7 +30,7 @@ def test_evaluate_inpainting_keeps_the_top_half_and_scores_both_labels(tiny_mode
 
 
 def test_the_readme_inpainting_table_is_the_shipped_measurement():
-    from mnist_diffusion.shipped import SHIPPED_MODEL
+    from mnist_diffusion.lab.shipped import SHIPPED_MODEL
 
     results = SHIPPED_MODEL / "evaluation" / "inpainting.json"
     if not results.is_file():

@@ -46,8 +46,8 @@ def test_a_non_editable_install_finds_its_shipped_models_outside_the_checkout(tm
         import torch
         import mnist_diffusion
         from mnist_diffusion import MNISTDDPMPipeline
-        from mnist_diffusion.generate import main
-        from mnist_diffusion.shipped import SHIPPED_CLASSIFIER, SHIPPED_MODEL, SHIPPED_STUDENT
+        from mnist_diffusion.lab.generate import main
+        from mnist_diffusion.lab.shipped import SHIPPED_CLASSIFIER, SHIPPED_MODEL, SHIPPED_STUDENT
 
         installed = Path(mnist_diffusion.__file__).resolve().parent
         assert installed.is_relative_to(Path(sys.prefix).resolve()), installed
@@ -57,7 +57,7 @@ def test_a_non_editable_install_finds_its_shipped_models_outside_the_checkout(tm
         student.set_progress_bar_config(disable=True)
         assert student(labels=[7], num_inference_steps=2, output_type="pt").images.shape == (1, 1, 28, 28)
         main(["--labels", "3", "--scheduler", "dpm", "--num_inference_steps", "2", "--output", "three.png"])
-        from mnist_diffusion.card import render_model_card  # its template is package data too
+        from mnist_diffusion.lab.card import render_model_card  # its template is package data too
 
         assert "## Evaluation" in render_model_card(SHIPPED_MODEL)
         print("ok")

@@ -19,7 +19,7 @@ from mnist_diffusion.images import digits_to_pixel_levels
 from mnist_diffusion.likelihood import (BoundCoefficients, decoder_draws, discretized_gaussian_log_likelihood,
                                         gaussian_kl, stratified_timesteps, trial_timesteps, variational_bound,
                                         zero_shot_classify)
-from mnist_diffusion.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
+from mnist_diffusion.lab.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 needs_real_digits = pytest.mark.skipif(
@@ -366,8 +366,8 @@ def test_the_shipped_model_classifies_real_digits_zero_shot():
 
 
 def test_the_likelihood_evaluation_writes_its_tables_and_resumes_from_its_cache(tiny_pipe, tmp_path, synthetic_mnist):
-    from mnist_diffusion.figures import confusion_figure
-    from mnist_diffusion.likelihood_evaluation import main
+    from mnist_diffusion.lab.figures import confusion_figure
+    from mnist_diffusion.lab.likelihood_evaluation import main
 
     tiny_pipe.save_pretrained(tmp_path / "model")
     arguments = ["--model", str(tmp_path / "model"), "--data_dir", str(synthetic_mnist), "--pilot_images", "2",
@@ -429,7 +429,7 @@ def test_the_likelihood_evaluation_writes_its_tables_and_resumes_from_its_cache(
     (["--output", "."], "--output . must be a file path"),
 ])
 def test_the_likelihood_evaluation_refuses_bad_sizes_before_loading_anything(arguments, message, capsys):
-    from mnist_diffusion.likelihood_evaluation import main
+    from mnist_diffusion.lab.likelihood_evaluation import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--output", "unused.json", "--data_dir", "/nonexistent"] + arguments)
@@ -438,7 +438,7 @@ def test_the_likelihood_evaluation_refuses_bad_sizes_before_loading_anything(arg
 
 def test_the_likelihood_evaluation_refuses_a_model_without_a_bound_before_scoring_a_digit(tiny_pipe, tmp_path,
                                                                                       synthetic_mnist, capsys):
-    from mnist_diffusion.likelihood_evaluation import main
+    from mnist_diffusion.lab.likelihood_evaluation import main
 
     tiny_pipe.scheduler = MNISTDDPMScheduler.from_config(tiny_pipe.scheduler.config, prediction_type="v_prediction")
     tiny_pipe.save_pretrained(tmp_path / "model")
@@ -469,8 +469,8 @@ def test_without_the_package_the_methods_say_what_to_install(tiny_pipe, monkeypa
 
 
 def test_the_documented_likelihood_and_cas_tables_are_the_committed_results():
-    from mnist_diffusion.card import cas_table
-    from mnist_diffusion.reporting import CAS_RESULTS, LIKELIHOOD_RESULTS, bound_rows, pruning_rows, zero_shot_rows
+    from mnist_diffusion.lab.card import cas_table
+    from mnist_diffusion.lab.reporting import CAS_RESULTS, LIKELIHOOD_RESULTS, bound_rows, pruning_rows, zero_shot_rows
 
     from .conftest import documentation
 
@@ -488,7 +488,7 @@ def test_the_documented_likelihood_and_cas_tables_are_the_committed_results():
 
 
 def test_the_importance_proposal_follows_the_terms_and_cuts_the_spread_of_the_estimate():
-    from mnist_diffusion.likelihood_evaluation import UNIFORM_SHARE, estimate_spread, importance_proposal
+    from mnist_diffusion.lab.likelihood_evaluation import UNIFORM_SHARE, estimate_spread, importance_proposal
 
     shape = 1 / torch.arange(1, 1001, dtype=torch.float64) ** 1.5  # most of the sum at small t, as measured
     terms = torch.stack([scale * shape for scale in (1.0, 1.3, 0.8)])

@@ -1,4 +1,4 @@
-"""Tests of `mnist_diffusion/likelihood_evaluation.py` (`scripts/evaluate_likelihood.py`): the trial counts a run
+"""Tests of `mnist_diffusion/lab/likelihood_evaluation.py` (`scripts/evaluate_likelihood.py`): the trial counts a run
 reports and times, and the data it refuses before loading the model."""
 
 import json
@@ -6,8 +6,8 @@ import json
 import pytest
 from PIL import Image
 
-from mnist_diffusion.likelihood_evaluation import TRIAL_COUNTS, main, trial_counts
-from mnist_diffusion.reporting import zero_shot_rows
+from mnist_diffusion.lab.likelihood_evaluation import TRIAL_COUNTS, main, trial_counts
+from mnist_diffusion.lab.reporting import zero_shot_rows
 
 from .test_evaluation import no_downloads
 
@@ -21,7 +21,7 @@ def test_a_runs_trial_counts_are_the_tables_below_its_own_and_its_own():
 @pytest.mark.parametrize("num_trials, counts", [(3, [3]), (15, [10, 15])])
 def test_a_run_reports_times_and_draws_every_trial_count_it_has(tiny_pipe, tmp_path, synthetic_mnist, num_trials,
                                                                  counts):
-    from mnist_diffusion.figures import confusion_figure
+    from mnist_diffusion.lab.figures import confusion_figure
 
     tiny_pipe.save_pretrained(tmp_path / "model")
     main(["--model", str(tmp_path / "model"), "--data_dir", str(synthetic_mnist), "--pilot_images", "1",
@@ -43,7 +43,7 @@ def test_a_missing_data_folder_is_a_usage_error_naming_it_before_the_model_and_n
     def fail(*args, **kwargs):
         raise AssertionError("the model was loaded before the data were checked")
 
-    monkeypatch.setattr("mnist_diffusion.likelihood_evaluation.load_pipeline", fail)
+    monkeypatch.setattr("mnist_diffusion.lab.likelihood_evaluation.load_pipeline", fail)
     no_downloads(monkeypatch)
     missing = tmp_path / "nowhere" / "mnist"
     with pytest.raises(SystemExit) as exit_info:
@@ -73,7 +73,7 @@ def test_store_proposal_writes_the_models_default_proposal_and_measures_its_spre
 
 
 def test_the_documented_spread_of_the_default_estimate_is_the_committed_measurement():
-    from mnist_diffusion.shipped import SHIPPED_MODEL
+    from mnist_diffusion.lab.shipped import SHIPPED_MODEL
 
     from .conftest import documentation
 

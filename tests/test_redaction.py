@@ -1,4 +1,4 @@
-from mnist_diffusion.redaction import REDACTED, find_secrets, redact, redact_command
+from mnist_diffusion.lab.redaction import REDACTED, find_secrets, redact, redact_command
 
 TOKEN = "hf_" + "aBcDeFgHiJkLmNoPqRsTuVwXyZ01234567"
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mnist_diffusion import MNISTDDPMPipeline
-from mnist_diffusion.samplers import use_sampler
-from mnist_diffusion.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
+from mnist_diffusion.lab.samplers import use_sampler
+from mnist_diffusion.lab.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 
 SHIPPED_CLASSIFIER = SHIPPED_MODEL.parent / "mnist-classifier"
 needs_model = pytest.mark.skipif(not (SHIPPED_MODEL / "model_index.json").is_file(),
@@ -45,7 +45,7 @@ def test_main_job_generates_a_seven_offline(tmp_path, monkeypatch):
 @needs_classifier
 def test_shipped_pipeline_draws_the_requested_digits():
     """A real quality gate: with the fast solver, ≥ 97% of 20 digits per class are read as requested."""
-    from mnist_diffusion.classifier import DigitClassifier
+    from mnist_diffusion.lab.classifier import DigitClassifier
 
     pipe = MNISTDDPMPipeline.from_pretrained(SHIPPED_MODEL)
     pipe.set_progress_bar_config(disable=True)
@@ -75,7 +75,7 @@ def test_shipped_student_is_a_small_pipeline_that_loads_with_lcm_scheduler():
 @needs_classifier
 def test_shipped_student_draws_the_requested_digits_in_four_steps():
     """The student's quality gate: at its default 4 steps, ≥ 97% of 20 digits per class are read as requested."""
-    from mnist_diffusion.classifier import DigitClassifier
+    from mnist_diffusion.lab.classifier import DigitClassifier
 
     pipe = MNISTDDPMPipeline.from_pretrained(SHIPPED_STUDENT)
     pipe.set_progress_bar_config(disable=True)

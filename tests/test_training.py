@@ -1,4 +1,4 @@
-"""Tests of `mnist_diffusion/training/` (the DDPM job and the shared pieces), on the generated MNIST of `tests/synthetic_mnist.py`: what they check (the
+"""Tests of `mnist_diffusion/lab/training/` (the DDPM job and the shared pieces), on the generated MNIST of `tests/synthetic_mnist.py`: what they check (the
 loop, checkpoints, resuming, two processes, the options, what is recorded and pushed) does not depend on real digits,
 so they run wherever the tests do."""
 
@@ -22,23 +22,23 @@ from safetensors.torch import load_file
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline
 from mnist_diffusion.data import MNISTDataError
 from mnist_diffusion.scheduling_mnist_ddpm import MNISTDDPMScheduler
-from mnist_diffusion.training import ddpm, loop
-from mnist_diffusion.training.checkpoints import (
+from mnist_diffusion.lab.training import ddpm, loop
+from mnist_diffusion.lab.training.checkpoints import (
     checkpoint_problem,
     new_training_state,
     resolve_checkpoint,
     resume_state,
     save_checkpoint,
 )
-from mnist_diffusion.training.ddpm import build_parser, parse_args, train
-from mnist_diffusion.training.loop import (
+from mnist_diffusion.lab.training.ddpm import build_parser, parse_args, train
+from mnist_diffusion.lab.training.loop import (
     TrainingLength,
     make_accelerator,
     should_stop,
     training_length,
 )
-from mnist_diffusion.training.record import recorded_options
-from mnist_diffusion.training.options import (
+from mnist_diffusion.lab.training.record import recorded_options
+from mnist_diffusion.lab.training.options import (
     add_checkpoint_arguments,
     add_ema_arguments,
     add_optimizer_arguments,
@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = ["--block_out_channels", "8", "16", "16", "--attention_head_dim", "8", "--norm_num_groups", "4",
         "--train_batch_size", "16", "--lr_warmup_steps", "2", "--logger", "none", "--validation_steps", "1000"]
-# Token-shaped (see mnist_diffusion/redaction.py), and one that the test Hub accepts.
+# Token-shaped (see mnist_diffusion/lab/redaction.py), and one that the test Hub accepts.
 HUB_TOKEN = "hf_" + "LoopbackHubTestToken0123456789"
 
 
@@ -480,7 +480,7 @@ STOP_PROBE = """
 import json, sys
 from pathlib import Path
 from accelerate import Accelerator
-from mnist_diffusion.training.loop import should_stop
+from mnist_diffusion.lab.training.loop import should_stop
 
 accelerator = Accelerator()
 verdicts = []

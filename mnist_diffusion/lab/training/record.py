@@ -13,7 +13,7 @@ import torch
 from accelerate import Accelerator
 from diffusers import DiffusionPipeline
 
-from ..data import describe_training_data
+from ...data import describe_training_data
 from ..redaction import redact, redact_command
 from ..run_folder import PIPELINE_ENTRIES, TRAINING_CONFIG
 

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from ..arguments import out_of_range
 from ..classifier import DigitClassifier, build_classifier, normalize
-from ..data import load_mnist
-from ..images import IMAGE_SIZE, digits_to_unit_range
+from ...data import load_mnist
+from ...images import IMAGE_SIZE, digits_to_unit_range
 from ..shipped import SHIPPED_CLASSIFIER
 from .checkpoints import new_training_state
 from .loop import (

@@ -5,8 +5,8 @@ Shared by the command lines (`--scheduler`, `--samplers`), the evaluation, the f
 
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LCMScheduler
 
-from .pipeline_mnist_ddpm import MNISTDDPMPipeline
-from .scheduling_mnist_ddpm import MNISTDDPMScheduler
+from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
+from ..scheduling_mnist_ddpm import MNISTDDPMScheduler
 
 # name → (scheduler class, steps used when none are asked for). None: the pipeline's stored default, or else the full
 # chain (1000 for the DDPM); the consistency-distilled student (pretrained/mnist-lcm) stores 4 for its LCMScheduler.

@@ -5,7 +5,7 @@ Every number on the card comes from the folder itself: the UNet's and scheduler'
 `scripts/evaluate.py`). Nothing is typed by hand, so a user's own `train.py --push_to_hub` gets a card for their run,
 and the top-level `model_card.md` of this repository is this module's rendering of `pretrained/mnist-ddpm/`.
 
-    python -m mnist_diffusion.card --model_dir pretrained/mnist-ddpm --output model_card.md
+    python -m mnist_diffusion.lab.card --model_dir pretrained/mnist-ddpm --output model_card.md
 """
 
 import argparse
@@ -18,7 +18,7 @@ from pathlib import Path, PureWindowsPath
 from diffusers.utils.dynamic_modules_utils import get_relative_imports
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .pipeline_mnist_ddpm import MNISTDDPMPipeline
+from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .redaction import redact, redact_command
 from .reporting import (BF16_RESULTS, CAS_RESULTS, DEFAULT_RESULTS, FAST_AT_DEFAULT_N_RESULTS, FAST_RESULTS,
                         LIKELIHOOD_RESULTS, SWEEP_RESULTS, TEACHER_RESULTS, bound_rows, zero_shot_rows)

@@ -22,7 +22,7 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelet
 from huggingface_hub.errors import LocalTokenNotFoundError
 
 from .card import pipeline_code_files, render_model_card
-from .pipeline_mnist_ddpm import MNISTDDPMPipeline, component_class
+from ..pipeline_mnist_ddpm import MNISTDDPMPipeline, component_class
 from .redaction import find_secrets
 from .run_folder import BY_PRODUCTS, TRAINING_CONFIG
 
@@ -231,7 +231,7 @@ def push_pipeline_to_hub(
         revision (`str`, *optional*): the branch to commit to, created from `main` if missing; defaults to `main`.
         token (`str`, *optional*): a token with write access; defaults to `HF_TOKEN` or the saved login.
         card_text (`str`, *optional*): the model card; defaults to the card of this pipeline rendered from its own
-            folder by [`~mnist_diffusion.card.render_model_card`].
+            folder by [`~mnist_diffusion.lab.card.render_model_card`].
         source_url (`str`, *optional*): the package's Git repository, which the rendered card installs from; defaults
             to setup.py's `url`. Ignored when `card_text` is given.
 

@@ -17,11 +17,11 @@ import torch
 from diffusers import LCMScheduler
 from PIL import Image
 
-from .data import load_mnist
+from ..data import load_mnist
 from .evaluation import DEFAULT_RULE
-from .images import make_grid, model_range_to_pil, pixels_to_model_range
+from ..images import make_grid, model_range_to_pil, pixels_to_model_range
 from .inpainting_evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS, bottom_half_task
-from .pipeline_mnist_ddpm import MNISTDDPMPipeline
+from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .samplers import SAMPLERS, use_sampler
 from .shipped import SHIPPED_MODEL
 
@@ -221,7 +221,7 @@ def inpainting_figure(model: str, data_dir: str, seed: int = 0, scale: int = 3) 
     Rows: the first test digit of each class with its bottom half hidden (grey), its completion as its own class, and
     its completion as the next class ((y + 1) mod 10).
     """
-    from .pipeline_mnist_inpaint import MNISTDDPMInpaintPipeline
+    from ..pipeline_mnist_inpaint import MNISTDDPMInpaintPipeline
 
     pipe = MNISTDDPMInpaintPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)

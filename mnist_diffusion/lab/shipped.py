@@ -12,10 +12,11 @@ def shipped_models_folder() -> Path:
     Where the shipped models are: `pretrained/` of the checkout this package runs from (an editable install, or the
     source tree on the path), else the copy that an install put inside the package (`setup.py`'s package data).
     """
-    checkout = Path(__file__).resolve().parents[1] / "pretrained"
+    package = Path(__file__).resolve().parents[1]  # mnist_diffusion/, this file being in mnist_diffusion/lab/
+    checkout = package.parent / "pretrained"
     if (checkout / "mnist-ddpm" / "model_index.json").is_file():
         return checkout
-    return Path(__file__).resolve().parent / "pretrained"
+    return package / "pretrained"
 
 
 SHIPPED_MODEL = shipped_models_folder() / "mnist-ddpm"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .data import load_mnist
+from ..data import load_mnist
 from .evaluation import accuracy_report
 from .shipped import SHIPPED_CLASSIFIER, SHIPPED_MODEL
 
@@ -44,7 +44,7 @@ def evaluate_inpainting(model_dir: str, classifier_dir: str, data_dir: str, per_
         change of a kept pixel (0–255), and the wall time.
     """
     from .classifier import DigitClassifier
-    from .pipeline_mnist_inpaint import MNISTDDPMInpaintPipeline
+    from ..pipeline_mnist_inpaint import MNISTDDPMInpaintPipeline
 
     classifier = DigitClassifier.from_pretrained(classifier_dir)
     pipe = MNISTDDPMInpaintPipeline.from_pretrained(model_dir)

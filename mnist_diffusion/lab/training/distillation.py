@@ -31,8 +31,8 @@ from diffusers import LCMScheduler
 
 from ..arguments import out_of_range
 from ..fingerprint import model_sha256
-from ..pipeline_mnist_ddpm import MNISTDDPMPipeline, is_repo_id
-from ..scheduling_mnist_ddpm import PREDICTION_TYPES, MNISTDDPMScheduler
+from ...pipeline_mnist_ddpm import MNISTDDPMPipeline, is_repo_id
+from ...scheduling_mnist_ddpm import PREDICTION_TYPES, MNISTDDPMScheduler
 from ..shipped import SHIPPED_MODEL
 from .checkpoints import output_dir_problems, resume_problems
 from .loop import Job, build_seeded, run_job

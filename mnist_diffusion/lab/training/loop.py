@@ -25,10 +25,10 @@ from diffusers.training_utils import EMAModel
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..data import MNISTDataset
+from ...data import MNISTDataset
 from ..hub import push_pipeline_to_hub
-from ..images import make_grid
-from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
+from ...images import make_grid
+from ...pipeline_mnist_ddpm import MNISTDDPMPipeline
 from ..run_folder import LOGS, SAMPLES
 from .record import recorded_options, run_record, write_pipeline
 from .checkpoints import check_output_dir, resolve_checkpoint, resume_state, save_checkpoint

@@ -54,7 +54,7 @@ except ImportError as error:  # transformers is an extra of the evaluation, not 
         "The evaluation classifier needs `transformers`: pip install 'mnist-diffusion[eval]'."
     ) from error
 
-from .images import IMAGE_SIZE, digits_to_unit_range
+from ..images import IMAGE_SIZE, digits_to_unit_range
 
 DIGITS = [str(digit) for digit in range(10)]
 
