@@ -2,10 +2,9 @@
 The package's one home for image conversions, each named for its direction, and for the picture grids.
 
 Three value ranges meet here: MNIST's uint8 pixels in 0–255, the diffusion model's floats in [-1, 1], and floats in
-[0, 1] (what the pipelines return with `output_type="pt"` and what the evaluation classifier reads). Two converters
-live elsewhere on purpose: `MNISTDDPMPipeline.postprocess` (diffusers' name for model range → output) and
-`pipeline_mnist_inpaint.grey_images_to_unit_range` (user input → [0, 1]) belong to the pipeline files, which the Hub
-loads as remote code without this package.
+[0, 1] (what the pipelines return with `output_type="pt"` and what the evaluation classifier reads). One converter
+lives elsewhere on purpose: `MNISTDDPMPipeline.postprocess` (diffusers' name for model range → output) belongs to the
+generation pipeline's file, which a Hub repo carries as remote code without this package.
 """
 
 from collections.abc import Sequence
@@ -114,6 +113,49 @@ def digits_to_pixel_levels(images) -> torch.Tensor:
             "A blank digit (all 0) is valid."
         )
     return levels
+
+
+def pixel_levels_to_model_range(levels: torch.Tensor) -> torch.Tensor:
+    """Pixel levels 0–255 → the model's [−1, 1], the centres of the decoder's 256 bins."""
+    return levels.float() / 127.5 - 1
+
+
+def grey_images_to_unit_range(value, name: str, size: int) -> torch.Tensor:
+    """
+    Grey images as a float tensor (N, 1, size, size) in [0, 1], from a PIL image or a list of them, or from a numpy
+    array or a tensor (uint8 in 0–255, or float in [0, 1]) shaped (H, W), (N, H, W) or (N, 1, H, W). (3, H, W) and
+    (4, H, W) are refused: they may as well be one RGB or RGBA image in torch's channels-first layout.
+    """
+    if isinstance(value, Image.Image):
+        value = [value]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Image.Image) for v in value):
+        value = np.stack([np.asarray(v.convert("L")) for v in value])[:, None]
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value.astype(np.float32) / 255.0 if value.dtype == np.uint8 else value.astype(np.float32))
+    if not torch.is_tensor(value):
+        raise ValueError(f"`{name}` must be a PIL image (or a list of them), a numpy array or a tensor, "
+                         f"got {type(value).__name__}.")
+    given_shape = tuple(value.shape)
+    if value.ndim == 3 and value.shape[0] in (3, 4):
+        raise ValueError(
+            f"`{name}` of shape {given_shape} is ambiguous: {given_shape[0]} grey images, or one colour image? Pass "
+            f"grey images as (N, 1, {size}, {size}) (`{name}[:, None]`), and convert colour images to grey first."
+        )
+    value = value.float() / 255.0 if value.dtype == torch.uint8 else value.float()
+    if value.ndim == 2:
+        value = value[None]
+    if value.ndim == 3:
+        value = value[:, None]
+    if value.ndim != 4 or value.shape[1:] != (1, size, size):
+        raise ValueError(
+            f"`{name}` must be {size}×{size} grey images, shaped ({size}, {size}), (N, {size}, {size}) or "
+            f"(N, 1, {size}, {size}); got shape {given_shape}. Resize first: nothing is resized silently."
+        )
+    if not torch.isfinite(value).all():
+        raise ValueError(f"`{name}` holds NaN or infinite values; values must lie in [0, 1] (or 0–255 for uint8).")
+    if value.min() < 0 or value.max() > 1:
+        raise ValueError(f"`{name}` values must lie in [0, 1] (or 0–255 for uint8), got {value.min()}–{value.max()}.")
+    return value
 
 
 def make_grid(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from diffusers.utils import BaseOutput
 
-from .images import IMAGE_SIZE, digits_to_pixel_levels
+from .images import IMAGE_SIZE, digits_to_pixel_levels, pixel_levels_to_model_range
 from .pipeline_mnist_ddpm_checks import check_labels, check_positive_integer, num_class_labels
 
 NUM_PIXEL_LEVELS = 256
@@ -87,11 +87,6 @@ class ZeroShotOutput(BaseOutput):
     errors: torch.Tensor
     timesteps: torch.Tensor
     weights: torch.Tensor
-
-
-def pixel_levels_to_model_range(levels: torch.Tensor) -> torch.Tensor:
-    """Pixel levels 0–255 → the model's [−1, 1], the centres of the decoder's 256 bins."""
-    return levels.float() / 127.5 - 1
 
 
 def gaussian_kl(mean_1: torch.Tensor, variance_1, mean_2: torch.Tensor, variance_2) -> torch.Tensor:

@@ -9,12 +9,11 @@ steps the chain jumps back by re-noising (`jump_n_sample` times in all) so that 
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image
 
+from .images import grey_images_to_unit_range
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline, step_guidance_scale
 from .pipeline_mnist_ddpm_checks import check_positive_integer
 from .scheduling_mnist_ddpm import MNISTDDPMScheduler
@@ -47,44 +46,6 @@ def repaint_schedule(timesteps: list[int], jump_length: int, jump_n_sample: int)
             schedule += [(levels[level + k], levels[level + k + 1]) for k in range(jump_length)]
             level += jump_length
     return schedule
-
-
-def grey_images_to_unit_range(value, name: str, size: int) -> torch.Tensor:
-    """
-    Grey images as a float tensor (N, 1, size, size) in [0, 1], from a PIL image or a list of them, or from a numpy
-    array or a tensor (uint8 in 0–255, or float in [0, 1]) shaped (H, W), (N, H, W) or (N, 1, H, W). (3, H, W) and
-    (4, H, W) are refused: they may as well be one RGB or RGBA image in torch's channels-first layout.
-    """
-    if isinstance(value, Image.Image):
-        value = [value]
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Image.Image) for v in value):
-        value = np.stack([np.asarray(v.convert("L")) for v in value])[:, None]
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value.astype(np.float32) / 255.0 if value.dtype == np.uint8 else value.astype(np.float32))
-    if not torch.is_tensor(value):
-        raise ValueError(f"`{name}` must be a PIL image (or a list of them), a numpy array or a tensor, "
-                         f"got {type(value).__name__}.")
-    given_shape = tuple(value.shape)
-    if value.ndim == 3 and value.shape[0] in (3, 4):
-        raise ValueError(
-            f"`{name}` of shape {given_shape} is ambiguous: {given_shape[0]} grey images, or one colour image? Pass "
-            f"grey images as (N, 1, {size}, {size}) (`{name}[:, None]`), and convert colour images to grey first."
-        )
-    value = value.float() / 255.0 if value.dtype == torch.uint8 else value.float()
-    if value.ndim == 2:
-        value = value[None]
-    if value.ndim == 3:
-        value = value[:, None]
-    if value.ndim != 4 or value.shape[1:] != (1, size, size):
-        raise ValueError(
-            f"`{name}` must be {size}×{size} grey images, shaped ({size}, {size}), (N, {size}, {size}) or "
-            f"(N, 1, {size}, {size}); got shape {given_shape}. Resize first: nothing is resized silently."
-        )
-    if not torch.isfinite(value).all():
-        raise ValueError(f"`{name}` holds NaN or infinite values; values must lie in [0, 1] (or 0–255 for uint8).")
-    if value.min() < 0 or value.max() > 1:
-        raise ValueError(f"`{name}` values must lie in [0, 1] (or 0–255 for uint8), got {value.min()}–{value.max()}.")
-    return value
 
 
 class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
