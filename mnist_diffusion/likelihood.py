@@ -290,6 +290,20 @@ def stratified_timesteps(proposal: torch.Tensor, num_timesteps: int, generator) 
     return drawn.clamp(1, len(proposal) - 1)
 
 
+def image_rows(num_timesteps: int | None, proposal: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    The timesteps of one image's rows in [`variational_bound`] and their weights: every term once (`num_timesteps`
+    None), or the decoder's [`decoder_draws`] then the [`stratified_timesteps`], each weighted so that the weighted
+    sums are the estimates.
+    """
+    if num_timesteps is None:
+        return torch.arange(len(proposal)), torch.ones(len(proposal), dtype=torch.float64)
+    decoder = decoder_draws(num_timesteps)
+    drawn = stratified_timesteps(proposal, num_timesteps, generator)
+    return (torch.cat([torch.zeros(decoder, dtype=torch.long), drawn]),
+            torch.cat([torch.full((decoder,), 1 / decoder, dtype=torch.float64), 1 / (num_timesteps * proposal[drawn])]))
+
+
 @torch.no_grad()
 def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timesteps: int | None = None,
                       proposal: torch.Tensor | None = None, generator: torch.Generator | list | None = None,
@@ -345,17 +359,6 @@ def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timeste
     x = pixel_levels_to_model_range(levels)
     all_terms = num_timesteps is None
 
-    def rows_of(image: int) -> tuple[torch.Tensor, torch.Tensor]:
-        # The timesteps of the image's rows and their weights: every term once, or the decoder's draws then the
-        # stratified diffusion draws, each weighted so that the weighted sums are the estimates.
-        if all_terms:
-            return torch.arange(num_train_timesteps), torch.ones(num_train_timesteps, dtype=torch.float64)
-        decoder = decoder_draws(num_timesteps)
-        drawn = stratified_timesteps(proposal, num_timesteps, generators[image])
-        return (torch.cat([torch.zeros(decoder, dtype=torch.long), drawn]),
-                torch.cat([torch.full((decoder,), 1 / decoder, dtype=torch.float64),
-                           1 / (num_timesteps * proposal[drawn])]))
-
     # Images are walked in order and each image's noise drawn as its rows join a batch, so memory is that of a batch
     # (and the image's timesteps) for any count, and the draws (an image's timesteps, then its noise, then the next
     # image's) do not depend on `batch_size`.
@@ -381,7 +384,7 @@ def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timeste
 
     pending, waiting = [], 0  # (image, timesteps, weights, noise) of the rows waiting for a batch, and their count
     for image in range(len(x)):
-        timesteps, weights = rows_of(image)
+        timesteps, weights = image_rows(num_timesteps, proposal, generators[image])
         start = 0
         while start < len(timesteps):
             stop = min(start + batch_size - waiting, len(timesteps))
