@@ -17,8 +17,8 @@ import argparse
 import contextlib
 import copy
 import json
-import os
 import multiprocessing
+import os
 import platform
 import resource
 import statistics

@@ -17,9 +17,10 @@ from diffusers import DPMSolverMultistepScheduler
 from PIL import Image
 
 from mnist_diffusion import MNISTDDPMInpaintPipeline, MNISTDDPMPipeline
-from mnist_diffusion.lab.arguments import MAX_SEED, check_number
-from mnist_diffusion.lab.inpainting_evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS  # the measured ones
 from mnist_diffusion.images import make_grid
+from mnist_diffusion.lab.arguments import MAX_SEED, check_number
+# The inpainting settings the evaluation measured.
+from mnist_diffusion.lab.inpainting_evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS
 from mnist_diffusion.lab.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 
 DEFAULT_MODEL = str(SHIPPED_MODEL) if SHIPPED_MODEL.is_dir() else "org/mnist-ddpm"

@@ -21,8 +21,8 @@ from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .pipeline_mnist_ddpm_checks import (check_guidance_interval, check_labels, check_positive_integer, is_finite_number,
-                                         null_class_label, num_class_labels)
+from .pipeline_mnist_ddpm_checks import (check_guidance_interval, check_labels, check_positive_integer,
+                                         is_finite_number, null_class_label, num_class_labels)
 
 # The modules next to this file that define the pipeline's own components. `save_pretrained` records a component by
 # module path (["mnist_diffusion.unet_mnist", "ClassConditionedUNet"]), a Hub repo by file name (["unet_mnist", ...],

@@ -42,13 +42,8 @@ from pathlib import Path
 import torch
 
 try:
-    from transformers import (
-        AutoImageProcessor,
-        AutoModelForImageClassification,
-        ConvNextImageProcessorPil,
-        RegNetConfig,
-        RegNetForImageClassification,
-    )
+    from transformers import (AutoImageProcessor, AutoModelForImageClassification, ConvNextImageProcessorPil,
+                              RegNetConfig, RegNetForImageClassification)
 except ImportError as error:  # transformers is an extra of the evaluation, not a requirement of the pipeline
     raise ImportError(
         "The evaluation classifier needs `transformers`: pip install 'mnist-diffusion[eval]'."

@@ -20,14 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .arguments import MAX_SEED, guidance_interval_type, number_argument
 from ..data import MNISTDataError, load_mnist
-from .fingerprint import config_sha256, model_sha256, weights_sha256
 from ..images import IMAGE_SIZE, digits_to_unit_range
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
+from .arguments import MAX_SEED, guidance_interval_type, number_argument
+from .fingerprint import config_sha256, model_sha256, weights_sha256
 from .samplers import SAMPLERS, every_step_if_all, use_sampler
 from .shipped import SHIPPED_CLASSIFIER, SHIPPED_MODEL
-
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:

@@ -18,10 +18,10 @@ from diffusers import LCMScheduler
 from PIL import Image
 
 from ..data import load_mnist
-from .evaluation import DEFAULT_RULE
 from ..images import make_grid, model_range_to_pil, pixels_to_model_range
-from .inpainting_evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS, bottom_half_task
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
+from .evaluation import DEFAULT_RULE
+from .inpainting_evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS, bottom_half_task
 from .samplers import SAMPLERS, use_sampler
 from .shipped import SHIPPED_MODEL
 

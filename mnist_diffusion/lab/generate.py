@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from .arguments import MAX_SEED, guidance_interval_type, number_argument
 from ..images import make_grid
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
+from .arguments import MAX_SEED, guidance_interval_type, number_argument
 from .samplers import SAMPLERS, every_step_if_all, use_sampler
 from .shipped import SHIPPED_MODEL
 

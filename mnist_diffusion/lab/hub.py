@@ -21,8 +21,8 @@ from diffusers.utils import logging
 from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 from huggingface_hub.errors import LocalTokenNotFoundError
 
-from .card import pipeline_code_files, render_model_card
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline, component_class
+from .card import pipeline_code_files, render_model_card
 from .redaction import find_secrets
 from .run_folder import BY_PRODUCTS, TRAINING_CONFIG
 

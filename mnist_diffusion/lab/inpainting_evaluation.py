@@ -43,8 +43,8 @@ def evaluate_inpainting(model_dir: str, classifier_dir: str, data_dir: str, per_
         A dict with the settings, accuracy for the true and for the other label (overall and per digit), the largest
         change of a kept pixel (0–255), and the wall time.
     """
-    from .classifier import DigitClassifier
     from ..pipeline_mnist_inpaint import MNISTDDPMInpaintPipeline
+    from .classifier import DigitClassifier
 
     classifier = DigitClassifier.from_pretrained(classifier_dir)
     pipe = MNISTDDPMInpaintPipeline.from_pretrained(model_dir)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
+from ..likelihood import ESTIMATOR, BoundCoefficients, trial_timesteps
 from .arguments import MAX_SEED
 from .evaluation import SetupError, cache_path, kept, load_data, load_pipeline, store_in_model_index
-from ..likelihood import ESTIMATOR, BoundCoefficients, trial_timesteps
 from .shipped import SHIPPED_MODEL
 
 TRIAL_COUNTS = (10, 20, 50, 100)

@@ -17,28 +17,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..arguments import out_of_range
-from ..classifier import DigitClassifier, build_classifier, normalize
 from ...data import load_mnist
 from ...images import IMAGE_SIZE, digits_to_unit_range
+from ..arguments import out_of_range
+from ..classifier import DigitClassifier, build_classifier, normalize
 from ..shipped import SHIPPED_CLASSIFIER
 from .checkpoints import new_training_state
-from .loop import (
-    Stopwatch,
-    Throughput,
-    backward_and_step,
-    build_seeded,
-    count_step,
-    log_step,
-    make_accelerator,
-    make_dataloader,
-    progress_bar,
-    should_stop,
-    training_batches,
-    training_length,
-)
-from .record import run_record, swap_in
+from .loop import (Stopwatch, Throughput, backward_and_step, build_seeded, count_step, log_step, make_accelerator,
+                   make_dataloader, progress_bar, should_stop, training_batches, training_length)
 from .options import check_seed, parse_checked
+from .record import run_record, swap_in
 
 SCRIPT = "scripts/train_classifier.py"
 DEFAULT_OUTPUT_DIR = "pretrained/mnist-classifier"  # the shipped evaluation classifier's folder

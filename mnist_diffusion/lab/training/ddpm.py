@@ -15,17 +15,15 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import DPMSolverMultistepScheduler, ModelMixin
 
-from ..arguments import out_of_range
 from ...data import MNIST_FILES
 from ...pipeline_mnist_ddpm import MNISTDDPMPipeline
 from ...pipeline_mnist_ddpm_checks import null_class_label
 from ...scheduling_mnist_ddpm import BETA_SCHEDULES, PREDICTION_TYPES, MNISTDDPMScheduler
 from ...unet_mnist import ClassConditionedUNet
+from ..arguments import out_of_range
 from .checkpoints import output_dir_problems, resume_problems
 from .loop import Job, build_seeded, run_job
 from .options import add_run_arguments, check_batch_size, check_run_arguments, parse_checked
-
-
 
 SCRIPT = "scripts/train.py"
 TRAINING_IMAGES = MNIST_FILES["train"][0].count

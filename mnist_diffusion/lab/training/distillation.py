@@ -29,15 +29,14 @@ import torch
 from accelerate import Accelerator
 from diffusers import LCMScheduler
 
-from ..arguments import out_of_range
-from ..fingerprint import model_sha256
 from ...pipeline_mnist_ddpm import MNISTDDPMPipeline, is_repo_id
 from ...scheduling_mnist_ddpm import PREDICTION_TYPES, MNISTDDPMScheduler
+from ..arguments import out_of_range
+from ..fingerprint import model_sha256
 from ..shipped import SHIPPED_MODEL
 from .checkpoints import output_dir_problems, resume_problems
 from .loop import Job, build_seeded, run_job
 from .options import add_run_arguments, check_run_arguments, parse_checked
-
 
 SCRIPT = "scripts/distill.py"
 LOSS_TYPES = ("huber", "l2")

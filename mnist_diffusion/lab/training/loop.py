@@ -13,12 +13,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import (
-    DataLoaderConfiguration,
-    ProjectConfiguration,
-    broadcast,
-    set_seed,
-)
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast, set_seed
 from diffusers import DiffusionPipeline, ModelMixin
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -26,13 +21,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ...data import MNISTDataset
-from ..hub import push_pipeline_to_hub
 from ...images import make_grid
 from ...pipeline_mnist_ddpm import MNISTDDPMPipeline
+from ..hub import push_pipeline_to_hub
 from ..run_folder import LOGS, SAMPLES
-from .record import recorded_options, run_record, write_pipeline
 from .checkpoints import check_output_dir, resolve_checkpoint, resume_state, save_checkpoint
 from .options import check_batch_size
+from .record import recorded_options, run_record, write_pipeline
 
 logger = get_logger(__name__)
 
