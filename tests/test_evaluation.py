@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
+from mnist_diffusion.lab.arguments import guidance_interval_type
 from mnist_diffusion.lab.evaluation import (accuracy_report, append_runs, choose_default, evaluate, feature_statistics,
-                                        frechet_distance, frechet_distance_between, guidance_interval_type,
-                                        load_pipeline, run_cache_dir, store_default)
+                                            frechet_distance, frechet_distance_between, load_pipeline, run_cache_dir,
+                                            store_default)
 from mnist_diffusion.lab.evaluation import main as evaluation_main
 
 from .conftest import TINY_UNET

@@ -8,7 +8,7 @@ next to a standard `ConvNextImageProcessor`, so that anyone classifies a digit w
     logits = model(**processor(Image.open("digit.png").convert("L"), return_tensors="pt")).logits
 
 Its pooled penultimate features (`RegNetModel.pooler_output`, 128 numbers per image) are the space where
-`evaluation.py` measures the Fréchet distance. `DigitClassifier` runs the same model on whole tensors of digits.
+`evaluation/scores.py` measures the Fréchet distance. `DigitClassifier` runs the same model on whole tensors of digits.
 `training/classifier.py` trains it (`scripts/train_classifier.py`).
 
 Why this architecture. The processor only rescales and normalises (x / 255 − 0.5) / 0.5, with no resize, so that the
