@@ -5,8 +5,8 @@ import diffusers
 import pytest
 from huggingface_hub import ModelCard
 
-from mnist_diffusion.lab.card import evaluation_rows, read_evaluations, render_model_card, tables_by_n
-from mnist_diffusion.lab.reporting import TEACHER_RESULTS
+from mnist_diffusion.lab.card import read_evaluations, render_model_card
+from mnist_diffusion.lab.reporting import TEACHER_RESULTS, evaluation_rows, tables_by_n
 from mnist_diffusion.lab.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 
 from .conftest import documentation

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from mnist_diffusion.lab.inpainting_evaluation import bottom_half_task, evaluate_inpainting, inpainting_table
+from mnist_diffusion.lab.inpainting_evaluation import bottom_half_task, evaluate_inpainting
+from mnist_diffusion.lab.reporting import inpainting_table
 
 from .conftest import documentation
 

@@ -16,10 +16,10 @@ from torch.distributions import Normal, kl_divergence
 
 from mnist_diffusion import MNISTDDPMPipeline, MNISTDDPMScheduler
 from mnist_diffusion.images import digits_to_pixel_levels
+from mnist_diffusion.lab.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 from mnist_diffusion.likelihood import (BoundCoefficients, decoder_draws, discretized_gaussian_log_likelihood,
                                         gaussian_kl, stratified_timesteps, trial_timesteps, variational_bound,
                                         zero_shot_classify)
-from mnist_diffusion.lab.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 needs_real_digits = pytest.mark.skipif(
@@ -469,8 +469,8 @@ def test_without_the_package_the_methods_say_what_to_install(tiny_pipe, monkeypa
 
 
 def test_the_documented_likelihood_and_cas_tables_are_the_committed_results():
-    from mnist_diffusion.lab.card import cas_table
-    from mnist_diffusion.lab.reporting import CAS_RESULTS, LIKELIHOOD_RESULTS, bound_rows, pruning_rows, zero_shot_rows
+    from mnist_diffusion.lab.reporting import (CAS_RESULTS, LIKELIHOOD_RESULTS, bound_rows, cas_table, pruning_rows,
+                                               zero_shot_rows)
 
     from .conftest import documentation
 

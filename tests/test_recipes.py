@@ -113,7 +113,7 @@ def test_the_docs_carry_the_committed_comparison():
 
 def test_the_docs_carry_the_final_teachers_measured_rows():
     """The final recipe run (`benchmarks/final_teacher/`): its evaluation rows in the docs are the committed JSON's."""
-    from mnist_diffusion.lab.card import evaluation_rows
+    from mnist_diffusion.lab.reporting import evaluation_rows
 
     results = json.loads((ROOT / "benchmarks" / "final_teacher" / "evaluation.json").read_text())
     record = json.loads((ROOT / "benchmarks" / "final_teacher" / "training_config.json").read_text())

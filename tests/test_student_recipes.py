@@ -69,7 +69,7 @@ def test_the_docs_carry_the_committed_comparison():
 
 def test_the_docs_carry_the_one_step_students_measured_rows():
     """The re-distilled student (`benchmarks/final_student/`): its rows in the docs are the committed JSON's."""
-    from mnist_diffusion.lab.card import evaluation_rows
+    from mnist_diffusion.lab.reporting import evaluation_rows
 
     folder = ROOT / "benchmarks" / "final_student"
     record = json.loads((folder / "training_config.json").read_text())

@@ -20,8 +20,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .redaction import redact, redact_command
-from .reporting import (BF16_RESULTS, CAS_RESULTS, DEFAULT_RESULTS, FAST_AT_DEFAULT_N_RESULTS, FAST_RESULTS,
-                        LIKELIHOOD_RESULTS, SWEEP_RESULTS, TEACHER_RESULTS, bound_rows, zero_shot_rows)
+from .reporting import (BF16_RESULTS, CAS_RESULTS, DEFAULT_RESULTS, EVALUATION_HEADER, FAST_AT_DEFAULT_N_RESULTS,
+                        FAST_RESULTS, LIKELIHOOD_RESULTS, SWEEP_RESULTS, TEACHER_RESULTS, bound_rows, cas_table,
+                        evaluation_rows, tables_by_n, zero_shot_rows)
 from .run_folder import TRAINING_CONFIG
 
 FIGURES = {
@@ -84,46 +85,6 @@ def teacher_name(distilled: dict) -> str | None:
     return PureWindowsPath(distilled["teacher"]).name or None
 
 
-EVALUATION_HEADER = [
-    "| sampler | steps | guidance | guided steps | n per digit | accuracy | worst digit | Fréchet distance | ÷ real floor |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-]
-
-
-def guided_steps(run: dict) -> str:
-    """Which timesteps a run guided: all of them, or its guidance interval `t_low ≤ t ≤ t_high`."""
-    interval = run.get("guidance_interval")
-    if run["guidance_scale"] == 1:
-        return "none"
-    return "all" if interval is None else f"{interval[0]:g} ≤ t ≤ {interval[1]:g}"
-
-
-def evaluation_rows(results: dict) -> list[str]:
-    """Markdown table rows (under `EVALUATION_HEADER`), one per evaluated configuration."""
-    rows = []
-    for run in results["runs"]:
-        per_digit = run["per_digit"][run["worst_digit"]]["accuracy"]
-        sampler = run["sampler"] + (" (bf16 UNet)" if run.get("unet_dtype") == "bfloat16" else "")
-        rows.append(
-            f"| {sampler} | {run['num_inference_steps']} | {run['guidance_scale']:g} | {guided_steps(run)} | "
-            f"{results['samples_per_digit']} | {100 * run['accuracy']:.2f}% | {run['worst_digit']} "
-            f"({100 * per_digit:.1f}%) | {run['frechet_distance']:.2f} | {run['frechet_ratio_to_real_floor']:.2f}× |"
-        )
-    return rows
-
-
-def cas_table(results: dict) -> str:
-    """The CAS rows: the generated digits of each run as training data, then the same number of real ones."""
-    real = results["cas_real"]
-    lines = ["| trained on | sampler | steps | guidance | digits | real test accuracy |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for run in results["runs"]:
-        lines.append(f"| generated | {run['sampler']} | {run['num_inference_steps']} | {run['guidance_scale']:g} | "
-                     f"{run['cas']['train_digits']:,} | {100 * run['cas']['accuracy']:.2f}% |")
-    lines.append(f"| real training digits | | | | {real['train_digits']:,} | {100 * real['accuracy']:.2f}% |")
-    return "\n".join(lines)
-
-
 def likelihood_fields(results: dict | None) -> dict:
     """The bits/dim and zero-shot tables of the card, from the likelihood evaluation's JSON (none without it)."""
     if results is None:
@@ -135,24 +96,6 @@ def likelihood_fields(results: dict | None) -> dict:
     return {"bound_table": "\n".join(bound_header + bound_rows(results)),
             "zero_shot_table": "\n".join(zero_shot_header + zero_shot_rows(results)),
             "zero_shot_digits": results["zero_shot"]["num_images"]}
-
-
-def tables_by_n(evaluations: list[dict]) -> list[str]:
-    """
-    The evaluation rows as Markdown tables, one per number of samples n, each headed with its n and real floor: a
-    Fréchet ratio is only comparable with others at the same n, since the real floor it divides by is mostly
-    small-sample bias and shrinks as n grows (0.27 at n = 1,000 against 0.07 at n = 5,000 for MNIST).
-    """
-    by_n = {}
-    for results in evaluations:
-        by_n.setdefault(results["num_samples"], []).append(results)
-    lines = []
-    for n, group in sorted(by_n.items()):
-        floor = group[0].get("real_floor_frechet_distance")
-        heading = f"At n = {n:,} ({n // 10:,} per digit)" + ("" if floor is None else f", real floor {floor:.3f}")
-        lines += [f"{heading}:", "", *EVALUATION_HEADER,
-                  *(row for results in group for row in evaluation_rows(results)), ""]
-    return lines
 
 
 def read_evaluations(

@@ -12,6 +12,7 @@ import torch
 
 from ..data import load_mnist
 from .evaluation import accuracy_report
+from .reporting import inpainting_table
 from .shipped import SHIPPED_CLASSIFIER, SHIPPED_MODEL
 
 # RePaint settings of the inpainting measurement and figure, sized for a 2-core CPU: 50 levels, each stretch of 5
@@ -74,20 +75,6 @@ def evaluate_inpainting(model_dir: str, classifier_dir: str, data_dir: str, per_
     report["max_kept_pixel_change"] = max_kept_change
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
-
-
-def inpainting_table(report: dict) -> str:
-    """The README's inpainting table, from the report of `evaluate_inpainting`: one row per requested label."""
-    header = "| completed as | n | read as requested | worst digit | largest change of a kept pixel |"
-    rows = [header, "| --- | --- | --- | --- | --- |"]
-    for name, label in (("true_label", "its own digit y"), ("other_label", "another digit, (y + 1) mod 10")):
-        result = report[name]
-        worst = result["worst_digit"]
-        rows.append(
-            f"| {label} | {result['total']} | {100 * result['accuracy']:.1f}% | {worst} "
-            f"({100 * result['per_digit'][worst]['accuracy']:.0f}%) | {report['max_kept_pixel_change']} / 255 |"
-        )
-    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
