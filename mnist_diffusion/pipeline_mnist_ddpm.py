@@ -577,16 +577,17 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             return (images,)
         return ImagePipelineOutput(images=images)
 
-    def _likelihood_functions(self):
-        # The bound and the classifier live in the package (mnist_diffusion/likelihood.py), not in this file that a
-        # Hub repo ships as remote code: a remote-code user gets generation, and these two need the package.
+    def _likelihood_module(self, name: str):
+        # The bound and the classifier live in the package (mnist_diffusion/likelihood.py and zero_shot.py), not in
+        # this file that a Hub repo ships as remote code: a remote-code user gets generation, and these two need the
+        # package. Imported by name, which diffusers' remote-code loader does not follow.
         if self.config.get("distilled_guidance_scale") is not None:
             raise ValueError(
                 "This is a distilled student: its network is a consistency function, not the DDPM's noise predictor, "
                 "so it defines no variational bound; use the teacher it was distilled from."
             )
         try:
-            return importlib.import_module("mnist_diffusion.likelihood")
+            return importlib.import_module(f"mnist_diffusion.{name}")
         except ImportError as error:
             raise ImportError(
                 "`log_likelihood` and `classify` need the mnist-diffusion package (`pip install mnist-diffusion`); "
@@ -644,7 +645,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         >>> pipe.log_likelihood(images[:8], labels[:8], num_timesteps=16).bits_per_dim
         ```
         """
-        likelihood = self._likelihood_functions()
+        likelihood = self._likelihood_module("likelihood")
         num_classes = num_class_labels(self.unet)
         levels = likelihood.digits_to_pixel_levels(images).to(torch.uint8)  # read once; the bound reads uint8 as is
         count = len(levels)
@@ -695,9 +696,9 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             `ZeroShotOutput`: `labels` (the predicted digits), `scores` (per class, lower is more probable), each
             trial's `errors`, `timesteps` and `weights`.
         """
-        likelihood = self._likelihood_functions()
-        output = likelihood.zero_shot_classify(self.unet, self.scheduler, images, num_class_labels(self.unet),
-                                               num_trials, weighting, prune, generator, batch_size)
+        zero_shot = self._likelihood_module("zero_shot")
+        output = zero_shot.zero_shot_classify(self.unet, self.scheduler, images, num_class_labels(self.unet),
+                                              num_trials, weighting, prune, generator, batch_size)
         self.maybe_free_model_hooks()
         return output
 

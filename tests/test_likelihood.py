@@ -18,8 +18,8 @@ from mnist_diffusion import MNISTDDPMPipeline, MNISTDDPMScheduler
 from mnist_diffusion.images import digits_to_pixel_levels
 from mnist_diffusion.lab.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 from mnist_diffusion.likelihood import (BoundCoefficients, decoder_draws, discretized_gaussian_log_likelihood,
-                                        gaussian_kl, stratified_timesteps, trial_timesteps, variational_bound,
-                                        zero_shot_classify)
+                                        gaussian_kl, stratified_timesteps, variational_bound)
+from mnist_diffusion.zero_shot import trial_timesteps, zero_shot_classify
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 needs_real_digits = pytest.mark.skipif(
@@ -452,13 +452,13 @@ def test_the_likelihood_evaluation_refuses_a_model_without_a_bound_before_scorin
 
 
 def test_without_the_package_the_methods_say_what_to_install(tiny_pipe, monkeypatch):
-    # A Hub repo's remote-code copy of the pipeline has the methods but not mnist_diffusion/likelihood.py.
+    # A Hub repo's remote-code copy of the pipeline has the methods but not mnist_diffusion/likelihood.py or zero_shot.py.
     import importlib
 
     real_import = importlib.import_module
 
     def without_package(name, *args):
-        if name == "mnist_diffusion.likelihood":
+        if name in ("mnist_diffusion.likelihood", "mnist_diffusion.zero_shot"):
             raise ModuleNotFoundError(f"No module named {name!r}")
         return real_import(name, *args)
 
@@ -586,8 +586,9 @@ def test_memory_is_that_of_a_batch_for_any_count(tiny_pipe, monkeypatch):
     import mnist_diffusion.likelihood as likelihood
 
     drawn = []
-    randn = likelihood._randn
-    monkeypatch.setattr(likelihood, "_randn", lambda shape, generator: drawn.append(shape[0]) or randn(shape, generator))
+    randn = likelihood.standard_normal
+    monkeypatch.setattr(likelihood, "standard_normal",
+                        lambda shape, generator: drawn.append(shape[0]) or randn(shape, generator))
     tiny_pipe.log_likelihood(a_digit(), 3, num_timesteps=40, generator=torch.Generator().manual_seed(0), batch_size=8)
     assert max(drawn) <= 8 and sum(drawn) == 40 + 40 // 4  # noise drawn a batch at a time, every row once
     with pytest.raises(ValueError, match="`num_trials` must be a positive integer, at most 1000, got 1000000"):

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ..likelihood import ESTIMATOR, BoundCoefficients, trial_timesteps
+from ..likelihood import ESTIMATOR, BoundCoefficients
+from ..zero_shot import check_epsilon_prediction, trial_timesteps
 from .arguments import MAX_SEED
 from .evaluation import SetupError, cache_path, kept, load_data, load_pipeline, store_in_model_index
 from .shipped import SHIPPED_MODEL
@@ -161,9 +162,9 @@ def load_likelihood_model(model_dir: str):
     """
     pipe, identity = load_pipeline(model_dir)
     try:
-        likelihood = pipe._likelihood_functions()  # refuses a distilled student
-        likelihood.BoundCoefficients(pipe.scheduler)  # refuses a scheduler the bound is not defined for
-        likelihood.check_epsilon_prediction(pipe.scheduler)  # the classifier's own condition
+        pipe._likelihood_module("likelihood")  # refuses a distilled student
+        BoundCoefficients(pipe.scheduler)  # refuses a scheduler the bound is not defined for
+        check_epsilon_prediction(pipe.scheduler)  # the classifier's own condition
     except (ImportError, ValueError) as error:
         raise SetupError(f"{model_dir}: {error}") from error
     return pipe, identity
