@@ -53,6 +53,8 @@ def read_digits(images) -> torch.Tensor:
         raise ValueError(f"Expected digits as a tensor, a numpy array, PIL images or a list of these, got "
                          f"{type(images).__name__}.")
     shape = tuple(images.shape)
+    if shape == (IMAGE_SIZE, IMAGE_SIZE, 1):
+        images = images[None]  # one digit, channels last: an element of `output_type="np"`
     if images.ndim == 2:
         images = images[None]
     if images.ndim == 3:
@@ -101,16 +103,17 @@ def digits_to_pixel_levels(images) -> torch.Tensor:
     """
     digits = read_digits(images).cpu()  # the likelihood's tables and draws live on the CPU; batches go to the UNet
     levels = digits.long() if digits.dtype == torch.uint8 else (digits.double() * 255).round().long()
-    brightest = levels.flatten(1).amax(1)
+    # On the values as given, before rounding: floats far below [0, 1]'s scale would round to a blank digit.
+    brightest = digits.flatten(1).amax(1).double() * (1 if digits.dtype == torch.uint8 else 255)
     faint = ((brightest > 0) & (brightest < MIN_BRIGHTEST_LEVEL)).nonzero()
     if len(faint):
         index = faint[0].item()
         seen = digits[index].max().item()
         raise ValueError(
             f"Digit {index} is too dark to be read as pixel levels: its brightest value is {seen:g} ({digits.dtype}), "
-            f"level {brightest[index].item()} of 0–255, where every MNIST digit reaches 254 or 255. uint8 pixels are "
-            "read as levels 0–255 (binarised digits in {0, 1} need `* 255`), float images as [0, 1] (1 is white). "
-            "A blank digit (all 0) is valid."
+            f"level {brightest[index].item():.3g} of 0–255, where every MNIST digit reaches 254 or 255. uint8 pixels "
+            "are read as levels 0–255 (binarised digits in {0, 1} need `* 255`), float images as [0, 1] (1 is "
+            "white). A blank digit (all 0) is valid."
         )
     return levels
 

@@ -44,9 +44,10 @@ class VariationalBoundOutput(BaseOutput):
     dimension.
 
     Args:
-        bits_per_dim (`torch.Tensor` of shape `(batch_size,)`): with every term computed, the bound L / (784 · ln 2),
-            an upper bound on −log₂ p_θ(x) per pixel; with timesteps drawn, an unbiased estimate of it (its mean over
-            the draws is the bound; one draw may fall below it).
+        bits_per_dim (`torch.Tensor` of shape `(batch_size,)`): an unbiased estimate of the bound L / (784 · ln 2),
+            itself an upper bound on −log₂ p_θ(x) per pixel: its mean over the draws is the bound, and one draw may
+            fall below it. With every term computed only the draw of each term's x_t is random (the estimate of
+            least variance); with timesteps drawn, their choice is too.
         prior_bits_per_dim (`torch.Tensor`): L_prior's share (exact).
         diffusion_bits_per_dim (`torch.Tensor`): the share of Σ L_t, t = 1 … T−1 (all terms, or their estimate).
         decoder_bits_per_dim (`torch.Tensor`): L_decoder's share (one draw of x_0, or the mean of several).
@@ -190,9 +191,13 @@ def model_prediction(unet, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Ten
 
 
 def standard_normal(shape: tuple, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise on the CPU, drawn where `generator` lives (as diffusers' `randn_tensor` does)."""
+    """
+    Standard normal noise of `shape` on the CPU, drawn where `generator` lives (as diffusers' `randn_tensor` does), one
+    row (`shape[1:]`) at a time: a generator's stream depends on the size of each draw (on CUDA; on the CPU for sizes
+    that are not multiples of 16), so rows drawn in pieces of any size are then the rows drawn at once.
+    """
     device = generator.device if generator is not None else "cpu"
-    return torch.randn(shape, generator=generator, device=device).cpu()
+    return torch.stack([torch.randn(shape[1:], generator=generator, device=device) for _ in range(shape[0])]).cpu()
 
 
 def _rand(count: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -230,7 +235,7 @@ def check_proposal(proposal, num_train_timesteps: int) -> torch.Tensor:
     `proposal` as float64 probabilities of timesteps 1 … T−1 (entry 0, the decoder's, set to 0), normalised; a
     `ValueError` names a wrong shape, or a timestep it would never draw (a zero or NaN), which the estimate would miss.
     """
-    proposal = torch.as_tensor(proposal, dtype=torch.float64).clone()
+    proposal = torch.as_tensor(proposal, dtype=torch.float64, device="cpu").clone()
     if proposal.shape != (num_train_timesteps,):
         raise ValueError(f"`proposal` must hold {num_train_timesteps} probabilities (timesteps 0 … "
                          f"{num_train_timesteps - 1}), got shape {tuple(proposal.shape)}.")
@@ -254,10 +259,11 @@ def decoder_draws(num_timesteps: int) -> int:
 
 def stratified_timesteps(proposal: torch.Tensor, num_timesteps: int, generator) -> torch.Tensor:
     """
-    K timesteps from `proposal`, one from each of K equal slices of its cumulative distribution: t_k = F⁻¹((k + u_k)/K),
-    u_k uniform. Each t_k alone is drawn from the proposal, so (1/K) Σ_k L_{t_k} / p(t_k) stays unbiased, and the slices
-    spread the draws over the timesteps as the proposal's mass is (stratified sampling: lower variance than K
-    independent draws).
+    K timesteps from `proposal` (probabilities of timesteps 0 … T−1 with entry 0 zero, as [`check_proposal`] makes
+    them), one from each of K equal slices of its cumulative distribution: t_k = F⁻¹((k + u_k)/K), u_k uniform. Each
+    t_k is drawn from the proposal restricted to its slice, and the K slices together are the proposal, so
+    (1/K) Σ_k L_{t_k} / p(t_k) is unbiased for Σ_t L_t; the slices spread the draws as the proposal's mass is
+    (stratified sampling: lower variance than K independent draws).
     """
     cumulative = proposal.cumsum(0)
     fractions = (torch.arange(num_timesteps, dtype=torch.float64) + _rand(num_timesteps, generator)) / num_timesteps
@@ -292,8 +298,8 @@ def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timeste
             whose forward process and reverse-step variance define the bound.
         images: digits, as [`~images.digits_to_pixel_levels`] reads them.
         labels (`torch.Tensor`): one label per image (the null label for the unconditional model).
-        num_timesteps (`int`, *optional*): None computes the bound: every term, T UNet calls per image, one draw of
-            x_t each. K estimates it: Σ L_t from K timesteps t_k drawn from `proposal`, one in each of K equal slices
+        num_timesteps (`int`, *optional*): None computes every term, T UNet calls per image, each from one draw of
+            x_t. K draws the timesteps: Σ L_t from K timesteps t_k drawn from `proposal`, one in each of K equal slices
             of its distribution ([`stratified_timesteps`]), as (1/K) Σ_k L_{t_k} / p(t_k), and the decoder term as the
             mean of [`decoder_draws`] (K // 4, at least 1) draws of x_0: an unbiased estimate of the bound, which may
             fall below it for one draw (K + K // 4 calls per image).
@@ -325,6 +331,9 @@ def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timeste
                 or num_timesteps < 1:
             raise ValueError(f"`num_timesteps` must be a positive integer or None (every term), got {num_timesteps!r}.")
         num_timesteps = int(num_timesteps)
+    elif proposal is not None:
+        raise ValueError("`proposal` shapes the timesteps an estimate draws (`num_timesteps=K`); with "
+                         "num_timesteps=None every term is computed and none is drawn.")
     batch_size = check_positive_integer("batch_size", batch_size)
     if proposal is None:
         proposal = torch.ones(num_train_timesteps, dtype=torch.float64)

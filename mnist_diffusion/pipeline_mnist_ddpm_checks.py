@@ -68,6 +68,8 @@ def check_labels(labels, num_classes: int) -> list[int]:
     list of ints, or raise a `ValueError` that names the bad value, its index and the allowed range.
     """
     allowed = f"an int, a list of ints or a 1-d integer tensor with values in 0–{num_classes - 1}"
+    if (torch.is_tensor(labels) or isinstance(labels, np.ndarray)) and labels.ndim == 0:
+        labels = labels.reshape(1)  # one label as a 0-d tensor or array, e.g. `labels[i]`: as an int
     if torch.is_tensor(labels) or isinstance(labels, np.ndarray):
         if labels.ndim != 1:
             raise ValueError(f"`labels` must be {allowed}; got a {labels.ndim}-d {type(labels).__name__}: {labels!r}.")
@@ -112,3 +114,22 @@ def check_guidance_interval(guidance_interval, num_train_timesteps: int) -> tupl
     ):
         raise ValueError(f"`guidance_interval` must be {expected}, got {guidance_interval!r}.")
     return float(guidance_interval[0]), float(guidance_interval[1])
+
+
+def check_likelihood_proposal(proposal, num_train_timesteps: int) -> list[float]:
+    """
+    A pipeline's stored `likelihood_proposal` as a list of `num_train_timesteps` floats (the probabilities of timesteps
+    0 … T−1 from which `log_likelihood` draws by default), so that it saves to model_index.json; otherwise a
+    `ValueError` that names it and what is expected.
+    """
+    expected = (f"a list of num_train_timesteps={num_train_timesteps} finite numbers (timesteps 0 … "
+                f"{num_train_timesteps - 1})")
+    try:
+        values = torch.as_tensor(proposal, dtype=torch.float64).cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(
+            f"`likelihood_proposal` (model_index.json) must be {expected}, got {proposal!r:.80}.") from None
+    if values.shape != (num_train_timesteps,) or not bool(torch.isfinite(values).all()):
+        raise ValueError(f"`likelihood_proposal` (model_index.json) must be {expected}, got one of shape "
+                         f"{tuple(values.shape)}{'' if bool(torch.isfinite(values).all()) else ' with NaN or inf'}.")
+    return values.tolist()

@@ -17,8 +17,9 @@ from torch.distributions import Normal, kl_divergence
 from mnist_diffusion import MNISTDDPMPipeline, MNISTDDPMScheduler
 from mnist_diffusion.images import digits_to_pixel_levels
 from mnist_diffusion.lab.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
-from mnist_diffusion.likelihood import (BoundCoefficients, decoder_draws, discretized_gaussian_log_likelihood,
-                                        gaussian_kl, stratified_timesteps, variational_bound)
+from mnist_diffusion.likelihood import (BoundCoefficients, check_proposal, decoder_draws,
+                                        discretized_gaussian_log_likelihood, gaussian_kl, stratified_timesteps,
+                                        variational_bound)
 from mnist_diffusion.zero_shot import trial_timesteps, zero_shot_classify
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -191,6 +192,9 @@ def test_the_sampled_estimate_is_unbiased_with_and_without_a_proposal():
     shaped = variational_bound(oracle, scheduler, digit, torch.tensor([0]), num_timesteps=1,
                                proposal=torch.cat([torch.zeros(1), terms[1:]]))
     assert shaped.diffusion_bits_per_dim.item() == pytest.approx(exact, rel=1e-6)
+    # The perfect model's decoder term does not depend on its draw either: the mean of K // 4 draws is that term.
+    averaged = variational_bound(oracle, scheduler, digit, torch.tensor([0]), num_timesteps=16)
+    assert averaged.decoder_bits_per_dim.item() == pytest.approx(terms[0].item(), rel=1e-6)
 
 
 @pytest.mark.parametrize("images, message", [
@@ -516,13 +520,15 @@ def test_the_draws_do_not_depend_on_the_batch_size(tiny_pipe):
 @pytest.mark.parametrize("scaled", [
     lambda digit: (digit > 127).to(torch.uint8),  # binarised, still 0 and 1
     lambda digit: digit.float() / 65535,  # floats far below [0, 1]'s scale
+    lambda digit: digit.float() / 255 / 1000,  # so far below that they would round to a blank digit
 ])
 def test_a_batch_too_dark_to_be_pixel_levels_is_refused_by_both_methods(tiny_pipe, scaled):
     digits = torch.cat([a_digit(0), a_digit(1)])
     wrong = scaled(digits)
     for method in (lambda: tiny_pipe.log_likelihood(wrong, [1, 2], num_timesteps=2),
                    lambda: tiny_pipe.classify(wrong, num_trials=2)):
-        with pytest.raises(ValueError, match=r"Digit 0 is too dark .*level 1 of 0–255.*blank digit \(all 0\) is valid"):
+        with pytest.raises(ValueError, match=r"Digit 0 is too dark .*level (1|0.992|0.255) of 0–255.*blank digit \(all 0\) "
+                                             r"is valid"):
             method()
     blank = torch.zeros(1, 28, 28, dtype=torch.uint8)
     assert digits_to_pixel_levels(torch.cat([blank, digits])).shape == (3, 1, 28, 28)  # a blank digit is valid
@@ -596,8 +602,8 @@ def test_memory_is_that_of_a_batch_for_any_count(tiny_pipe, monkeypatch):
 
 
 def test_the_estimate_is_stratified_and_the_decoder_averaged(tiny_pipe):
-    proposal = torch.rand(1000, generator=torch.Generator().manual_seed(1)).double() + 0.01
-    drawn = stratified_timesteps(proposal / proposal.sum(), 16, torch.Generator().manual_seed(0))
+    proposal = check_proposal(torch.rand(1000, generator=torch.Generator().manual_seed(1)) + 0.01, 1000)
+    drawn = stratified_timesteps(proposal, 16, torch.Generator().manual_seed(0))
     cumulative = (proposal[1:] / proposal[1:].sum()).cumsum(0)
     # One draw in each sixteenth of the proposal's distribution.
     slices = torch.searchsorted(cumulative * 16, torch.arange(1, 16).double())
@@ -651,3 +657,31 @@ def test_a_callback_that_sets_a_guidance_a_call_would_refuse_is_refused(tiny_pip
     with pytest.raises(ValueError, match="changed the guidance at step 0: `guidance_scale` must be 1 for this "
                                          "distilled student, got 3"):
         tiny_pipe(labels=[1], num_inference_steps=3, callback_on_step_end=set_guidance(scale=3))
+
+
+def test_a_stored_proposal_is_checked_at_load_and_a_given_one_wins(tiny_pipe, tmp_path):
+    for bad, message in (([0.5] * 10, r"of shape \(10,\)"), ("uniform", "got 'uniform'"),
+                         ([float("nan")] * 1000, "with NaN or inf")):
+        with pytest.raises(ValueError, match=f"`likelihood_proposal` \\(model_index.json\\) must be .*{message}"):
+            MNISTDDPMPipeline(unet=tiny_pipe.unet, scheduler=tiny_pipe.scheduler, likelihood_proposal=bad)
+    stored = torch.ones(1000).double()
+    stored[500:] = 1e-3
+    pipe = MNISTDDPMPipeline(unet=tiny_pipe.unet, scheduler=tiny_pipe.scheduler, likelihood_proposal=stored)
+    pipe.save_pretrained(tmp_path / "model")  # a tensor given is stored as a list, which JSON can hold
+    assert MNISTDDPMPipeline.from_pretrained(tmp_path / "model").config.likelihood_proposal == stored.tolist()
+    seeded = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    given = pipe.log_likelihood(a_digit(), 3, num_timesteps=4, proposal=torch.ones(1000), generator=seeded())
+    uniform = tiny_pipe.log_likelihood(a_digit(), 3, num_timesteps=4, proposal=torch.ones(1000), generator=seeded())
+    torch.testing.assert_close(given.bits_per_dim, uniform.bits_per_dim)
+    with pytest.raises(ValueError, match="with num_timesteps=None every term is computed"):
+        pipe.log_likelihood(a_digit(), 3, proposal=torch.ones(1000))
+
+
+def test_one_label_as_a_0d_tensor_and_one_channels_last_digit_are_read(tiny_pipe):
+    digit = a_digit()
+    seeded = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    expected = tiny_pipe.log_likelihood(digit, 3, num_timesteps=2, generator=seeded()).bits_per_dim
+    channels_last = (digit.float() / 255).permute(1, 2, 0).numpy()  # (28, 28, 1): one element of output_type="np"
+    torch.testing.assert_close(
+        tiny_pipe.log_likelihood(channels_last, torch.tensor(3), num_timesteps=2, generator=seeded()).bits_per_dim,
+        expected)

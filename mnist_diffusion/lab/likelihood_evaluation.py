@@ -106,7 +106,7 @@ def trial_counts(num_trials: int) -> list[int]:
 
 def zero_shot_table(errors: torch.Tensor, labels: torch.Tensor, weights_by_name: dict[str, torch.Tensor]) -> list[dict]:
     """Accuracy of the first n trials of each image for each of the run's [`trial_counts`] and every weighting (the
-    first n trials are a run with n trials: `trial_timesteps` is prefix-stable)."""
+    first n trials are distributed as a run with n trials: `trial_timesteps` is prefix-stable)."""
     rows = []
     for name, weights in weights_by_name.items():
         for count in trial_counts(errors.shape[1]):
@@ -236,7 +236,8 @@ def evaluate_likelihood(model_dir: str, data_dir: str, pilot_images: int = 8, bo
         }
     result["bound"] = {"num_images": len(bound_part), "timesteps_per_image": bound_timesteps,
                        "proposal": f"sqrt(mean L_t^2) over the all-terms digits, mixed with {UNIFORM_SHARE:.0%} "
-                                   "uniform; the decoder and prior terms exact", **bound_rows}
+                                   "uniform, drawn stratified; the prior exact, the decoder the mean of K // 4 "
+                                   "draws", **bound_rows}
 
     errors, seconds = classify_in_chunks(pipe, images[classify_part], num_trials, seed, cache_dir, identity)
     coefficients = BoundCoefficients(pipe.scheduler)
@@ -254,7 +255,7 @@ def evaluate_likelihood(model_dir: str, data_dir: str, pilot_images: int = 8, bo
     return result
 
 
-def store_proposal(model_dir: str, data_dir: str, pilot_images: int = 16, bound_timesteps: int = 16,
+def store_proposal(model_dir: str, data_dir: str, pilot_images: int = 8, bound_timesteps: int = 16,
                    spread_images: int = 8, spread_seeds: int = 20, seed: int = 0) -> dict:
     """
     Measure the importance proposal of `model_dir` and store it in its model_index.json as `likelihood_proposal`, the

@@ -121,10 +121,12 @@ def check_args(args: argparse.Namespace) -> list[str]:
     else:
         problems += output_dir_problems(Path(args.output_dir), resuming=args.resume_from_checkpoint is not None)
     teacher = teacher_problems(args)
-    if not teacher:  # the student's prediction type defaults to the teacher's, which its scheduler config holds
-        teacher_scheduler = MNISTDDPMScheduler.from_pretrained(args.teacher, subfolder="scheduler")
+    if not teacher and args.resume_from_checkpoint is not None:
+        # The student's prediction type defaults to the teacher's, which its scheduler config holds (read, not loaded).
+        teacher_prediction_type = MNISTDDPMScheduler.load_config(args.teacher, subfolder="scheduler").get(
+            "prediction_type", "epsilon")
         problems += resume_problems(args.resume_from_checkpoint, Path(args.output_dir),
-                                    options_identity(args, teacher_scheduler.config.prediction_type))
+                                    options_identity(args, teacher_prediction_type))
     return problems + teacher + check_run_arguments(args)
 
 
