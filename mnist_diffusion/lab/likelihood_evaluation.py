@@ -30,8 +30,9 @@ from .shipped import SHIPPED_MODEL
 TRIAL_COUNTS = (10, 20, 50, 100)
 # Share of the uniform distribution mixed into the importance proposal, so that no timestep has a tiny probability
 # (which would blow up the weight 1/p(t) of a term the pilot digits happened to find small). Measured on the shipped
-# model (16 pilot digits, each digit's proposal from the 15 others): one digit's 16-draw spread is 0.034 bits/dim at
-# 1%, 0.045 at 5% and 0.057 at 10%, the share the committed bound table was measured with.
+# model (16 all-terms digits, each digit's proposal from the 15 others, x_t held fixed): the spread that the choice of
+# 16 timesteps adds to one digit's estimate is 0.034 bits/dim at 1%, 0.045 at 5% and 0.057 at 10%, the share the
+# committed bound table was measured with.
 UNIFORM_SHARE = 0.01
 
 
