@@ -28,7 +28,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from .images import IMAGE_SIZE, digits_to_pixel_levels, pixel_levels_to_model_range
-from .pipeline_mnist_ddpm_checks import check_labels, check_positive_integer, num_class_labels
+from .pipeline_mnist_ddpm_checks import check_generators, check_labels, check_positive_integer, num_class_labels
 
 NUM_PIXEL_LEVELS = 256
 NUM_DIMENSIONS = IMAGE_SIZE * IMAGE_SIZE
@@ -206,22 +206,6 @@ def _rand(count: int, generator: torch.Generator | None) -> torch.Tensor:
     return torch.rand(count, generator=generator, device=device, dtype=torch.float64).cpu()
 
 
-def image_generators(generator, num_images: int) -> list:
-    """
-    The generator of each image: one `torch.Generator` (or None) shared by all, each image drawing in turn, or a list
-    of one per image, as the pipelines' `__call__` takes them; otherwise a `ValueError` naming what was given.
-    """
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != num_images:
-            raise ValueError(f"Got {len(generator)} generators for {num_images} images; pass one, or one per image.")
-        generators = list(generator)
-    else:
-        generators = [generator] * num_images
-    if not all(g is None or isinstance(g, torch.Generator) for g in generators):
-        raise ValueError(f"`generator` must be a torch.Generator or a list of one per image, got {generator!r}.")
-    return generators
-
-
 def _check_unet_labels(unet, labels) -> torch.Tensor:
     """`labels` as a long tensor, each a digit of `unet` or its null label; otherwise a `ValueError` naming it."""
     if getattr(unet, "config", None) is None:
@@ -323,7 +307,7 @@ def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timeste
     labels = _check_unet_labels(unet, labels)
     if len(labels) != len(levels):
         raise ValueError(f"Got {len(labels)} labels for {len(levels)} images.")
-    generators = image_generators(generator, len(levels))
+    generators = check_generators(generator, len(levels))
     coefficients = BoundCoefficients(scheduler)
     num_train_timesteps = coefficients.num_train_timesteps
     if num_timesteps is not None:

@@ -21,8 +21,9 @@ from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .pipeline_mnist_ddpm_checks import (check_guidance_interval, check_labels, check_likelihood_proposal,
-                                         check_positive_integer, is_finite_number, null_class_label, num_class_labels)
+from .pipeline_mnist_ddpm_checks import (check_generators, check_guidance_interval, check_labels,
+                                         check_likelihood_proposal, check_positive_integer, is_finite_number,
+                                         null_class_label, num_class_labels)
 
 # The modules next to this file that define the pipeline's own components. `save_pretrained` records a component by
 # module path (["mnist_diffusion.unet_mnist", "ClassConditionedUNet"]), a Hub repo by file name (["unet_mnist", ...],
@@ -459,16 +460,9 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
 
-        batch_size = len(labels) * num_images_per_label
-        if isinstance(generator, Sequence) and not isinstance(generator, str):  # a list or tuple: one per image
-            generator = list(generator)
-            if len(generator) != batch_size:
-                raise ValueError(
-                    f"Got {len(generator)} generators for {batch_size} images; pass one, or one per image."
-                )
-        generators = generator if isinstance(generator, list) else [generator]
-        if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
-            raise ValueError(f"`generator` must be a torch.Generator or a list of them, got {generator!r}.")
+        generators = check_generators(generator, len(labels) * num_images_per_label)
+        if isinstance(generator, Sequence):  # a list or tuple: one per image
+            generator = generators
 
         if callback_on_step_end is not None and not callable(callback_on_step_end):
             raise ValueError(f"`callback_on_step_end` must be callable, got {callback_on_step_end!r}.")

@@ -133,3 +133,19 @@ def check_likelihood_proposal(proposal, num_train_timesteps: int) -> list[float]
         raise ValueError(f"`likelihood_proposal` (model_index.json) must be {expected}, got one of shape "
                          f"{tuple(values.shape)}{'' if bool(torch.isfinite(values).all()) else ' with NaN or inf'}.")
     return values.tolist()
+
+
+def check_generators(generator, num_images: int) -> list:
+    """
+    The generator of each of `num_images` images: one `torch.Generator` (or None) shared by all, or a list (or tuple)
+    of one per image; otherwise a `ValueError` naming what was given.
+    """
+    if isinstance(generator, Sequence) and not isinstance(generator, str):
+        if len(generator) != num_images:
+            raise ValueError(f"Got {len(generator)} generators for {num_images} images; pass one, or one per image.")
+        generators = list(generator)
+    else:
+        generators = [generator] * num_images
+    if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
+        raise ValueError(f"`generator` must be a torch.Generator or a list of them, got {generator!r}.")
+    return generators

@@ -14,8 +14,8 @@ import torch
 from diffusers.utils import BaseOutput
 
 from .images import digits_to_pixel_levels, pixel_levels_to_model_range
-from .likelihood import BoundCoefficients, image_generators, model_prediction, standard_normal
-from .pipeline_mnist_ddpm_checks import check_positive_integer, num_class_labels
+from .likelihood import BoundCoefficients, model_prediction, standard_normal
+from .pipeline_mnist_ddpm_checks import check_generators, check_positive_integer, num_class_labels
 
 GOLDEN_RATIO_CONJUGATE = (math.sqrt(5) - 1) / 2
 WEIGHTINGS = ("uniform", "bound")
@@ -112,7 +112,7 @@ def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: in
                          f"1 ≤ keep < {num_classes} classes, got {prune!r}.")
     prune = None if prune is None else (int(prune[0]), int(prune[1]))
     levels = digits_to_pixel_levels(images)
-    generators = image_generators(generator, len(levels))
+    generators = check_generators(generator, len(levels))
     timesteps = trial_timesteps(num_trials, coefficients.num_train_timesteps)
     weights = coefficients.epsilon_weights()[timesteps] if weighting == "bound" else torch.ones(num_trials).double()
     weights = weights / weights.sum()

@@ -282,9 +282,9 @@ def store_proposal(model_dir: str, data_dir: str, pilot_images: int = 8, bound_t
     terms = pipe.log_likelihood(images[pilot], labels[pilot],
                                 generator=torch.Generator().manual_seed(seed)).terms_bits_per_dim
     pilot_seconds = time.perf_counter() - started
-    proposal = importance_proposal(terms)
-    store_in_model_index(model_dir, likelihood_proposal=[float(f"{p:.6g}") for p in proposal.tolist()])
-    pipe.register_to_config(likelihood_proposal=proposal.tolist())
+    stored = [float(f"{p:.6g}") for p in importance_proposal(terms).tolist()]
+    store_in_model_index(model_dir, likelihood_proposal=stored)
+    pipe.register_to_config(likelihood_proposal=stored)  # the spread below is measured with what is stored
 
     spreads = []
     for index in held_out:
