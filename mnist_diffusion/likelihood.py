@@ -1,7 +1,7 @@
 # Copyright 2026 The mnist-diffusion authors. Licensed under the Apache License, Version 2.0.
 """
 The DDPM as a likelihood model: its variational bound in bits per dimension. The pipeline's `log_likelihood` is a thin
-front over it; the class that makes a digit most probable (the zero-shot classifier, `pipe.classify`) is in
+front over [`log_likelihood`]; the class that makes a digit most probable (the zero-shot classifier, `pipe.classify`) is in
 `zero_shot.py`, on this module's coefficients.
 
 Notation is the scheduler's: timesteps are 0-based, so the model call at timestep t maps x_t to x_{t−1}, its noise
@@ -25,10 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, logging
 
 from .images import IMAGE_SIZE, digits_to_pixel_levels, pixel_levels_to_model_range
-from .pipeline_mnist_ddpm_checks import check_generators, check_labels, check_positive_integer, num_class_labels
+from .pipeline_mnist_ddpm_checks import (check_generators, check_labels, check_positive_integer, null_class_label,
+                                         num_class_labels)
+
+logger = logging.get_logger(__name__)
 
 NUM_PIXEL_LEVELS = 256
 NUM_DIMENSIONS = IMAGE_SIZE * IMAGE_SIZE
@@ -377,3 +380,67 @@ def variational_bound(unet, scheduler, images, labels: torch.Tensor, num_timeste
         log_likelihood=-total,
         terms_bits_per_dim=terms / nats_per_bit_dim if all_terms else None,
     )
+
+
+@torch.no_grad()
+def log_likelihood(pipe, images, labels=None, num_timesteps: int | None = None, proposal=None, generator=None,
+                   batch_size: int = 500) -> VariationalBoundOutput:
+    """
+    `pipe.log_likelihood`: the variational bound of each digit (Ho et al., 2020, eq. 5) in bits per dimension, an upper
+    bound on −log₂ p_θ(x) / 784, under `pipe`'s UNet and scheduler, conditional on `labels` or, without them, under
+    the unconditional model (the null label). Defined by the scheduler: its forward process, and its `variance_type`
+    for the reverse steps' variance.
+
+    Each value is an unbiased estimate of the bound: its mean over the draws is the bound, and one draw may fall below
+    it. With `num_timesteps=None` every term is computed, each from one draw of x_t (the estimate of least variance,
+    1000 UNet calls per digit). With `num_timesteps=K`, K timesteps are drawn, stratified, from `proposal`, or from
+    the pipeline's stored `likelihood_proposal`, shaped to the model's terms (on the shipped model, one digit's
+    estimate at K = 16 varies by about 0.03 bits/dim over seeds; uniform timesteps, the fallback for a model without a
+    stored proposal, by about 1 bit/dim).
+
+    To compare labels (or models) on one digit, give each call a generator of the same seed: the draws of an image do
+    not depend on its label, so the difference is not blurred by independent noise.
+
+    Args:
+        pipe (`MNISTDDPMPipeline`): the model.
+        images: digits: uint8 pixels (0–255) or float images in [0, 1] (rounded to the 256 levels), shaped (28, 28),
+            (N, 28, 28), (N, 1, 28, 28) or (N, 28, 28, 1), a list of such, or PIL images: whatever the pipeline's
+            `__call__` returns. A digit that is not blank but has no pixel brighter than level 16 is refused as a
+            scale mistake (binarised 0/1 pixels, say).
+        labels (`int`, `Sequence[int]` or `torch.Tensor`, *optional*): one digit per image, or one for all.
+        num_timesteps (`int`, *optional*): None computes every term (`num_train_timesteps` UNet calls per image); K
+            estimates the bound from K drawn timesteps and K // 4 draws of the decoder (K + K // 4 calls).
+        proposal (`torch.Tensor`, *optional*): probabilities of the timesteps to draw; the stored `likelihood_proposal`
+            when not given, or else uniform.
+        generator (`torch.Generator` or `list[torch.Generator]`, *optional*): the source of the timesteps and the
+            noise: one for all images, or one per image.
+        batch_size (`int`, defaults to 500): rows per UNet call.
+
+    Returns:
+        [`VariationalBoundOutput`]: `bits_per_dim` and its prior, diffusion and decoder shares per image,
+        `log_likelihood` (−L in nats), and every term when all are computed.
+
+    Example:
+
+    ```py
+    >>> from mnist_diffusion.data import load_mnist
+    >>> images, labels = load_mnist("data/mnist", "test")
+    >>> pipe.log_likelihood(images[:8], labels[:8], num_timesteps=16).bits_per_dim
+    ```
+    """
+    levels = digits_to_pixel_levels(images).to(torch.uint8)  # read once; the bound reads uint8 as is
+    if labels is None:
+        labels = [null_class_label(pipe.unet)] * len(levels)
+    else:
+        labels = check_labels(labels, num_class_labels(pipe.unet))
+        labels = labels * len(levels) if len(labels) == 1 else labels
+    if proposal is None and num_timesteps is not None:
+        proposal = pipe.config.get("likelihood_proposal")
+        if proposal is None:
+            logger.warning("This pipeline stores no `likelihood_proposal`: the timesteps are drawn uniformly, and one "
+                           "digit's estimate varies by about 1 bit/dim at 16 timesteps. Store one with "
+                           "`scripts/evaluate_likelihood.py --store_proposal`, or pass `proposal`.")
+    output = variational_bound(pipe.unet, pipe.scheduler, levels, torch.tensor(labels), num_timesteps, proposal,
+                               generator, batch_size)
+    pipe.maybe_free_model_hooks()
+    return output

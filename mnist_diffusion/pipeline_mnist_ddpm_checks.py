@@ -1,7 +1,7 @@
 # Copyright 2026 The mnist-diffusion authors. Licensed under the Apache License, Version 2.0.
 """
-The input checks of `MNISTDDPMPipeline` that the rest of the package shares: each turns a value into what the pipeline
-uses, or raises a `ValueError` naming the value and what is expected.
+The input checks of `MNISTDDPMPipeline` (and of the model_index.json entries it loads) that the rest of the package
+shares: each turns a value into what the pipeline uses, or raises a `ValueError` naming the value and what is expected.
 
 A Hub repo ships this file beside `pipeline_mnist_ddpm.py`, which imports it as `from .pipeline_mnist_ddpm_checks import
 ...`: diffusers' remote-code loader follows that form only, fetches the file from the pipeline file's folder, and from a
@@ -9,12 +9,22 @@ local folder copies it into one `diffusers_modules/local/` that every local repo
 relative itself, and its name is unlikely to meet another repo's.
 """
 
+import importlib
+import inspect
 import math
 import numbers
 from collections.abc import Sequence
 
+import diffusers
 import numpy as np
 import torch
+from diffusers import ModelMixin, SchedulerMixin
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+# A Hub repo names the pipeline's own components by file (["unet_mnist", "ClassConditionedUNet"]), with the file beside
+# the weights, so that `trust_remote_code=True` users without the package can load it; the pipeline's `from_pretrained`
+# loads such a component from these modules of the installed package instead.
+PACKAGE_MODULES = ("unet_mnist", "scheduling_mnist_ddpm")
 
 
 def check_positive_integer(name: str, value, maximum: int | None = None) -> int:
@@ -149,3 +159,103 @@ def check_generators(generator, num_images: int) -> list:
     if generator is not None and not all(isinstance(g, torch.Generator) for g in generators):
         raise ValueError(f"`generator` must be a torch.Generator or a list of them, got {generator!r}.")
     return generators
+
+
+def max_inference_steps(scheduler) -> tuple[int, str]:
+    """
+    The most steps `scheduler` takes, and where that number comes from: `original_inference_steps` for a scheduler that
+    samples from a schedule it was distilled on (`LCMScheduler`), `num_train_timesteps` for any other. Read from the
+    scheduler's own `set_timesteps`: a config made from a student's carries the LCM entry to any scheduler.
+    """
+    name = type(scheduler).__name__
+    if "original_inference_steps" in inspect.signature(scheduler.set_timesteps).parameters:
+        return scheduler.config.original_inference_steps, f"{name}'s original_inference_steps"
+    return scheduler.config.num_train_timesteps, f"{name}'s num_train_timesteps"
+
+
+def check_num_inference_steps(num_inference_steps, scheduler, origin: str = "") -> int:
+    """
+    `num_inference_steps` as an int from 1 to what `scheduler` takes ([`max_inference_steps`]); otherwise a `ValueError`
+    naming it, where it came from (`origin`, e.g. " (the pipeline's default_num_inference_steps)") and the limit.
+    Checked here, not by the scheduler: diffusers' solvers take 0 or negative steps and return the starting noise,
+    round 2.5 to 3 steps, and fail deep inside on more steps than they were trained with.
+    """
+    maximum, cap = max_inference_steps(scheduler)
+    try:
+        return check_positive_integer("num_inference_steps", num_inference_steps, maximum)
+    except ValueError as error:
+        raise ValueError(f"{str(error)[:-1]}{origin}; {maximum} is {cap}.") from None
+
+
+def check_guidance(guidance_scale, guidance_interval, num_train_timesteps: int,
+                   distilled_guidance_scale: float | None = None) -> tuple[float, tuple[float, float] | None]:
+    """
+    `guidance_scale` as a float ≥ 0 and `guidance_interval` as a pair of floats (or None: every step); a distilled
+    student (`distilled_guidance_scale` set) takes only scale 1. Otherwise a `ValueError` naming the value.
+    """
+    if not is_finite_number(guidance_scale) or guidance_scale < 0:
+        raise ValueError(f"`guidance_scale` must be a finite number ≥ 0, got {guidance_scale!r}.")
+    if distilled_guidance_scale is not None and guidance_scale != 1:
+        raise ValueError(
+            f"`guidance_scale` must be 1 for this distilled student, got {guidance_scale!r}: classifier-free "
+            f"guidance at scale {distilled_guidance_scale:g} is in its weights (`distilled_guidance_scale`), and "
+            "another scale would guide a second time on top of it, with a second network pass per step."
+        )
+    if guidance_interval is not None:
+        guidance_interval = check_guidance_interval(guidance_interval, num_train_timesteps)
+    return float(guidance_scale), guidance_interval
+
+
+def check_callback(callback_on_step_end, tensor_inputs, allowed: Sequence[str]) -> None:
+    """A `ValueError` unless the callback is None or callable and `tensor_inputs` is a list of names from `allowed`."""
+    if callback_on_step_end is not None and not callable(callback_on_step_end):
+        raise ValueError(f"`callback_on_step_end` must be callable, got {callback_on_step_end!r}.")
+    if isinstance(tensor_inputs, str) or not isinstance(tensor_inputs, Sequence):
+        raise ValueError(
+            f"`callback_on_step_end_tensor_inputs` must be a list of names from {allowed}, got {tensor_inputs!r}."
+        )
+    unknown_inputs = [name for name in tensor_inputs if name not in allowed]
+    if unknown_inputs:
+        raise ValueError(f"`callback_on_step_end_tensor_inputs` may only name {allowed}, got {unknown_inputs}.")
+
+
+def check_output_type(output_type) -> str:
+    """`output_type` if it is one a pipeline returns, otherwise a `ValueError` naming it."""
+    if output_type not in ("pil", "np", "pt"):
+        raise ValueError(f"`output_type` must be 'pil', 'np' or 'pt', got {output_type!r}.")
+    return output_type
+
+
+def is_repo_id(name) -> bool:
+    """Whether `name` (a string or an `os.PathLike`) could be a Hub repo id such as `"org/mnist-ddpm"`."""
+    if not isinstance(name, str):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def component_class(name: str, entry) -> type:
+    """
+    The class that a model_index.json entry `[library, class name]` names for the component `name` (the `unet` a
+    model, the `scheduler` a scheduler): a diffusers class, or one of this package's, by file (a Hub repo) or by module
+    path (`save_pretrained`). Anything else is a `ValueError` naming the entry, before any code could run.
+    """
+    if entry is None:
+        raise ValueError(f"model_index.json has no entry for the `{name}` component.")
+    if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not all(isinstance(part, str) for part in entry):
+        raise ValueError(f"model_index.json must name the `{name}` component as [library, class name], got {entry!r}.")
+    library, class_name = entry
+    module = library.rpartition(".")[2]
+    found = None
+    if library == "diffusers":
+        found = getattr(diffusers, class_name, None)
+    elif module in PACKAGE_MODULES and library in (module, f"mnist_diffusion.{module}"):
+        found = getattr(importlib.import_module(f"mnist_diffusion.{module}"), class_name, None)
+    kind = ModelMixin if name == "unet" else SchedulerMixin
+    if not inspect.isclass(found) or not issubclass(found, kind):
+        raise ValueError(f"model_index.json names the `{name}` component {list(entry)!r}, which is not a "
+                         f"{kind.__name__} class of diffusers or of this package.")
+    return found

@@ -155,3 +155,34 @@ def zero_shot_classify(unet, scheduler, images, num_classes: int, num_trials: in
     scores = (errors.double() * weights.reshape(1, -1, 1)).sum(1).nan_to_num(nan=math.inf)
     return ZeroShotOutput(labels=scores.argmin(1), scores=scores, errors=errors, timesteps=timesteps,
                           weights=weights)
+
+
+@torch.no_grad()
+def classify(pipe, images, num_trials: int = 50, weighting: str = "uniform", prune: tuple[int, int] | None = None,
+             generator=None, batch_size: int = 1000) -> ZeroShotOutput:
+    """
+    `pipe.classify`: the digit whose conditional ε-prediction errs least on the same `num_trials` noisings (t, ε) of
+    the image, i.e. whose variational bound is lowest (Li et al., 2023, "Your Diffusion Model is Secretly a Zero-Shot
+    Classifier"). `num_trials` × 10 UNet rows per image.
+
+    Args:
+        pipe (`MNISTDDPMPipeline`): the model; its scheduler must predict ε.
+        images: digits, as in [`~likelihood.log_likelihood`].
+        num_trials (`int`, defaults to 50): (t, ε) pairs per image, shared by the ten classes; at most
+            `num_train_timesteps`.
+        weighting (`str`, defaults to `"uniform"`): `"uniform"` or `"bound"` (each timestep weighted as in the
+            variational bound).
+        prune (`tuple[int, int]`, *optional*): `(after, keep)`: after `after` trials, only the `keep` most probable
+            classes so far get the remaining trials (Li et al.'s adaptive scheme; fewer UNet rows).
+        generator (`torch.Generator` or `list[torch.Generator]`, *optional*): the source of the noise: one for all
+            images, or one per image.
+        batch_size (`int`, defaults to 1000): rows per UNet call.
+
+    Returns:
+        [`ZeroShotOutput`]: `labels` (the predicted digits), `scores` (per class, lower is more probable), each trial's
+        `errors`, `timesteps` and `weights`.
+    """
+    output = zero_shot_classify(pipe.unet, pipe.scheduler, images, num_class_labels(pipe.unet), num_trials, weighting,
+                                prune, generator, batch_size)
+    pipe.maybe_free_model_hooks()
+    return output

@@ -325,7 +325,7 @@ def test_with_the_server_stopped_and_hf_hub_offline_it_loads_from_the_cache(hub,
             client_env(hub, home, HF_HUB_OFFLINE="1"), home,
         )
     np.testing.assert_array_equal(as_image(result["image"]), local_images["a"])
-    assert result["uncached"][0] == "RevisionResolutionError" and "org/never-downloaded" in result["uncached"][1]
+    assert result["uncached"][0] == "LocalEntryNotFoundError" and "org/never-downloaded" in result["uncached"][1]
 
 
 def test_without_the_package_trust_remote_code_gives_the_same_image(remote_code_user, local_images):

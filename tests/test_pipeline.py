@@ -389,10 +389,10 @@ def test_a_missing_path_object_is_a_file_not_found_error(tmp_path):
 
 
 @pytest.mark.parametrize("entry,shown", [
-    (["unet_mnist", "torch"], "['unet_mnist', 'torch'], which is not a model or scheduler class"),
-    (["diffusers", "logging"], "['diffusers', 'logging'], which is not a model or scheduler class"),
+    (["unet_mnist", "torch"], "['unet_mnist', 'torch'], which is not a ModelMixin class"),
+    (["diffusers", "logging"], "['diffusers', 'logging'], which is not a ModelMixin class"),
     (["diffusers", "DDPMScheduler"], "`unet` component ['diffusers', 'DDPMScheduler'], which is not a ModelMixin"),
-    ([None, None], "[None, None]; both must be strings"),
+    ([None, None], "as [library, class name], got [None, None]"),
     ("ClassConditionedUNet", "as [library, class name], got 'ClassConditionedUNet'"),
     (["unet_mnist"], "as [library, class name], got ['unet_mnist']"),
     (None, "no entry for the `unet` component"),

@@ -73,7 +73,7 @@ def hub_model_index(model_index: dict) -> tuple[dict, dict[str, Path]]:
 
     for name in component_names(model_index):
         library, class_name = model_index[name]
-        cls = component_class(library, class_name)  # the loader's check: the code is in diffusers or this package
+        cls = component_class(name, model_index[name])  # the loader's check: the code is in diffusers or here
         if library != "diffusers":
             index[name] = [source_file(cls).stem, cls.__name__]
             sources[f"{name}/{source_file(cls).name}"] = source_file(cls)

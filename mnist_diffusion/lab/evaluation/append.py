@@ -7,7 +7,6 @@ from pathlib import Path
 
 from .sampling import SetupError
 
-
 # What must be equal for two evaluations to share a table: the model and the classifier (by their weights, however
 # their folders are spelled), n and seed, and so the real floor their Fréchet ratios are divided by.
 APPEND_KEYS = ("model_sha256", "classifier_sha256", "num_samples", "seed")

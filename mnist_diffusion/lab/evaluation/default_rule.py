@@ -6,7 +6,6 @@ into the pipeline's model_index.json.
 import json
 from pathlib import Path
 
-
 # The rule that picks the stored default (README, "Evaluation"): the most realistic set among the legible ones.
 DEFAULT_RULE = {"min_accuracy": 0.995, "min_worst_digit_accuracy": 0.985, "min_samples": 5000}
 

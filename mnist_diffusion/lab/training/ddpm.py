@@ -2,8 +2,8 @@
 
 The loop is the algorithm of the spec: draw t uniformly, jump to x_t in closed form, regress the noise with a
 plain MSE; drop the label to the null label with probability `cond_drop_prob` for classifier-free guidance
-([`ddpm_loss`]). [`train`] reads as numbered steps (accelerator, models, data, resume, loop, save) of the pieces in
-`loop.py`, `checkpoints.py` and `options.py`. Everything a run writes sits in `output_dir` (see `run_folder.py`).
+([`ddpm_loss`]). [`train`] holds that loop; what comes before it (checks, EMA, optimiser, data, resume) and what each
+step ends with (logs, checkpoints) are the pieces of `loop.py`, `checkpoints.py` and `options.py`. Everything a run writes sits in `output_dir` (see `run_folder.py`).
 """
 
 import argparse
@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from diffusers import DPMSolverMultistepScheduler, ModelMixin
 
 from ...data import MNIST_FILES
@@ -22,7 +21,7 @@ from ...scheduling_mnist_ddpm import BETA_SCHEDULES, PREDICTION_TYPES, MNISTDDPM
 from ...unet_mnist import ClassConditionedUNet
 from ..arguments import out_of_range
 from .checkpoints import output_dir_problems, resume_problems
-from .loop import Job, build_seeded, run_job
+from .loop import backward_and_step, build_seeded, make_accelerator, start_run
 from .options import add_run_arguments, check_batch_size, check_run_arguments, parse_checked
 
 SCRIPT = "scripts/train.py"
@@ -176,11 +175,12 @@ def training_target(scheduler: MNISTDDPMScheduler, images, noise, timesteps) -> 
 def train(args: argparse.Namespace, on_step=None, build_unet: Callable[[argparse.Namespace], ModelMixin] = make_unet,
           script: str = SCRIPT) -> Path:
     """
-    Train the DDPM with [`ddpm_loss`], resumably, and write the pipeline to `args.output_dir` ([`loop.run_job`]).
+    Train the DDPM with [`ddpm_loss`], resumably, and write the pipeline to `args.output_dir`.
 
     Args:
         args: the options of `build_parser()`.
-        on_step: optional `on_step(accelerator, model, batch, global_step)` called after every optimiser step.
+        on_step: optional `on_step(accelerator, model, batch, global_step)` called after every optimiser step (for
+            tests that watch the ranks of a distributed run).
         build_unet: builds the fresh UNet from `args`; by default our [`ClassConditionedUNet`] of the model options.
             Any UNet that `MNISTDDPMPipeline` takes will do: the benchmark trains diffusers' own `UNet2DModel` this way
             (`benchmarks/train_peer.py`).
@@ -189,25 +189,35 @@ def train(args: argparse.Namespace, on_step=None, build_unet: Callable[[argparse
     Returns:
         The output folder, which `MNISTDDPMPipeline.from_pretrained` loads.
     """
+    accelerator = make_accelerator(Path(args.output_dir), args.mixed_precision, args.gradient_accumulation_steps,
+                                   args.logger)
+    model = build_seeded(args.seed, lambda: build_unet(args))
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    noise_scheduler = MNISTDDPMScheduler(num_train_timesteps=args.num_train_timesteps,
+                                         beta_schedule=args.beta_schedule, prediction_type=args.prediction_type)
+    null_label = null_class_label(model)
+    run = start_run(accelerator, args, model, run_identity(args), "train_mnist_ddpm", "Training the DDPM")
+    model = run.model  # prepared: wrapped for several processes, autocast for mixed precision
 
-    def ddpm_job(accelerator: Accelerator) -> Job:
-        model = build_seeded(args.seed, lambda: build_unet(args))
-        if args.channels_last:
-            model.to(memory_format=torch.channels_last)
-        noise_scheduler = MNISTDDPMScheduler(num_train_timesteps=args.num_train_timesteps,
-                                             beta_schedule=args.beta_schedule, prediction_type=args.prediction_type)
-        null_label = null_class_label(model)
-        return Job(
-            name="train_mnist_ddpm", script=script, description="Training the DDPM", model=model,
-            identity=run_identity(args),
-            loss=lambda model, images, labels, step: ddpm_loss(model, noise_scheduler, images, labels, args.cond_drop_prob,
-                                                         null_label, args.snr_gamma),
-            pipeline=lambda unet: MNISTDDPMPipeline(unet=unet, scheduler=noise_scheduler),
-            # a preview in a few steps; the saved model samples with the full chain
-            validation_scheduler=lambda: DPMSolverMultistepScheduler.from_config(noise_scheduler.config),
-        )
+    def save() -> None:  # the saved model samples with the full chain
+        run.save_pipeline(lambda unet: MNISTDDPMPipeline(unet=unet, scheduler=noise_scheduler), script)
 
-    return run_job(args, ddpm_job, on_step)
+    # The spec's training loop: a batch, its L_simple at random timesteps, one optimiser step, the EMA; then the
+    # bookkeeping (logs, checkpoints, the model written, a validation grid), until the steps or the minutes run out.
+    for images, labels in run.batches():
+        with accelerator.accumulate(model):  # one optimiser step per `gradient_accumulation_steps` batches
+            loss = ddpm_loss(model, noise_scheduler, images, labels, args.cond_drop_prob, null_label, args.snr_gamma)
+            backward_and_step(accelerator, loss, model, run.optimizer, run.lr_scheduler, args.max_grad_norm)
+        if not accelerator.sync_gradients:
+            continue
+        if run.ema is not None:
+            run.ema.step(model.parameters())
+        if on_step is not None:
+            on_step(accelerator, model, (images, labels), run.state["global_step"] + 1)
+        if run.end_step(loss, save, lambda: DPMSolverMultistepScheduler.from_config(noise_scheduler.config)):
+            break
+    return run.end(save)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,7 +26,6 @@ import os
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from diffusers import LCMScheduler
 
 from ...pipeline_mnist_ddpm import MNISTDDPMPipeline, is_repo_id
@@ -35,7 +34,7 @@ from ..arguments import out_of_range
 from ..fingerprint import model_sha256
 from ..shipped import SHIPPED_MODEL
 from .checkpoints import output_dir_problems, resume_problems
-from .loop import Job, build_seeded, run_job
+from .loop import backward_and_step, build_seeded, make_accelerator, start_run
 from .options import add_run_arguments, check_run_arguments, parse_checked
 
 SCRIPT = "scripts/distill.py"
@@ -377,11 +376,28 @@ def copy_of(model):
 # The run ------------------------------------------------------------------------------------------------------------
 
 
+def distillation_record(args: argparse.Namespace, teacher_sha256: str, guidance_scale: float,
+                        student_prediction_type: str) -> dict:
+    """What the student's run record says of its teacher and the method, beside what every run records."""
+    return {"distilled_from": {
+        "teacher": str(args.teacher),
+        # What a Hub visitor can look up: the teacher's repo id when it was loaded from the Hub.
+        "teacher_repo_id": None if os.path.isdir(args.teacher) else str(args.teacher),
+        "teacher_sha256": teacher_sha256,
+        "method": "consistency distillation (Latent Consistency Models, Luo et al. 2023)",
+        "teacher_solver": "DDIM",
+        "guidance_scale": guidance_scale,
+        "num_ddim_timesteps": args.num_ddim_timesteps,
+        "student_prediction_type": student_prediction_type,
+        "teacher_regression_steps": args.teacher_regression_steps,
+    }}
+
+
 def distill(args: argparse.Namespace, on_step=None) -> Path:
     """
     Distil `args.teacher` into a few-step student with [`consistency_loss`], resumably, and write the student pipeline
     (`LCMScheduler`, guidance 1 and `--default_num_inference_steps` as its defaults, and the distilled guidance scale,
-    so that a call refuses to guide again) to `args.output_dir` ([`loop.run_job`]).
+    so that a call refuses to guide again) to `args.output_dir`.
 
     Args:
         args: the options of `build_parser()`.
@@ -394,50 +410,46 @@ def distill(args: argparse.Namespace, on_step=None) -> Path:
     if problems:
         raise ValueError("; ".join(problems) + ".")
 
-    def consistency_job(accelerator: Accelerator) -> Job:
-        # The frozen teacher; the student and its target network, both from the teacher's weights.
-        teacher = load_teacher(args.teacher).to(accelerator.device)
-        _, guidance_scale, _ = teacher.resolve_defaults(guidance_scale=args.guidance_scale)  # every step is guided
-        teacher_sha256 = model_sha256(teacher.unet, teacher.scheduler)
-        scheduler = student_scheduler(teacher, args.num_ddim_timesteps, args.timestep_scaling,
-                                      args.student_prediction_type)
-        student = build_seeded(args.seed, lambda: copy_of(teacher.unet).train().requires_grad_(True))
-        target = copy_of(teacher.unet).requires_grad_(False)
+    accelerator = make_accelerator(Path(args.output_dir), args.mixed_precision, args.gradient_accumulation_steps,
+                                   args.logger)
+    # The frozen teacher; the student and its target network, both from the teacher's weights.
+    teacher = load_teacher(args.teacher).to(accelerator.device)
+    _, guidance_scale, _ = teacher.resolve_defaults(guidance_scale=args.guidance_scale)  # every step is guided
+    teacher_sha256 = model_sha256(teacher.unet, teacher.scheduler)
+    scheduler = student_scheduler(teacher, args.num_ddim_timesteps, args.timestep_scaling, args.student_prediction_type)
+    student = build_seeded(args.seed, lambda: copy_of(teacher.unet).train().requires_grad_(True))
+    target = copy_of(teacher.unet).requires_grad_(False)
+    identity = {"teacher_sha256": teacher_sha256, "guidance_scale": guidance_scale,
+                **options_identity(args, teacher.scheduler.config.prediction_type)}
+    run = start_run(accelerator, args, student, identity, "distill_mnist_lcm",
+                    f"Distilling {args.teacher} at guidance {guidance_scale} on {args.num_ddim_timesteps} skipping steps",
+                    registered=(target,))
+    student = run.model  # prepared
+    record = distillation_record(args, teacher_sha256, guidance_scale, scheduler.config.prediction_type)
 
-        def loss(student, images, labels, step):
+    def save() -> None:
+        run.save_pipeline(lambda unet: MNISTDDPMPipeline(
+            unet=unet, scheduler=LCMScheduler.from_config(scheduler.config), default_guidance_scale=1.0,
+            default_num_inference_steps=args.default_num_inference_steps, distilled_guidance_scale=guidance_scale,
+        ), SCRIPT, record)
+
+    for images, labels in run.batches():
+        with accelerator.accumulate(student):
             with accelerator.autocast():  # the teacher and the target too (the prepared student autocasts itself)
-                return consistency_loss(student, target, teacher, scheduler, images, labels, guidance_scale,
+                loss = consistency_loss(student, target, teacher, scheduler, images, labels, guidance_scale,
                                         args.num_ddim_timesteps, args.loss_type, args.huber_c,
-                                        regress_on_teacher=step < args.teacher_regression_steps)
-
-        return Job(
-            name="distill_mnist_lcm", script=SCRIPT, model=student, registered=(target,),
-            description=f"Distilling {args.teacher} at guidance {guidance_scale} on {args.num_ddim_timesteps} "
-                        "skipping steps",
-            identity={"teacher_sha256": teacher_sha256, "guidance_scale": guidance_scale,
-                      **options_identity(args, teacher.scheduler.config.prediction_type)},
-            loss=loss,
-            after_step=lambda student: update_target(target, student, args.target_decay),
-            pipeline=lambda unet: MNISTDDPMPipeline(
-                unet=unet, scheduler=LCMScheduler.from_config(scheduler.config), default_guidance_scale=1.0,
-                default_num_inference_steps=args.default_num_inference_steps, distilled_guidance_scale=guidance_scale,
-            ),
-            validation_scheduler=lambda: LCMScheduler.from_config(scheduler.config),
-            record={"distilled_from": {
-                "teacher": str(args.teacher),
-                # What a Hub visitor can look up: the teacher's repo id when it was loaded from the Hub.
-                "teacher_repo_id": None if os.path.isdir(args.teacher) else str(args.teacher),
-                "teacher_sha256": teacher_sha256,
-                "method": "consistency distillation (Latent Consistency Models, Luo et al. 2023)",
-                "teacher_solver": "DDIM",
-                "guidance_scale": guidance_scale,
-                "num_ddim_timesteps": args.num_ddim_timesteps,
-                "student_prediction_type": scheduler.config.prediction_type,
-                "teacher_regression_steps": args.teacher_regression_steps,
-            }},
-        )
-
-    return run_job(args, consistency_job, on_step)
+                                        regress_on_teacher=run.state["global_step"] < args.teacher_regression_steps)
+            backward_and_step(accelerator, loss, student, run.optimizer, run.lr_scheduler, args.max_grad_norm)
+        if not accelerator.sync_gradients:
+            continue
+        update_target(target, accelerator.unwrap_model(student), args.target_decay)
+        if run.ema is not None:
+            run.ema.step(student.parameters())
+        if on_step is not None:
+            on_step(accelerator, student, (images, labels), run.state["global_step"] + 1)
+        if run.end_step(loss, save, lambda: LCMScheduler.from_config(scheduler.config)):
+            break
+    return run.end(save)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -269,34 +269,6 @@ def should_stop(accelerator: Accelerator, state: dict, max_train_steps: int, max
     return bool(broadcast(out_of_time, from_process=0).item())
 
 
-def end_of_step(
-    accelerator: Accelerator, args: argparse.Namespace, state: dict, length: TrainingLength, progress: tqdm,
-    throughput: Throughput, loss: torch.Tensor, lr: float, write_model: Callable[[], None],
-    sample_grid: Callable[[], Image.Image],
-) -> bool:
-    """
-    The bookkeeping after the optimiser step just counted in `state`, by the options of [`add_checkpoint_arguments`]:
-    log every 10 steps, checkpoint every `--checkpointing_steps` and at the end, write the model every
-    `--save_model_steps` (`write_model()`, on every rank), and save the validation grid `sample_grid()` every
-    `--validation_steps` (on the main rank).
-
-    Returns:
-        `bool`: whether the run ends with this step ([`should_stop`]).
-    """
-    step = state["global_step"]
-    if step % 10 == 0 or step == length.max_train_steps:
-        log_step(accelerator, progress, step, loss, lr, throughput.read(state["images_seen"]))
-    progress.update(1)
-    done = should_stop(accelerator, state, length.max_train_steps, args.max_train_minutes)
-    if step % args.checkpointing_steps == 0 or done:
-        save_checkpoint(accelerator, Path(args.output_dir), state, args.checkpoints_total_limit)
-    if args.save_model_steps and step % args.save_model_steps == 0 and not done:
-        write_model()
-    if step % args.validation_steps == 0 and accelerator.is_main_process:
-        save_validation_grid(accelerator, Path(args.output_dir), sample_grid(), step)
-    return done
-
-
 def ema_copy(accelerator: Accelerator, model, ema: EMAModel | None) -> ModelMixin:
     """
     A copy of the weights to sample with, in eval mode: the EMA's, or the live ones without an EMA. A pipeline never
@@ -347,133 +319,115 @@ def end_run(accelerator: Accelerator, args: argparse.Namespace) -> None:
         accelerator.print(f"Pushed the pipeline to {commit.commit_url}")
 
 
-# The loop every diffusion job runs ----------------------------------------------------------------------------------
+# A diffusion run: what comes before its loop, what each step ends with, and what comes after -----------------------
 
 
 @dataclass
-class Job:
+class Run:
     """
-    What a training job adds to [`run_job`], the loop the DDPM's training and the distillation share.
-
-    Args:
-        name: the logger's project name.
-        script: the script as the run record's command line names it.
-        description: how the first log line describes the run.
-        model: the model to train, built from the seed (see [`build_seeded`]).
-        identity: what defines the run (options, a teacher's hash): a checkpoint written with another is refused.
-        loss: `loss(model, images, labels, step)`, the job's objective on one batch of the prepared model, `step` the
-            optimiser steps done before this one (a job whose objective changes during the run reads it).
-        pipeline: `pipeline(unet)`, the pipeline saved with the EMA (or live) weights.
-        validation_scheduler: `validation_scheduler()`, the sampler of the validation grids.
-        registered: objects checkpoints hold besides the model, its optimiser and EMA (a target network, say).
-        after_step: `after_step(model)` after each optimiser step, with the unwrapped model.
-        record: entries the run record holds besides the shared ones.
+    A started run of `train.py` or `distill.py`: the prepared model, its EMA, optimiser and lr schedule, the data and the
+    length of the run, and the `state` its checkpoints hold (steps, images seen, training seconds). Made by
+    [`start_run`]; the loop itself is the script's own.
     """
 
-    name: str
-    script: str
-    description: str
-    model: ModelMixin
-    identity: dict
-    loss: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
-    pipeline: Callable[[ModelMixin], DiffusionPipeline]
-    validation_scheduler: Callable[[], object]
-    registered: tuple = ()
-    after_step: Callable[[torch.nn.Module], None] | None = None
-    record: dict = field(default_factory=dict)
+    accelerator: Accelerator
+    args: argparse.Namespace
+    model: torch.nn.Module
+    ema: EMAModel | None
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+    dataloader: torch.utils.data.DataLoader
+    length: TrainingLength
+    state: dict
+    global_batch: int
+    progress: tqdm
+    stopwatch: Stopwatch
+    throughput: Throughput
+
+    def batches(self) -> Iterator:
+        """The batches left to train on ([`training_batches`]): after a resume, those an uninterrupted run had left."""
+        return training_batches(self.accelerator, self.dataloader, self.state["global_step"], self.length)
+
+    def end_step(self, loss: torch.Tensor, save: Callable[[], None], validation_scheduler: Callable) -> bool:
+        """
+        The bookkeeping after the optimiser step just taken: count it, log every 10 steps, checkpoint every
+        `--checkpointing_steps` and at the end, `save()` the model every `--save_model_steps`, and save a validation grid
+        sampled with the scheduler `validation_scheduler()` makes every `--validation_steps`. Returns whether the run ends with this step
+        ([`should_stop`]).
+        """
+        args, state = self.args, self.state
+        step = count_step(state, self.global_batch, self.stopwatch.seconds())
+        if step % 10 == 0 or step == self.length.max_train_steps:
+            log_step(self.accelerator, self.progress, step, loss, self.lr_scheduler.get_last_lr()[0],
+                     self.throughput.read(state["images_seen"]))
+        self.progress.update(1)
+        done = should_stop(self.accelerator, state, self.length.max_train_steps, args.max_train_minutes)
+        if step % args.checkpointing_steps == 0 or done:
+            save_checkpoint(self.accelerator, Path(args.output_dir), state, args.checkpoints_total_limit)
+        if args.save_model_steps and step % args.save_model_steps == 0 and not done:
+            save()
+        if step % args.validation_steps == 0 and self.accelerator.is_main_process:
+            unet = ema_copy(self.accelerator, self.model, self.ema)
+            grid = validation_grid(unet, validation_scheduler(), args.validation_inference_steps,
+                                   args.validation_images_per_digit, args.validation_guidance_scale, args.seed)
+            save_validation_grid(self.accelerator, Path(args.output_dir), grid, step)
+        return done
+
+    def end(self, save: Callable[[], None]) -> Path:
+        """
+        End the run: `save()` the model (also after a resume that found the run finished: a kill may have come before
+        it was written), end the logs, and push to the Hub if `--push_to_hub` asks. Returns the output folder.
+        """
+        self.progress.close()
+        save()
+        end_run(self.accelerator, self.args)
+        return Path(self.args.output_dir)
+
+    def save_pipeline(self, build_pipeline: Callable[[ModelMixin], DiffusionPipeline], script: str,
+                      record: dict | None = None) -> None:
+        """
+        Write `build_pipeline(unet)` with the EMA (or live) weights and the run record (with `record`'s entries) to
+        `--output_dir`. Only the main process builds it, so that [`ema_copy`] leaves the random state of the other
+        ranks alone; they wait for it.
+        """
+        if self.accelerator.is_main_process:
+            run = {**run_record(self.accelerator, script, self.args, self.state, self.model), **(record or {})}
+            write_pipeline(build_pipeline(ema_copy(self.accelerator, self.model, self.ema)), Path(self.args.output_dir),
+                           run)
+        self.accelerator.wait_for_everyone()
 
 
-def save_job(accelerator: Accelerator, args: argparse.Namespace, job: Job, model, ema: EMAModel | None,
-             state: dict) -> None:
+def start_run(accelerator: Accelerator, args: argparse.Namespace, model: ModelMixin, identity: dict, name: str,
+              description: str, registered: tuple = ()) -> Run:
     """
-    Write the job's pipeline with the EMA (or live) weights and the run record to `args.output_dir`. Only the main
-    process builds it, so that [`ema_copy`] leaves the random state of the other ranks alone; they wait for it.
-    """
-    if accelerator.is_main_process:
-        record = {**run_record(accelerator, job.script, args, state, model), **job.record}
-        write_pipeline(job.pipeline(ema_copy(accelerator, model, ema)), Path(args.output_dir), record)
-    accelerator.wait_for_everyone()
-
-
-def run_job(args: argparse.Namespace, build_job: Callable[[Accelerator], Job], on_step=None) -> Path:
-    """
-    Run a training job, resumably, and write its pipeline to `args.output_dir`: accelerator, the job's models, the
-    checks that need no data, data, resume, loop, save. The options are those of `options.add_run_arguments` with
-    `--data_dir` and `--output_dir`.
-
-    Args:
-        args: the parsed options.
-        build_job: `build_job(accelerator)`, the [`Job`] with its models built.
-        on_step: optional `on_step(accelerator, model, batch, global_step)` called after every optimiser step (for
-            tests that watch the ranks of a distributed run).
-
-    Returns:
-        The output folder, which `MNISTDDPMPipeline.from_pretrained` loads.
+    Everything before the loop of a run writing to `args.output_dir`: the checks that need no data (the checkpoint to
+    resume, written by a run of the same `identity`, and the output folder), the EMA and optimiser of `model`, the data
+    (which sets the length of the run and of its lr schedule; a bad file or batch size fails here), `accelerator.prepare`,
+    the resume, and the logs (project `name`; the first line says `description`). `registered` are objects the
+    checkpoints hold besides the model, its optimiser and EMA (a target network, say).
     """
     output_dir = Path(args.output_dir)
-
-    # 1. accelerator, the job's models, and the checks that need no data: the checkpoint to resume (written by a run
-    # of the same identity) and the output folder
-    accelerator = make_accelerator(output_dir, args.mixed_precision, args.gradient_accumulation_steps, args.logger)
-    job = build_job(accelerator)
-    for registered in job.registered:  # before the EMA: checkpoints number the registered objects in this order
-        accelerator.register_for_checkpointing(registered)
+    for extra in registered:  # before the EMA: checkpoints number the registered objects in this order
+        accelerator.register_for_checkpointing(extra)
     resume_from = resolve_checkpoint(args.resume_from_checkpoint, output_dir,
-                                     num_registered=len(job.registered) + int(args.use_ema), identity=job.identity)
+                                     num_registered=len(registered) + int(args.use_ema), identity=identity)
     if accelerator.is_main_process:
         check_output_dir(output_dir, resuming=args.resume_from_checkpoint is not None)
-
-    # 2. the model's EMA and optimiser
-    model = job.model
     if args.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     ema = make_ema(accelerator, model, args)
     optimizer = make_optimizer(model, args)
-
-    # 3. data, which sets the length of the run and of its lr schedule; a bad file or batch size fails here
     dataset, dataloader, length, lr_scheduler = mnist_training_data(accelerator, args, optimizer)
     model, optimizer, dataloader, lr_scheduler = accelerator.prepare(model, optimizer, dataloader, lr_scheduler)
-
-    # 4. resume, and start the logs
-    state = resume_state(accelerator, resume_from, output_dir, job.identity)
+    state = resume_state(accelerator, resume_from, output_dir, identity)
     global_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    start_trackers(accelerator, job.name, args)
+    start_trackers(accelerator, name, args)
     logger.info(
-        f"{job.description}: {len(dataset)} images, {accelerator.unwrap_model(model).num_parameters()} parameters, "
+        f"{description}: {len(dataset)} images, {accelerator.unwrap_model(model).num_parameters()} parameters, "
         f"{accelerator.num_processes} process(es) ({accelerator.distributed_type}), global batch {global_batch}, "
         f"{length.max_train_steps} steps.", main_process_only=True,
     )
-
-    # 5. loop: one optimiser step per `gradient_accumulation_steps` batches, until the steps or the minutes run out
-    progress = progress_bar(accelerator, state, length.max_train_steps)
-    stopwatch, throughput = Stopwatch(state["train_seconds"]), Throughput(state["images_seen"])
     model.train()
-    for images, labels in training_batches(accelerator, dataloader, state["global_step"], length):
-        with accelerator.accumulate(model):
-            loss = job.loss(model, images, labels, state["global_step"])
-            backward_and_step(accelerator, loss, model, optimizer, lr_scheduler, args.max_grad_norm)
-        if not accelerator.sync_gradients:
-            continue
-        if job.after_step is not None:
-            job.after_step(accelerator.unwrap_model(model))
-        if ema is not None:
-            ema.step(model.parameters())
-        step = count_step(state, global_batch, stopwatch.seconds())
-        if on_step is not None:
-            on_step(accelerator, model, (images, labels), step)
-        done = end_of_step(
-            accelerator, args, state, length, progress, throughput, loss, lr_scheduler.get_last_lr()[0],
-            write_model=lambda: save_job(accelerator, args, job, model, ema, state),
-            sample_grid=lambda: validation_grid(
-                ema_copy(accelerator, model, ema), job.validation_scheduler(), args.validation_inference_steps,
-                args.validation_images_per_digit, args.validation_guidance_scale, args.seed,
-            ),
-        )
-        if done:
-            break
-    progress.close()
-
-    # 6. save (also after a resume that found the run finished: a kill may have come before this), then the Hub
-    save_job(accelerator, args, job, model, ema, state)
-    end_run(accelerator, args)
-    return output_dir
+    return Run(accelerator, args, model, ema, optimizer, lr_scheduler, dataloader, length, state, global_batch,
+               progress_bar(accelerator, state, length.max_train_steps), Stopwatch(state["train_seconds"]),
+               Throughput(state["images_seen"]))
