@@ -35,20 +35,19 @@ import jinja2
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler, UNet2DModel
-from diffusers.utils.pil_utils import numpy_to_pil
-from diffusers.utils.torch_utils import randn_tensor
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
+from mnist_diffusion.lab.reporting import SIDES, benchmark_tables, format_ratio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported by the tests
+from peer import (CPU_SDPA_FLOP_FORMULAS, GUIDANCE_SCALE, NULL_LABEL, NUM_TRAIN_TIMESTEPS, PEER_UNET_CONFIG,  # noqa: E402
+                  PeerPipeline)
 
 START = time.perf_counter()
 BENCHMARKS_DIR = Path(__file__).resolve().parent
-SIDES = ("ours", "peer")
 MEMORY_KINDS = tuple(f"{kind}-{side}" for kind in ("train", "generate") for side in SIDES)
 SEED = 0
-NUM_TRAIN_TIMESTEPS = 1000
-NULL_LABEL = 10
-GUIDANCE_SCALE = 2.0
 TRAIN_BATCH_SIZE = 128
 GENERATION_LABELS = list(range(10))
 IMAGES_PER_LABEL = 10  # batch 100
@@ -63,40 +62,6 @@ def stored_student_steps() -> int:
 
 # Opt-in speed-ups of our pipeline, measured next to its defaults.
 OPTIONS = {"bf16": "a bf16 UNet (`torch_dtype=torch.bfloat16`)", "compiled": "`torch.compile(pipe.unet)`"}
-
-# diffusers' UNet2DModel with the widths of our default ClassConditionedUNet, class-conditioned with 10 digits + the
-# null label.
-PEER_UNET_CONFIG = dict(
-    sample_size=28,
-    in_channels=1,
-    out_channels=1,
-    block_out_channels=(32, 64, 96),
-    layers_per_block=1,
-    down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-    up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-    norm_num_groups=8,
-    num_class_embeds=11,
-    attention_head_dim=32,
-)
-
-
-# FlopCounterMode has no formula for the CPU flash-attention kernel that the peer's attention runs on; it does the
-# same matmuls as the other scaled-dot-product-attention kernels, so it gets their formulas.
-def cpu_flash_attention_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def cpu_flash_attention_backward_flop(
-    grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
-) -> int:
-    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
-
-
-CPU_SDPA_FLOP_FORMULAS = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash_attention_flop,
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: cpu_flash_attention_backward_flop,
-}
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -151,44 +116,6 @@ def build_unet(side: str) -> torch.nn.Module:
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in module.parameters())
-
-
-class PeerPipeline:
-    """
-    The plain DDPM sampling loop around diffusers' `UNet2DModel` and `DDPMScheduler`, with `MNISTDDPMPipeline`'s
-    classifier-free guidance (conditional and unconditional passes as one batch, null label 10) and the arguments
-    of its call that the benchmark uses.
-    """
-
-    def __init__(self, unet: UNet2DModel, scheduler: DDPMScheduler):
-        self.unet = unet
-        self.scheduler = scheduler
-
-    @torch.inference_mode()
-    def __call__(
-        self,
-        labels: list[int],
-        num_images_per_label: int = 1,
-        guidance_scale: float = GUIDANCE_SCALE,
-        generator: torch.Generator | None = None,
-        callback_on_step_end: Callable | None = None,
-    ) -> list:
-        class_labels = torch.tensor(labels).repeat_interleave(num_images_per_label)
-        class_labels = torch.cat([class_labels, torch.full_like(class_labels, NULL_LABEL)])
-        config = self.unet.config
-        latents = randn_tensor(
-            (len(labels) * num_images_per_label, config.in_channels, config.sample_size, config.sample_size),
-            generator=generator,
-        )
-        self.scheduler.set_timesteps(NUM_TRAIN_TIMESTEPS)
-        for i, t in enumerate(self.scheduler.timesteps):
-            noise_pred = self.unet(torch.cat([latents, latents]), t, class_labels=class_labels).sample
-            noise_cond, noise_uncond = noise_pred.chunk(2)
-            noise_pred = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
-            latents = self.scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
-            if callback_on_step_end is not None:
-                callback_on_step_end(self, i, t, {"latents": latents})
-        return numpy_to_pil((latents / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy())
 
 
 def compile_unet(unet: torch.nn.Module) -> torch.nn.Module:
@@ -512,143 +439,22 @@ def summarize(timings: dict[str, Timing], flops_per_image: dict[str, float], mem
     }
 
 
-def format_number(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.3g}" if value >= 1 else f"{value:.3f}"
-
-
-def format_ratio(value: float, unit: str = "×") -> str:
-    if unit == "ms":
-        return f"{value:.1f} ms"
-    return f"{value:.0%}" if unit == "%" else f"{value:.2f}×"
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 RESULTS_TEMPLATE = BENCHMARKS_DIR / "results_template.md"
 
 
 def render_markdown(results: dict, settings: Settings) -> str:
-    """RESULTS.md: `results_template.md` (the prose) filled with the run's numbers and tables ([`results_tables`])."""
+    """RESULTS.md: `results_template.md` (the prose) filled with the run's numbers and `reporting.benchmark_tables`."""
     ratios = results["summary"]["ratios"]
     text = jinja2.Template(RESULTS_TEMPLATE.read_text(encoding="utf-8")).render(
-        s=settings, tables=results_tables(results, settings), null_label=NULL_LABEL, guidance_scale=GUIDANCE_SCALE,
-        train_batch_size=TRAIN_BATCH_SIZE, matmul_size=MATMUL_SIZE, num_train_timesteps=NUM_TRAIN_TIMESTEPS,
+        s=settings, tables=benchmark_tables(results, settings, NUM_TRAIN_TIMESTEPS, OPTIONS), null_label=NULL_LABEL,
+        guidance_scale=GUIDANCE_SCALE, train_batch_size=TRAIN_BATCH_SIZE, matmul_size=MATMUL_SIZE,
+        num_train_timesteps=NUM_TRAIN_TIMESTEPS,
         compile_batch1=f"{results['compile_seconds']['batch1']:.0f}",
         compile_batch100=f"{results['compile_seconds']['batch100']:.0f}",
         student_vs_dpm_batch1=format_ratio(ratios["student_batch1_speedup_vs_dpm_solver"]),
         student_vs_dpm_many=format_ratio(ratios["student_many_speedup_vs_dpm_solver"]),
     )
     return text + "\n"  # jinja drops the template's last line break
-
-
-def results_tables(results: dict, settings: Settings) -> dict[str, str]:
-    """The Markdown tables of RESULTS.md, by name, from the run's results."""
-    machine, summary, memory = results["machine"], results["summary"], results["memory"]
-    median = {name: timing["median"] for name, timing in results["timings"].items()}
-    ratios, flops, parameters = summary["ratios"], results["flops_per_image"], results["parameters"]
-    mflops = {side: f"{flops[side] / 1e6:,.1f}" for side in SIDES}
-    batch1_label = (
-        f"{NUM_TRAIN_TIMESTEPS} DDPM steps"
-        if settings.batch1_steps == NUM_TRAIN_TIMESTEPS
-        else f"first {settings.batch1_steps} of {NUM_TRAIN_TIMESTEPS} DDPM steps"
-    )
-    return {
-        "machine": markdown_table(
-            ["", ""],
-            [
-                ["CPU", f"{machine['cpu']} ({machine['cpu_capability']})"],
-                ["logical cores", str(machine["logical_cores"])],
-                ["torch threads", str(machine["torch_threads"])],
-                ["python / torch / diffusers", f"{machine['python']} / {machine['torch']} / {machine['diffusers']}"],
-                ["date (UTC)", machine["date"]],
-                ["repeats", str(settings.repeats)],
-                ["command", f"`{machine['command']}`"],
-            ],
-        ),
-        "training": markdown_table(
-            ["", "ours", "peer", "ours/peer"],
-            [
-                ["parameters", f"{parameters['ours']:,}", f"{parameters['peer']:,}",
-                 format_ratio(parameters["ours"] / parameters["peer"])],
-                ["training images/s", format_number(median["train_ours"]), format_number(median["train_peer"]),
-                 format_ratio(ratios["train_images_per_s"])],
-                ["MFLOPs per image (forward + backward)", mflops["ours"], mflops["peer"],
-                 format_ratio(ratios["flops_per_image"])],
-                ["achieved GFLOP/s", *(format_number(summary["achieved_gflops"][side]) for side in SIDES),
-                 format_ratio(ratios["achieved_gflops"])],
-                ["fraction of the bf16 matmul peak",
-                 *(format_ratio(summary["bf16_peak_fraction"][side], "%") for side in SIDES), ""],
-            ],
-        ),
-        "matmul": markdown_table(
-            ["matmul", "GFLOP/s"],
-            [["bf16", format_number(median["matmul_bf16"])], ["fp32", format_number(median["matmul_fp32"])]],
-        ),
-        "generation": markdown_table(
-            ["", "ours", "peer", "speed-up (>1: ours faster)"],
-            [
-                [f"batch-1 latency, {batch1_label} (s)", format_number(median["batch1_ours"]),
-                 format_number(median["batch1_peer"]), format_ratio(ratios["batch1_speedup"])],
-                [f"batch-100 images/s, {NUM_TRAIN_TIMESTEPS} steps (extrapolated)",
-                 format_number(median["batch100_ours"]), format_number(median["batch100_peer"]),
-                 format_ratio(ratios["batch100_images_per_s"])],
-            ],
-        ),
-        "options": markdown_table(
-            ["our pipeline with", "batch-1 latency (s)", "speed-up", "batch-100 images/s", "ours/peer"],
-            [
-                [label, format_number(median[f"batch1_ours_{option}"]),
-                 format_ratio(ratios[f"batch1_speedup_{option}"]), format_number(median[f"batch100_ours_{option}"]),
-                 format_ratio(ratios[f"batch100_images_per_s_{option}"])]
-                for option, label in OPTIONS.items()
-            ],
-        ),
-        "fewer_steps": markdown_table(
-            ["our pipeline, batch 1", "latency (s)", "speed-up over the peer's DDPM"],
-            [
-                [f"DDPM, {batch1_label}", format_number(median["batch1_ours"]),
-                 format_ratio(ratios["batch1_speedup"])],
-                [f"DDPM, {settings.strided_steps} strided steps (`num_inference_steps={settings.strided_steps}`)",
-                 format_number(median["strided_ours"]), format_ratio(ratios["strided_speedup_vs_peer_ddpm"])],
-                [f"`DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`, "
-                 f"{settings.dpm_solver_steps} steps",
-                 format_number(median["dpm_solver_ours"]), format_ratio(ratios["dpm_solver_speedup_vs_peer_ddpm"])],
-            ],
-        ),
-        "student": markdown_table(
-            ["sampler", "UNet passes per digit", "batch 1: ms per digit",
-             f"{settings.many_digits:,} digits in batches of 100: images/s", "speed-up over the peer's DDPM (batch 1 / "
-             "batches of 100)"],
-            [
-                [f"student, `LCMScheduler`, {settings.student_steps} steps", str(settings.student_steps),
-                 format_number(1000 * median["student_batch1"]), format_number(median["student_many"]),
-                 f"{format_ratio(ratios['student_batch1_speedup_vs_peer_ddpm'])} / "
-                 f"{format_ratio(ratios['student_many_speedup_vs_peer_ddpm'])}"],
-                [f"teacher, DPM-Solver++, {settings.dpm_solver_steps} steps", str(2 * settings.dpm_solver_steps),
-                 format_number(1000 * median["dpm_solver_ours"]), format_number(median["dpm_solver_many_ours"]),
-                 f"{format_ratio(ratios['dpm_solver_speedup_vs_peer_ddpm'])} / "
-                 f"{format_ratio(median['dpm_solver_many_ours'] / median['batch100_peer'])}"],
-                [f"peer, DDPM, {NUM_TRAIN_TIMESTEPS} steps", str(2 * NUM_TRAIN_TIMESTEPS),
-                 format_number(1000 * median["batch1_peer"]), format_number(median["batch100_peer"]), "1.00× / 1.00×"],
-            ],
-        ),
-        "memory": markdown_table(
-            ["MiB", "ours", "peer", "ours/peer (<1: ours smaller)"],
-            [
-                [f"{label}, {column}",
-                 *(format_number(memory[f"{kind}-{side}"][f"{column}_mib"]) for side in SIDES),
-                 format_ratio(memory[f"{kind}-ours"][f"{column}_mib"] / memory[f"{kind}-peer"][f"{column}_mib"])]
-                for kind, label in (("train", "training"), ("generate", "generation"))
-                for column in ("before", "peak")
-            ],
-        ),
-    }
 
 
 def parse_args() -> argparse.Namespace:

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from mnist_diffusion.lab.evaluation import worst_digit_accuracy
+from mnist_diffusion.lab.reporting import recipes_table
 from mnist_diffusion.lab.training.ddpm import build_parser
 
 # Options that say where a run went or how it was restarted, not what it trained.
@@ -79,24 +80,6 @@ def collect(runs: dict[str, Path], baseline: str) -> dict:
         raise ValueError(f"--baseline {baseline!r} is not one of the runs {sorted(runs)}")
     baseline_record = json.loads((runs[baseline] / "training_config.json").read_text())
     return {"baseline": baseline, "runs": [run_row(name, folder, baseline_record) for name, folder in runs.items()]}
-
-
-def recipes_table(results: dict) -> str:
-    """The README's table: one row per run, accuracy and Fréchet ratio unguided and at guidance 1.5."""
-    rows = [
-        "| run | change | steps | images/s | guidance 1: accuracy | ÷ real floor | guidance 1.5: accuracy "
-        "| worst digit | ÷ real floor |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for run in results["runs"]:
-        unguided, guided = run["evaluation"]["1"], run["evaluation"]["1.5"]
-        rows.append(
-            f"| {run['name']} | {run['change']} | {run['global_step']:,} | {run['images_per_second']:.0f} | "
-            f"{100 * unguided['accuracy']:.2f}% | {unguided['frechet_ratio_to_real_floor']:.2f}× | "
-            f"{100 * guided['accuracy']:.2f}% | {guided['worst_digit']} ({100 * guided['worst_digit_accuracy']:.1f}%) | "
-            f"{guided['frechet_ratio_to_real_floor']:.2f}× |"
-        )
-    return "\n".join(rows)
 
 
 def name_and_folder(text: str) -> tuple[str, Path]:

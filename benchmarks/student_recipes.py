@@ -19,6 +19,7 @@ from pathlib import Path
 from recipes import check_runs, name_and_folder, recipe_change
 
 from mnist_diffusion.lab.evaluation import worst_digit_accuracy
+from mnist_diffusion.lab.reporting import students_table
 from mnist_diffusion.lab.training.distillation import build_parser
 
 STEPS = (1, 2, 4)
@@ -56,25 +57,6 @@ def collect(runs: dict[str, Path], baseline: str) -> dict:
         raise ValueError(f"--baseline {baseline!r} is not one of the runs {sorted(runs)}")
     baseline_record = json.loads((runs[baseline] / "training_config.json").read_text())
     return {"baseline": baseline, "runs": [run_row(name, folder, baseline_record) for name, folder in runs.items()]}
-
-
-def students_table(results: dict) -> str:
-    """One row per run: accuracy and Fréchet ratio at 1, 2 and 4 steps, and the worst digit at 1 and 4."""
-    rows = [
-        "| run | change | steps | minutes | 1 step: accuracy | worst digit | ÷ real floor | 2 steps: accuracy "
-        "| ÷ real floor | 4 steps: accuracy | worst digit | ÷ real floor |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for run in results["runs"]:
-        one, two, four = (run["evaluation"][str(steps)] for steps in STEPS)
-        rows.append(
-            f"| {run['name']} | {run['change']} | {run['global_step']:,} | {run['train_minutes']:.1f} | "
-            f"{100 * one['accuracy']:.2f}% | {one['worst_digit']} ({100 * one['worst_digit_accuracy']:.1f}%) | "
-            f"{one['frechet_ratio_to_real_floor']:.1f}× | {100 * two['accuracy']:.2f}% | "
-            f"{two['frechet_ratio_to_real_floor']:.2f}× | {100 * four['accuracy']:.2f}% | "
-            f"{four['worst_digit']} ({100 * four['worst_digit_accuracy']:.1f}%) | {four['frechet_ratio_to_real_floor']:.2f}× |"
-        )
-    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> None:

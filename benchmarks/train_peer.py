@@ -18,7 +18,7 @@ from pathlib import Path
 from diffusers import UNet2DModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import PEER_UNET_CONFIG  # noqa: E402
+from peer import PEER_UNET_CONFIG  # noqa: E402
 
 from mnist_diffusion.lab.training.ddpm import build_parser, check_args, train  # noqa: E402
 from mnist_diffusion.lab.training.options import parse_checked  # noqa: E402

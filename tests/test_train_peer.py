@@ -14,7 +14,7 @@ from mnist_diffusion.pipeline_mnist_ddpm_checks import null_class_label, num_cla
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import train_peer  # noqa: E402
-from benchmark import PEER_UNET_CONFIG  # noqa: E402
+from peer import PEER_UNET_CONFIG  # noqa: E402
 
 
 def tiny_unet2d(**overrides) -> UNet2DModel:

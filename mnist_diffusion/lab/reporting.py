@@ -1,8 +1,8 @@
 """
 What the lab reports, in one place: the names of the evaluation files (written by the evaluation commands, read by the
-model card, the README checks and the docs) and the Markdown tables made of them (the card's evaluation, CAS and
-likelihood tables, the inpainting table). The card and the Hub push read files through these names and render these
-tables, so they import no evaluation code.
+model card, the README checks and the docs) and every Markdown table the lab writes: the card's evaluation, CAS and
+likelihood tables, the inpainting table, the recipe tables and the speed benchmark's (benchmarks/RESULTS.md). The card
+and the Hub push read files through these names and render these tables, so they import no evaluation code.
 """
 
 # The evaluation files a card reads, relative to the model folder (written by the evaluation commands' --output).
@@ -126,3 +126,177 @@ def inpainting_table(report: dict) -> str:
             f"({100 * result['per_digit'][worst]['accuracy']:.0f}%) | {report['max_kept_pixel_change']} / 255 |"
         )
     return "\n".join(rows)
+
+
+# The likelihood tables' headers (the card and docs/likelihood.md) ----------------------------------------------------
+
+BOUND_HEADER = ["| model | bits/dim (± s.e.) | of which diffusion terms | decoder | digits |",
+                "| --- | --- | --- | --- | --- |"]
+ZERO_SHOT_HEADER = ["| trials per class | UNet rows per digit | accuracy, uniform weighting | bound weighting | "
+                    "seconds per digit |", "| --- | --- | --- | --- | --- |"]
+
+
+# The recipe tables of the benchmarks (benchmarks/recipes.py, benchmarks/student_recipes.py) ---------------------------
+
+
+def recipes_table(results: dict) -> str:
+    """The training recipes: one row per run, accuracy and Fréchet ratio unguided and at guidance 1.5."""
+    rows = [
+        "| run | change | steps | images/s | guidance 1: accuracy | ÷ real floor | guidance 1.5: accuracy "
+        "| worst digit | ÷ real floor |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in results["runs"]:
+        unguided, guided = run["evaluation"]["1"], run["evaluation"]["1.5"]
+        rows.append(
+            f"| {run['name']} | {run['change']} | {run['global_step']:,} | {run['images_per_second']:.0f} | "
+            f"{100 * unguided['accuracy']:.2f}% | {unguided['frechet_ratio_to_real_floor']:.2f}× | "
+            f"{100 * guided['accuracy']:.2f}% | {guided['worst_digit']} ({100 * guided['worst_digit_accuracy']:.1f}%) | "
+            f"{guided['frechet_ratio_to_real_floor']:.2f}× |"
+        )
+    return "\n".join(rows)
+
+
+def students_table(results: dict, steps: tuple[int, int, int] = (1, 2, 4)) -> str:
+    """The student recipes: one row per run, accuracy and Fréchet ratio at 1, 2 and 4 steps, the worst digit at 1 and 4."""
+    rows = [
+        "| run | change | steps | minutes | 1 step: accuracy | worst digit | ÷ real floor | 2 steps: accuracy "
+        "| ÷ real floor | 4 steps: accuracy | worst digit | ÷ real floor |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in results["runs"]:
+        one, two, four = (run["evaluation"][str(count)] for count in steps)
+        rows.append(
+            f"| {run['name']} | {run['change']} | {run['global_step']:,} | {run['train_minutes']:.1f} | "
+            f"{100 * one['accuracy']:.2f}% | {one['worst_digit']} ({100 * one['worst_digit_accuracy']:.1f}%) | "
+            f"{one['frechet_ratio_to_real_floor']:.1f}× | {100 * two['accuracy']:.2f}% | "
+            f"{two['frechet_ratio_to_real_floor']:.2f}× | {100 * four['accuracy']:.2f}% | "
+            f"{four['worst_digit']} ({100 * four['worst_digit_accuracy']:.1f}%) | {four['frechet_ratio_to_real_floor']:.2f}× |"
+        )
+    return "\n".join(rows)
+
+
+# The speed benchmark's tables (benchmarks/RESULTS.md) ---------------------------------------------------------------
+
+SIDES = ("ours", "peer")
+
+
+def format_number(value: float) -> str:
+    """A measured number: whole with thousands separated from 100, three significant figures from 1, else 3 decimals."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if value >= 1 else f"{value:.3f}"
+
+
+def format_ratio(value: float, unit: str = "×") -> str:
+    """A ratio as `1.23×`, a fraction as `53%` (`unit="%"`), a time in ms as `39.8 ms`."""
+    if unit == "ms":
+        return f"{value:.1f} ms"
+    return f"{value:.0%}" if unit == "%" else f"{value:.2f}×"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of `header` and `rows` of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def benchmark_tables(results: dict, settings, num_train_timesteps: int, options: dict[str, str]) -> dict[str, str]:
+    """
+    The Markdown tables of RESULTS.md, by name, from a run's `results.json`, its `settings` (repeats, steps, ...), the
+    DDPM's `num_train_timesteps` and the pipeline `options` timed (name → label).
+    """
+    median = {name: timing["median"] for name, timing in results["timings"].items()}
+    batch1_label = (f"{num_train_timesteps} DDPM steps" if settings.batch1_steps == num_train_timesteps
+                    else f"first {settings.batch1_steps} of {num_train_timesteps} DDPM steps")
+    ratios = results["summary"]["ratios"]
+    return {
+        "machine": machine_table(results["machine"], settings.repeats),
+        "training": training_table(results, median),
+        "matmul": markdown_table(["matmul", "GFLOP/s"], [["bf16", format_number(median["matmul_bf16"])],
+                                                         ["fp32", format_number(median["matmul_fp32"])]]),
+        "generation": markdown_table(["", "ours", "peer", "speed-up (>1: ours faster)"], [
+            [f"batch-1 latency, {batch1_label} (s)", format_number(median["batch1_ours"]),
+             format_number(median["batch1_peer"]), format_ratio(ratios["batch1_speedup"])],
+            [f"batch-100 images/s, {num_train_timesteps} steps (extrapolated)", format_number(median["batch100_ours"]),
+             format_number(median["batch100_peer"]), format_ratio(ratios["batch100_images_per_s"])],
+        ]),
+        "options": markdown_table(
+            ["our pipeline with", "batch-1 latency (s)", "speed-up", "batch-100 images/s", "ours/peer"],
+            [[label, format_number(median[f"batch1_ours_{option}"]), format_ratio(ratios[f"batch1_speedup_{option}"]),
+              format_number(median[f"batch100_ours_{option}"]), format_ratio(ratios[f"batch100_images_per_s_{option}"])]
+             for option, label in options.items()],
+        ),
+        "fewer_steps": markdown_table(["our pipeline, batch 1", "latency (s)", "speed-up over the peer's DDPM"], [
+            [f"DDPM, {batch1_label}", format_number(median["batch1_ours"]), format_ratio(ratios["batch1_speedup"])],
+            [f"DDPM, {settings.strided_steps} strided steps (`num_inference_steps={settings.strided_steps}`)",
+             format_number(median["strided_ours"]), format_ratio(ratios["strided_speedup_vs_peer_ddpm"])],
+            [f"`DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)`, {settings.dpm_solver_steps} steps",
+             format_number(median["dpm_solver_ours"]), format_ratio(ratios["dpm_solver_speedup_vs_peer_ddpm"])],
+        ]),
+        "student": student_table(median, ratios, settings, num_train_timesteps),
+        "memory": memory_table(results["memory"]),
+    }
+
+
+def machine_table(machine: dict, repeats: int) -> str:
+    """Where and how a benchmark ran."""
+    return markdown_table(["", ""], [
+        ["CPU", f"{machine['cpu']} ({machine['cpu_capability']})"],
+        ["logical cores", str(machine["logical_cores"])],
+        ["torch threads", str(machine["torch_threads"])],
+        ["python / torch / diffusers", f"{machine['python']} / {machine['torch']} / {machine['diffusers']}"],
+        ["date (UTC)", machine["date"]],
+        ["repeats", str(repeats)],
+        ["command", f"`{machine['command']}`"],
+    ])
+
+
+def training_table(results: dict, median: dict) -> str:
+    """Training speed, ours against the peer: parameters, images/s, FLOPs and the share of the matmul peak."""
+    summary, parameters, flops = results["summary"], results["parameters"], results["flops_per_image"]
+    ratios = summary["ratios"]
+    return markdown_table(["", "ours", "peer", "ours/peer"], [
+        ["parameters", f"{parameters['ours']:,}", f"{parameters['peer']:,}",
+         format_ratio(parameters["ours"] / parameters["peer"])],
+        ["training images/s", format_number(median["train_ours"]), format_number(median["train_peer"]),
+         format_ratio(ratios["train_images_per_s"])],
+        ["MFLOPs per image (forward + backward)", *(f"{flops[side] / 1e6:,.1f}" for side in SIDES),
+         format_ratio(ratios["flops_per_image"])],
+        ["achieved GFLOP/s", *(format_number(summary["achieved_gflops"][side]) for side in SIDES),
+         format_ratio(ratios["achieved_gflops"])],
+        ["fraction of the bf16 matmul peak", *(format_ratio(summary["bf16_peak_fraction"][side], "%") for side in SIDES),
+         ""],
+    ])
+
+
+def student_table(median: dict, ratios: dict, settings, num_train_timesteps: int) -> str:
+    """The student against the teacher's DPM-Solver++ and the peer's DDPM, at batch 1 and in batches of 100."""
+    return markdown_table(
+        ["sampler", "UNet passes per digit", "batch 1: ms per digit",
+         f"{settings.many_digits:,} digits in batches of 100: images/s",
+         "speed-up over the peer's DDPM (batch 1 / batches of 100)"],
+        [
+            [f"student, `LCMScheduler`, {settings.student_steps} steps", str(settings.student_steps),
+             format_number(1000 * median["student_batch1"]), format_number(median["student_many"]),
+             f"{format_ratio(ratios['student_batch1_speedup_vs_peer_ddpm'])} / "
+             f"{format_ratio(ratios['student_many_speedup_vs_peer_ddpm'])}"],
+            [f"teacher, DPM-Solver++, {settings.dpm_solver_steps} steps", str(2 * settings.dpm_solver_steps),
+             format_number(1000 * median["dpm_solver_ours"]), format_number(median["dpm_solver_many_ours"]),
+             f"{format_ratio(ratios['dpm_solver_speedup_vs_peer_ddpm'])} / "
+             f"{format_ratio(median['dpm_solver_many_ours'] / median['batch100_peer'])}"],
+            [f"peer, DDPM, {num_train_timesteps} steps", str(2 * num_train_timesteps),
+             format_number(1000 * median["batch1_peer"]), format_number(median["batch100_peer"]), "1.00× / 1.00×"],
+        ],
+    )
+
+
+def memory_table(memory: dict) -> str:
+    """Resident memory before and at the peak of training and of generation, ours against the peer."""
+    return markdown_table(["MiB", "ours", "peer", "ours/peer (<1: ours smaller)"], [
+        [f"{label}, {column}", *(format_number(memory[f"{kind}-{side}"][f"{column}_mib"]) for side in SIDES),
+         format_ratio(memory[f"{kind}-ours"][f"{column}_mib"] / memory[f"{kind}-peer"][f"{column}_mib"])]
+        for kind, label in (("train", "training"), ("generate", "generation"))
+        for column in ("before", "peak")
+    ])
