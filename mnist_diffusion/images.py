@@ -27,32 +27,45 @@ def model_range_to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(p[0].numpy(), mode="L") for p in pixels]
 
 
-def read_digits(images) -> torch.Tensor:
+def read_digits(images, name: str = "images", refuse_colour: bool = False) -> torch.Tensor:
     """
-    Digits in any form the pipelines take or return → a tensor (N, 1, 28, 28) of uint8 pixels (as they are) or of
-    floats in [0, 1]: a PIL image or a list of them (read in mode "L"), or a tensor or numpy array shaped (28, 28),
-    (N, 28, 28), (N, 1, 28, 28) or (N, 28, 28, 1) (`output_type="np"`), or a list of such tensors or arrays.
+    The package's one reader of digits, in any form the pipelines take or return → a tensor (N, 1, 28, 28) of uint8
+    pixels (as they are) or of floats in [0, 1]: a PIL image or a list of them (read in mode "L"), or a tensor or
+    numpy array shaped (28, 28), (N, 28, 28), (N, 1, 28, 28) or (N, 28, 28, 1) (`output_type="np"`), or a list of
+    such tensors or arrays. A bool array is read as floats 0 and 1.
+
+    Args:
+        images: the digits.
+        name (`str`, defaults to `"images"`): the argument's name, for the messages.
+        refuse_colour (`bool`, defaults to False): refuse (3, 28, 28) and (4, 28, 28), which may as well be one RGB or
+            RGBA image in torch's channels-first layout (an inpainting `image`); elsewhere they are 3 or 4 digits.
 
     Raises:
-        `ValueError`: a form, shape, dtype or range that is not one of these, named.
+        `ValueError`: a form, shape, dtype or range that is not one of these, named with `name`.
     """
     if isinstance(images, Image.Image):
         images = [images]
     if isinstance(images, (list, tuple)):
         if not images:
-            raise ValueError("Expected at least one digit, got an empty list.")
+            raise ValueError(f"`{name}` must hold at least one digit, got an empty list.")
         if not all(isinstance(image, Image.Image) for image in images):
-            parts = [read_digits(image) for image in images]
+            parts = [read_digits(image, name, refuse_colour) for image in images]
             if len({part.dtype for part in parts}) > 1:
-                raise ValueError(f"Expected a list of digits of one dtype, got {sorted({str(p.dtype) for p in parts})}.")
+                raise ValueError(f"`{name}` must be a list of digits of one dtype, got "
+                                 f"{sorted({str(p.dtype) for p in parts})}.")
             return torch.cat(parts)
-        images = np.stack([np.asarray(image.convert("L")) for image in images])
+        images = np.stack([np.asarray(image.convert("L")) for image in images])[:, None]  # (N, 1, 28, 28)
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.ascontiguousarray(images))
     if not torch.is_tensor(images):
-        raise ValueError(f"Expected digits as a tensor, a numpy array, PIL images or a list of these, got "
-                         f"{type(images).__name__}.")
+        raise ValueError(f"`{name}` must be a PIL image (or a list of them), a numpy array or a tensor, or a list of "
+                         f"these, got {type(images).__name__}.")
     shape = tuple(images.shape)
+    if refuse_colour and images.ndim == 3 and shape[0] in (3, 4):
+        raise ValueError(
+            f"`{name}` of shape {shape} is ambiguous: {shape[0]} grey images, or one colour image? Pass grey images as "
+            f"(N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}) (`{name}[:, None]`), and convert colour images to grey first."
+        )
     if shape == (IMAGE_SIZE, IMAGE_SIZE, 1):
         images = images[None]  # one digit, channels last: an element of `output_type="np"`
     if images.ndim == 2:
@@ -62,28 +75,31 @@ def read_digits(images) -> torch.Tensor:
     if images.ndim == 4 and images.shape[1:] == (IMAGE_SIZE, IMAGE_SIZE, 1):
         images = images.permute(0, 3, 1, 2)  # channels last, as numpy images are
     if images.ndim != 4 or images.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE) or len(images) == 0:
-        raise ValueError(f"Expected digits shaped (N, 28, 28) or (N, 1, 28, 28), got {shape} (N ≥ 1; channels last, "
-                         "(N, 28, 28, 1), and one (28, 28) digit are read too).")
+        raise ValueError(f"`{name}` must be 28×28 grey digits shaped (N, 28, 28) or (N, 1, 28, 28), got {shape} (N ≥ 1; "
+                         "channels last, (N, 28, 28, 1), and one (28, 28) digit are read too). Resize first: nothing "
+                         "is resized silently.")
     if images.dtype == torch.uint8:
         return images
+    if images.dtype == torch.bool:
+        return images.float()
     if not images.is_floating_point():
-        raise ValueError(f"Expected uint8 pixels or float images in [0, 1], got dtype {images.dtype}.")
-    finite = bool(torch.isfinite(images).all())
-    if not finite or images.min() < 0 or images.max() > 1:
+        raise ValueError(f"`{name}` must be uint8 pixels (0–255) or float images in [0, 1], got dtype {images.dtype}.")
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError(f"`{name}` holds NaN or infinite values; float images must lie in [0, 1].")
+    if images.min() < 0 or images.max() > 1:
         raise ValueError(
-            f"Float images must be in [0, 1], got values in [{images.min():.3f}, {images.max():.3f}]"
-            f"{'' if finite else ' (NaN or infinite values among them)'} (images in the diffusion model's [-1, 1] need "
-            "`images / 2 + 0.5` first)."
+            f"Float `{name}` must be in [0, 1], got values in [{images.min():.3f}, {images.max():.3f}] (floats must lie "
+            "in [0, 1], uint8 pixels in 0–255; images in the diffusion model's [-1, 1] need `images / 2 + 0.5` first)."
         )
     return images
 
 
-def digits_to_unit_range(images) -> torch.Tensor:
+def digits_to_unit_range(images, name: str = "images", refuse_colour: bool = False) -> torch.Tensor:
     """
     Digits, as [`read_digits`] takes them → float images (N, 1, 28, 28) in [0, 1]: uint8 pixels are divided by 255,
     float images (what `MNISTDDPMPipeline(..., output_type="pt")` returns) are taken as they are.
     """
-    images = read_digits(images)
+    images = read_digits(images, name, refuse_colour)
     return images.float() / 255 if images.dtype == torch.uint8 else images.float()
 
 
@@ -121,44 +137,6 @@ def digits_to_pixel_levels(images) -> torch.Tensor:
 def pixel_levels_to_model_range(levels: torch.Tensor) -> torch.Tensor:
     """Pixel levels 0–255 → the model's [−1, 1], the centres of the decoder's 256 bins."""
     return levels.float() / 127.5 - 1
-
-
-def grey_images_to_unit_range(value, name: str, size: int) -> torch.Tensor:
-    """
-    Grey images as a float tensor (N, 1, size, size) in [0, 1], from a PIL image or a list of them, or from a numpy
-    array or a tensor (uint8 in 0–255, or float in [0, 1]) shaped (H, W), (N, H, W) or (N, 1, H, W). (3, H, W) and
-    (4, H, W) are refused: they may as well be one RGB or RGBA image in torch's channels-first layout.
-    """
-    if isinstance(value, Image.Image):
-        value = [value]
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, Image.Image) for v in value):
-        value = np.stack([np.asarray(v.convert("L")) for v in value])[:, None]
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value.astype(np.float32) / 255.0 if value.dtype == np.uint8 else value.astype(np.float32))
-    if not torch.is_tensor(value):
-        raise ValueError(f"`{name}` must be a PIL image (or a list of them), a numpy array or a tensor, "
-                         f"got {type(value).__name__}.")
-    given_shape = tuple(value.shape)
-    if value.ndim == 3 and value.shape[0] in (3, 4):
-        raise ValueError(
-            f"`{name}` of shape {given_shape} is ambiguous: {given_shape[0]} grey images, or one colour image? Pass "
-            f"grey images as (N, 1, {size}, {size}) (`{name}[:, None]`), and convert colour images to grey first."
-        )
-    value = value.float() / 255.0 if value.dtype == torch.uint8 else value.float()
-    if value.ndim == 2:
-        value = value[None]
-    if value.ndim == 3:
-        value = value[:, None]
-    if value.ndim != 4 or value.shape[1:] != (1, size, size):
-        raise ValueError(
-            f"`{name}` must be {size}×{size} grey images, shaped ({size}, {size}), (N, {size}, {size}) or "
-            f"(N, 1, {size}, {size}); got shape {given_shape}. Resize first: nothing is resized silently."
-        )
-    if not torch.isfinite(value).all():
-        raise ValueError(f"`{name}` holds NaN or infinite values; values must lie in [0, 1] (or 0–255 for uint8).")
-    if value.min() < 0 or value.max() > 1:
-        raise ValueError(f"`{name}` values must lie in [0, 1] (or 0–255 for uint8), got {value.min()}–{value.max()}.")
-    return value
 
 
 def make_grid(

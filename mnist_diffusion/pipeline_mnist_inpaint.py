@@ -13,7 +13,7 @@ import torch
 from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .images import grey_images_to_unit_range
+from .images import IMAGE_SIZE, digits_to_unit_range
 from .pipeline_mnist_ddpm import MNISTDDPMPipeline, step_guidance_scale
 from .pipeline_mnist_ddpm_checks import check_positive_integer
 from .scheduling_mnist_ddpm import MNISTDDPMScheduler
@@ -73,16 +73,15 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
             generated and 0 where they are kept; both float32 of shape (batch_size, 1, 28, 28) on the execution
             device.
         """
-        size = self.unet.config.sample_size
-        known = grey_images_to_unit_range(image, "image", size) * 2 - 1
-        mask = (grey_images_to_unit_range(mask_image, "mask_image", size) >= 0.5).float()
+        known = digits_to_unit_range(image, "image", refuse_colour=True) * 2 - 1
+        mask = (digits_to_unit_range(mask_image, "mask_image", refuse_colour=True) >= 0.5).float()
         if (mask.flatten(1).sum(1) == 0).any():
             raise ValueError(
                 "`mask_image` is all black: there is nothing to generate. White (≥ 0.5, or ≥ 128 in a uint8 or PIL "
                 "mask, which is read in 0–255) marks the pixels to fill; multiply a 0/1 uint8 mask by 255, or pass "
                 "it as bool or float."
             )
-        if (mask.flatten(1).sum(1) == size * size).any():
+        if (mask.flatten(1).sum(1) == IMAGE_SIZE * IMAGE_SIZE).any():
             raise ValueError("`mask_image` is all white: nothing of `image` is kept; use MNISTDDPMPipeline instead.")
         for name, tensor in (("image", known), ("mask_image", mask)):
             if len(tensor) not in (1, num_labels):
