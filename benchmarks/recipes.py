@@ -3,7 +3,7 @@
 The quality-per-CPU-minute comparison of training recipes: short runs of equal wall time on this CPU, each evaluated
 at the same settings, one change at a time against the current recipe, and the benchmark's peer (diffusers'
 `UNet2DModel`, `benchmarks/train_peer.py`) trained for the same time. Collect the finished runs into
-`benchmarks/recipes.json` and print the README's table:
+`benchmarks/recipes.json` and print its table (docs/results-log.md):
 
     python benchmarks/recipes.py --runs current=runs/r25/current minsnr5=runs/r25/minsnr5 peer=runs/r25/peer \
         --baseline current --output benchmarks/recipes.json

@@ -3,7 +3,7 @@
 The one-step student's recipe comparison: short consistency distillations of the same number of optimiser steps
 (the same CPU time: no option compared here changes the cost of a step), one change at a time against the current
 recipe, each evaluated by `scripts/evaluate.py` at 1, 2 and 4 LCM steps. Collect the finished runs into
-`benchmarks/student_recipes.json` and print the table of docs/distillation.md:
+`benchmarks/student_recipes.json` and print the table of docs/results-log.md:
 
     python benchmarks/student_recipes.py --runs eps=runs/rec-eps v=runs/rec-v --baseline eps \
         --output benchmarks/student_recipes.json
