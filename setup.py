@@ -3,8 +3,9 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 TRAIN = ["accelerate>=1.10,<2", "tensorboard>=2.15", "tqdm>=4.66"]
-# The evaluation classifier is a transformers model; matplotlib draws the guidance plot.
-EVAL = ["transformers>=5,<6", "accelerate>=1.10,<2", "matplotlib>=3.8"]
+# The evaluation classifier is a transformers model; transformers before 5.18 cannot load its image processor
+# (ConvNextImageProcessorPil) without torchvision. matplotlib draws the guidance plot.
+EVAL = ["transformers>=5.18,<6", "accelerate>=1.10,<2", "matplotlib>=3.8"]
 
 setup(
     name="mnist-diffusion",
@@ -21,12 +22,14 @@ setup(
     package_dir={"mnist_diffusion.pretrained": "pretrained"},
     package_data={"mnist_diffusion": ["lab/templates/*.md"],
                   "mnist_diffusion.pretrained": ["*/*.json", "*/*/*.json", "*/*.safetensors", "*/unet/*.safetensors"]},
-    # Install the CPU build first (`pip install torch==2.13.0`) on machines without a GPU: an unpinned torch
-    # requirement with no torch present pulls several GB of CUDA packages.
+    # The support window: every torch and diffusers release since December 2025, tested at both ends by .ci/run
+    # (the oldest set in ci/oldest.txt, the newest installable). huggingface_hub: diffusers 0.36 takes < 2, and the
+    # eval extra's oldest transformers (5.18) >= 1.31. Install the CPU build of torch first on machines without a GPU:
+    # a torch requirement with no torch present pulls several GB of CUDA packages.
     install_requires=[
-        "torch>=2.13,<2.14",
-        "diffusers>=0.42,<0.43",
-        "huggingface_hub>=2,<3",
+        "torch>=2.10",
+        "diffusers>=0.36",
+        "huggingface_hub>=1.31,<3",
         "safetensors>=0.4",
         "numpy>=1.26",
         "pillow>=10",
@@ -36,6 +39,7 @@ setup(
         "train": TRAIN,
         "eval": EVAL,
         "demo": ["gradio>=6,<7"],
+        "test": ["pytest>=8"],
         # playwright drives the system's Chromium in the demo's browser test (it never downloads a browser);
         # import-linter checks the layers of .importlinter (`lint-imports`, run by .ci/run).
         "dev": TRAIN + EVAL + ["gradio>=6,<7", "playwright>=1.40", "pytest>=8", "import-linter>=2.16"],

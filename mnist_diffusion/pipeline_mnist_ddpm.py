@@ -10,21 +10,51 @@ import importlib
 import inspect
 import os
 from collections.abc import Callable, Sequence
+from typing import Optional
 
+import diffusers
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, ModelMixin, SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
-from .pipeline_mnist_ddpm_checks import (PACKAGE_MODULES, check_callback, check_generators, check_guidance,
-                                         check_labels, check_likelihood_proposal, check_num_inference_steps,
-                                         check_output_type, check_positive_integer, component_class, is_repo_id,
-                                         null_class_label, num_class_labels)
+from .pipeline_mnist_ddpm_checks import (check_callback, check_generators, check_guidance, check_labels,
+                                         check_likelihood_proposal, check_num_inference_steps, check_output_type,
+                                         check_positive_integer, is_repo_id, null_class_label, num_class_labels)
+
+# A Hub repo names the pipeline's own components by file (["unet_mnist", "ClassConditionedUNet"]), with the file beside
+# the weights, so that `trust_remote_code=True` users without the package can load it; the pipeline's `from_pretrained`
+# loads such a component from these modules of the installed package instead.
+PACKAGE_MODULES = ("unet_mnist", "scheduling_mnist_ddpm")
 
 # The Hub options of `DiffusionPipeline.from_pretrained`, and the model-loading options a Hub-layout repo passes on.
 HUB_OPTIONS = ("cache_dir", "force_download", "local_files_only", "revision", "token")
 MODEL_OPTIONS = ("variant", "use_safetensors", "low_cpu_mem_usage", "proxies")
+
+
+def component_class(name: str, entry) -> type:
+    """
+    The class that a model_index.json entry `[library, class name]` names for the component `name` (the `unet` a
+    model, the `scheduler` a scheduler): a diffusers class, or one of this package's, by file (a Hub repo) or by module
+    path (`save_pretrained`). Anything else is a `ValueError` naming the entry, before any code could run.
+    """
+    if entry is None:
+        raise ValueError(f"model_index.json has no entry for the `{name}` component.")
+    if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not all(isinstance(part, str) for part in entry):
+        raise ValueError(f"model_index.json must name the `{name}` component as [library, class name], got {entry!r}.")
+    library, class_name = entry
+    module = library.rpartition(".")[2]
+    found = None
+    if library == "diffusers":
+        found = getattr(diffusers, class_name, None)
+    elif module in PACKAGE_MODULES and library in (module, f"mnist_diffusion.{module}"):
+        found = getattr(importlib.import_module(f"mnist_diffusion.{module}"), class_name, None)
+    kind = ModelMixin if name == "unet" else SchedulerMixin
+    if not inspect.isclass(found) or not issubclass(found, kind):
+        raise ValueError(f"model_index.json names the `{name}` component {list(entry)!r}, which is not a "
+                         f"{kind.__name__} class of diffusers or of this package.")
+    return found
 
 
 def step_guidance_scale(t, guidance_scale: float, guidance_interval: tuple[float, float] | None) -> float:
@@ -70,11 +100,13 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         self,
         unet: ModelMixin,
         scheduler: SchedulerMixin,
+        # Optional[X], not X | None: diffusers 0.36's from_pretrained looks each argument up in the annotations it
+        # reads with `get_origin(...) == Union`, which misses `X | None` (KeyError); 0.37 reads both.
         default_guidance_scale: float = 1.0,
-        default_num_inference_steps: int | None = None,
-        default_guidance_interval: tuple[float, float] | None = None,
-        distilled_guidance_scale: float | None = None,
-        likelihood_proposal: list[float] | None = None,
+        default_num_inference_steps: Optional[int] = None,
+        default_guidance_interval: Optional[tuple[float, float]] = None,
+        distilled_guidance_scale: Optional[float] = None,
+        likelihood_proposal: Optional[list[float]] = None,
     ):
         super().__init__()
         if isinstance(unet, torch.nn.Module):
@@ -135,9 +167,13 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         model_options = {option: kwargs.pop(option) for option in MODEL_OPTIONS if option in kwargs}
         components = {}
         for component, component_cls in classes.items():
-            options = dict(model_options, torch_dtype=dtype) if issubclass(component_cls, ModelMixin) else {}
-            components[component] = kwargs.pop(component, None) or component_cls.from_pretrained(
-                name, subfolder=component, **hub, **options)
+            if component in kwargs:
+                components[component] = kwargs.pop(component)
+            elif issubclass(component_cls, ModelMixin):  # cast after loading: diffusers < 0.40 has no `dtype` argument
+                model = component_cls.from_pretrained(name, subfolder=component, **hub, **model_options)
+                components[component] = model if dtype is None else model.to(dtype)
+            else:
+                components[component] = component_cls.from_pretrained(name, subfolder=component, **hub)
         parameters = inspect.signature(cls.__init__).parameters
         unknown = sorted(key for key in kwargs if key not in parameters)
         if unknown:

@@ -1,7 +1,7 @@
 # Copyright 2026 The mnist-diffusion authors. Licensed under the Apache License, Version 2.0.
 """
-The input checks of `MNISTDDPMPipeline` (and of the model_index.json entries it loads) that the rest of the package
-shares: each turns a value into what the pipeline uses, or raises a `ValueError` naming the value and what is expected.
+The input checks of `MNISTDDPMPipeline` that the rest of the package shares: each turns a value into what the pipeline
+uses, or raises a `ValueError` naming the value and what is expected.
 
 A Hub repo ships this file beside `pipeline_mnist_ddpm.py`, which imports it as `from .pipeline_mnist_ddpm_checks import
 ...`: diffusers' remote-code loader follows that form only, fetches the file from the pipeline file's folder, and from a
@@ -9,22 +9,15 @@ local folder copies it into one `diffusers_modules/local/` that every local repo
 relative itself, and its name is unlikely to meet another repo's.
 """
 
-import importlib
 import inspect
 import math
 import numbers
 from collections.abc import Sequence
 
-import diffusers
 import numpy as np
 import torch
-from diffusers import ModelMixin, SchedulerMixin
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-# A Hub repo names the pipeline's own components by file (["unet_mnist", "ClassConditionedUNet"]), with the file beside
-# the weights, so that `trust_remote_code=True` users without the package can load it; the pipeline's `from_pretrained`
-# loads such a component from these modules of the installed package instead.
-PACKAGE_MODULES = ("unet_mnist", "scheduling_mnist_ddpm")
 
 
 def check_positive_integer(name: str, value, maximum: int | None = None) -> int:
@@ -235,27 +228,3 @@ def is_repo_id(name) -> bool:
     except HFValidationError:
         return False
     return True
-
-
-def component_class(name: str, entry) -> type:
-    """
-    The class that a model_index.json entry `[library, class name]` names for the component `name` (the `unet` a
-    model, the `scheduler` a scheduler): a diffusers class, or one of this package's, by file (a Hub repo) or by module
-    path (`save_pretrained`). Anything else is a `ValueError` naming the entry, before any code could run.
-    """
-    if entry is None:
-        raise ValueError(f"model_index.json has no entry for the `{name}` component.")
-    if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not all(isinstance(part, str) for part in entry):
-        raise ValueError(f"model_index.json must name the `{name}` component as [library, class name], got {entry!r}.")
-    library, class_name = entry
-    module = library.rpartition(".")[2]
-    found = None
-    if library == "diffusers":
-        found = getattr(diffusers, class_name, None)
-    elif module in PACKAGE_MODULES and library in (module, f"mnist_diffusion.{module}"):
-        found = getattr(importlib.import_module(f"mnist_diffusion.{module}"), class_name, None)
-    kind = ModelMixin if name == "unet" else SchedulerMixin
-    if not inspect.isclass(found) or not issubclass(found, kind):
-        raise ValueError(f"model_index.json names the `{name}` component {list(entry)!r}, which is not a "
-                         f"{kind.__name__} class of diffusers or of this package.")
-    return found

@@ -6,6 +6,8 @@ from PIL import Image
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
 
+from .versions import DTYPE_ARGUMENT
+
 
 def run(pipe, labels=(7,), seed=0, **kwargs):
     kwargs.setdefault("num_inference_steps", 10)
@@ -531,7 +533,7 @@ def test_sequential_cpu_offload_works_wherever_it_works_for_diffusers_own_ddpm_p
     peer.enable_sequential_cpu_offload(device="cpu")
     try:
         peer(num_inference_steps=2, output_type="np")
-    except TypeError as error:
+    except (TypeError, NotImplementedError) as error:  # NotImplementedError: a meta tensor copied (accelerate 1.10)
         pytest.xfail(f"diffusers' own DDPMPipeline cannot offload sequentially here either: {error}")
     assert_offloading_gives_the_same_images(tiny_unet, "enable_sequential_cpu_offload")
 
@@ -557,10 +559,10 @@ def saved(tiny_pipe, tmp_path):
 
 @pytest.mark.parametrize("dtype_kwargs, expected", [
     ({}, torch.float32),
-    ({"dtype": torch.bfloat16}, torch.bfloat16),
+    ({DTYPE_ARGUMENT: torch.bfloat16}, torch.bfloat16),
     ({"torch_dtype": torch.bfloat16}, torch.bfloat16),
-    ({"dtype": {"unet": torch.bfloat16, "default": torch.float32}}, torch.bfloat16),
-    ({"dtype": {"default": torch.bfloat16}}, torch.bfloat16),
+    ({DTYPE_ARGUMENT: {"unet": torch.bfloat16, "default": torch.float32}}, torch.bfloat16),
+    ({DTYPE_ARGUMENT: {"default": torch.bfloat16}}, torch.bfloat16),
     ({"device_map": "cpu"}, torch.float32),
     ({"low_cpu_mem_usage": False}, torch.float32),
     ({"low_cpu_mem_usage": True}, torch.float32),

@@ -87,3 +87,29 @@ def test_shipped_student_draws_the_requested_digits_in_four_steps():
     predicted = DigitClassifier.from_pretrained(SHIPPED_CLASSIFIER).predict(images)
     accuracy = (predicted == labels).float().mean().item()
     assert accuracy >= 0.97, f"only {accuracy:.1%} of the student's digits are read as requested"
+
+
+@needs_model
+@needs_classifier
+def test_shipped_model_inpaints_the_hidden_half_of_its_own_digits():
+    """The inpainting pipeline on the shipped model: each digit's hidden lower half completed, the upper half kept."""
+    from mnist_diffusion import MNISTDDPMInpaintPipeline
+    from mnist_diffusion.lab.classifier import DigitClassifier
+
+    pipe = MNISTDDPMPipeline.from_pretrained(SHIPPED_MODEL)
+    pipe.set_progress_bar_config(disable=True)
+    use_sampler(pipe, "dpm")
+    labels = torch.arange(10).repeat_interleave(2)
+    digits = pipe(labels=labels, num_inference_steps=20, generator=torch.Generator().manual_seed(1),
+                  output_type="pt").images
+    mask = torch.zeros(1, 1, 28, 28)
+    mask[..., 14:, :] = 1  # generate the lower half
+    inpaint = MNISTDDPMInpaintPipeline.from_pretrained(SHIPPED_MODEL)
+    inpaint.set_progress_bar_config(disable=True)
+    completed = inpaint(digits, mask, labels=labels, num_inference_steps=25, jump_length=5, jump_n_sample=2,
+                        generator=torch.Generator().manual_seed(2), output_type="pt").images
+    torch.testing.assert_close(completed[..., :14, :], digits[..., :14, :], atol=1 / 255, rtol=0)
+    assert (completed[..., 14:, :] - digits[..., 14:, :]).abs().mean() > 0.01  # the lower half was drawn anew
+    predicted = DigitClassifier.from_pretrained(SHIPPED_CLASSIFIER).predict(completed)
+    accuracy = (predicted == labels).float().mean().item()
+    assert accuracy >= 0.9, f"only {accuracy:.0%} of the completed digits are read as requested"

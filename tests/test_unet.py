@@ -4,6 +4,7 @@ import torch
 from mnist_diffusion import ClassConditionedUNet
 
 from .conftest import TINY_UNET
+from .versions import DTYPE_ARGUMENT
 
 
 def inputs(batch=3):
@@ -144,7 +145,7 @@ def test_group_offloading_gives_the_same_prediction(tiny_unet, tmp_path, offload
 
 @pytest.mark.parametrize("load_kwargs, dtype", [
     ({}, torch.float32),
-    ({"dtype": torch.bfloat16}, torch.bfloat16),
+    ({DTYPE_ARGUMENT: torch.bfloat16}, torch.bfloat16),
     ({"device_map": "cpu"}, torch.float32),
     ({"low_cpu_mem_usage": False}, torch.float32),
 ])
