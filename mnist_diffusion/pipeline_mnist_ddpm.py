@@ -6,55 +6,22 @@ nothing of the package), so the two can be copied verbatim into a Hub repo and l
 someone who does not have `mnist_diffusion` installed.
 """
 
+import copy
 import importlib
 import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Optional
 
-import diffusers
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput, ModelMixin, SchedulerMixin
+from diffusers.guiders import BaseGuidance
+from diffusers.pipelines.pipeline_loading_utils import _fetch_class_library_tuple
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import LocalEntryNotFoundError
 
-from .pipeline_mnist_ddpm_checks import (check_callback, check_generators, check_guidance, check_labels,
+from .pipeline_mnist_ddpm_checks import (check_callback, check_generators, check_guidance, check_guider, check_labels,
                                          check_likelihood_proposal, check_num_inference_steps, check_output_type,
-                                         check_positive_integer, is_repo_id, null_class_label, num_class_labels)
-
-# A Hub repo names the pipeline's own components by file (["unet_mnist", "ClassConditionedUNet"]), with the file beside
-# the weights, so that `trust_remote_code=True` users without the package can load it; the pipeline's `from_pretrained`
-# loads such a component from these modules of the installed package instead.
-PACKAGE_MODULES = ("unet_mnist", "scheduling_mnist_ddpm")
-
-# The Hub options of `DiffusionPipeline.from_pretrained`, and the model-loading options a Hub-layout repo passes on.
-HUB_OPTIONS = ("cache_dir", "force_download", "local_files_only", "revision", "token")
-MODEL_OPTIONS = ("variant", "use_safetensors", "low_cpu_mem_usage", "proxies")
-
-
-def component_class(name: str, entry) -> type:
-    """
-    The class that a model_index.json entry `[library, class name]` names for the component `name` (the `unet` a
-    model, the `scheduler` a scheduler): a diffusers class, or one of this package's, by file (a Hub repo) or by module
-    path (`save_pretrained`). Anything else is a `ValueError` naming the entry, before any code could run.
-    """
-    if entry is None:
-        raise ValueError(f"model_index.json has no entry for the `{name}` component.")
-    if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not all(isinstance(part, str) for part in entry):
-        raise ValueError(f"model_index.json must name the `{name}` component as [library, class name], got {entry!r}.")
-    library, class_name = entry
-    module = library.rpartition(".")[2]
-    found = None
-    if library == "diffusers":
-        found = getattr(diffusers, class_name, None)
-    elif module in PACKAGE_MODULES and library in (module, f"mnist_diffusion.{module}"):
-        found = getattr(importlib.import_module(f"mnist_diffusion.{module}"), class_name, None)
-    kind = ModelMixin if name == "unet" else SchedulerMixin
-    if not inspect.isclass(found) or not issubclass(found, kind):
-        raise ValueError(f"model_index.json names the `{name}` component {list(entry)!r}, which is not a "
-                         f"{kind.__name__} class of diffusers or of this package.")
-    return found
+                                         check_positive_integer, null_class_label, num_class_labels)
 
 
 def step_guidance_scale(t, guidance_scale: float, guidance_interval: tuple[float, float] | None) -> float:
@@ -86,12 +53,21 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             guidance at this scale: it samples with one pass per step, and refuses any `guidance_scale` but 1.
         likelihood_proposal (`list[float]`, *optional*): the probabilities of timesteps 0 … T−1 from which
             [`~MNISTDDPMPipeline.log_likelihood`] draws when a call gives no `proposal`.
+        guider ([`~diffusers.guiders.BaseGuidance`], *optional*): how the two predictions of a step combine, swapped
+            like the scheduler (`pipe.guider = AdaptiveProjectedGuidance(guidance_scale=2.0, eta=0.0)`); its
+            `guidance_scale` is the default of a call, and a call's `guidance_scale` and `guidance_interval` replace
+            its scale and its start and stop for that call. Without one, classifier-free guidance at
+            `default_guidance_scale`, as `ClassifierFreeGuidance` computes it. Guiders that hook attention or
+            transformer blocks (the layer-skip family) find none in this UNet and are refused.
+        guidance_unet ([`ClassConditionedUNet`], *optional*): autoguidance (Karras et al., 2024): a weaker version of
+            `unet` that the guider's second branch runs on, with the same label instead of the null label.
 
     The UNet's weights are kept in `channels_last` memory format; the latents and the scheduler's arithmetic are
     float32 whatever the UNet's dtype (see docs/performance.md).
     """
 
-    model_cpu_offload_seq = "unet"
+    model_cpu_offload_seq = "unet->guidance_unet"
+    _optional_components = ["guider", "guidance_unet"]
     _callback_tensor_inputs = ["latents"]
     # Steps when neither the call nor the config names any; None: the scheduler's full chain, the DDPM of the paper.
     fallback_num_inference_steps: int | None = None
@@ -107,11 +83,14 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         default_guidance_interval: Optional[tuple[float, float]] = None,
         distilled_guidance_scale: Optional[float] = None,
         likelihood_proposal: Optional[list[float]] = None,
+        guider: Optional[BaseGuidance] = None,
+        guidance_unet: Optional[ModelMixin] = None,
     ):
         super().__init__()
-        if isinstance(unet, torch.nn.Module):
-            unet = unet.to(memory_format=torch.channels_last)  # in place; the values of the weights are unchanged
-        self.register_modules(unet=unet, scheduler=scheduler)
+        for model in (unet, guidance_unet):
+            if isinstance(model, torch.nn.Module):
+                model.to(memory_format=torch.channels_last)  # in place; the values of the weights are unchanged
+        self.register_modules(unet=unet, scheduler=scheduler, guider=guider, guidance_unet=guidance_unet)
         if likelihood_proposal is not None and scheduler is not None:
             likelihood_proposal = check_likelihood_proposal(likelihood_proposal, scheduler.config.num_train_timesteps)
         self.register_to_config(
@@ -124,65 +103,32 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         # The scheduler class `default_num_inference_steps` was chosen for.
         self._default_steps_scheduler = type(scheduler).__name__
 
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        # diffusers keeps an optional component's entry at [None, None] when one is assigned to a pipeline built
+        # without it (`pipe.guider = ...`), and `save_pretrained` would then drop it: record what was assigned.
+        if name in self._optional_components and value is not None and hasattr(self, "_internal_dict") \
+                and self.config.get(name, (None,))[0] is None:
+            self.register_to_config(**{name: _fetch_class_library_tuple(value)})
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "MNISTDDPMPipeline":
         """
-        Load a pipeline from a folder or a Hub repo, with the arguments of `DiffusionPipeline.from_pretrained`. A
-        folder written by `save_pretrained` is diffusers' loader's to read. A Hub repo names this package's
-        components by file, for remote-code users; with the package installed they are loaded from it, never from a
-        file in the repo, and only the index, the configs and the weights are downloaded.
+        Load a pipeline from a folder or a Hub repo, with the arguments of `DiffusionPipeline.from_pretrained`. With
+        the package installed, `mnist_diffusion.loading` checks what is loaded first (another pipeline, or a
+        model_index.json naming a class of neither diffusers nor this package, is refused by name) and loads a Hub
+        repo's file-named components from the installed package, never from a file in the repo; without it (remote
+        code), diffusers' own loader runs.
 
         Raises:
             `FileNotFoundError`: `pretrained_model_name_or_path` is neither a folder nor a Hub repo id.
-            `ValueError`: it holds another pipeline, or names a component that is not a model or scheduler class of
-                diffusers or of this package.
+            `ValueError`: it holds another pipeline, or names a component of the wrong kind or of another package.
         """
-        name = pretrained_model_name_or_path
-        if not os.path.isdir(name) and not is_repo_id(name):
-            raise FileNotFoundError(f"No such folder: {name} (nor is it a Hub repo id like 'org/mnist-ddpm').")
-        hub = {option: kwargs.pop(option) for option in HUB_OPTIONS if option in kwargs}
-        # The index first, by the Hub's own download, which names a missing repo or revision as such.
-        try:
-            index = cls.load_config(name if os.path.isdir(name) else os.path.dirname(
-                hf_hub_download(name, cls.config_name, **hub)))
-        except LocalEntryNotFoundError as error:  # offline and not cached; the Hub's message names no repo
-            raise LocalEntryNotFoundError(f"{name} is not in the cache and the Hub cannot be reached: {error}") from None
-        saved = index.get("_class_name")
-        saved_name = saved[1] if isinstance(saved, list) and len(saved) == 2 else saved
-        family = {base.__name__ for base in cls.__mro__ if issubclass(base, MNISTDDPMPipeline)}
-        family.update(subclass.__name__ for subclass in MNISTDDPMPipeline.__subclasses__())
-        if saved_name not in family:
-            raise ValueError(f"{name} holds a {saved_name} (the `_class_name` {saved!r} of its model_index.json), not "
-                             f"one of {sorted(family)}; a diffusers pipeline loads with "
-                             "`DiffusionPipeline.from_pretrained`.")
-        classes = {component: component_class(component, index.get(component)) for component in ("unet", "scheduler")}
-        if not any(index[component][0] in PACKAGE_MODULES for component in classes):
-            return super().from_pretrained(name, **hub, **kwargs)
-
-        # The Hub layout: each component by its class's own `from_pretrained` (the model in the dtype asked for it),
-        # then the pipeline from the stored config values, with those the call gives instead.
-        dtype = kwargs.pop("torch_dtype", None)
-        dtype = kwargs.pop("dtype", dtype)
-        dtype = dtype.get("unet", dtype.get("default")) if isinstance(dtype, dict) else dtype
-        model_options = {option: kwargs.pop(option) for option in MODEL_OPTIONS if option in kwargs}
-        components = {}
-        for component, component_cls in classes.items():
-            if component in kwargs:
-                components[component] = kwargs.pop(component)
-            elif issubclass(component_cls, ModelMixin):  # cast after loading: diffusers < 0.40 has no `dtype` argument
-                model = component_cls.from_pretrained(name, subfolder=component, **hub, **model_options)
-                components[component] = model if dtype is None else model.to(dtype)
-            else:
-                components[component] = component_cls.from_pretrained(name, subfolder=component, **hub)
-        parameters = inspect.signature(cls.__init__).parameters
-        unknown = sorted(key for key in kwargs if key not in parameters)
-        if unknown:
-            raise TypeError(f"`from_pretrained` of a Hub-layout repo does not take {unknown}; it takes {HUB_OPTIONS}, "
-                            f"`dtype`, {MODEL_OPTIONS}, components and the pipeline's config values.")
-        config = {key: value for key, value in index.items() if key in parameters and key not in components}
-        pipeline = cls(**components, **{**config, **kwargs})
-        pipeline.register_to_config(_name_or_path=name)
-        return pipeline
+        try:  # by name, which diffusers' remote-code loader does not follow: a Hub repo ships this file without it
+            loading = importlib.import_module("mnist_diffusion.loading")
+        except ImportError:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        return loading.load_pipeline(cls, pretrained_model_name_or_path, kwargs)
 
     @classmethod
     def from_pipe(cls, pipeline: DiffusionPipeline, **kwargs) -> "MNISTDDPMPipeline":
@@ -255,7 +201,8 @@ class MNISTDDPMPipeline(DiffusionPipeline):
                 origin = " (the full chain, num_train_timesteps)"
         num_inference_steps = check_num_inference_steps(num_inference_steps, self.scheduler, origin)
         if guidance_scale is None:
-            guidance_scale = self.config.default_guidance_scale
+            guider = getattr(self, "guider", None)
+            guidance_scale = getattr(guider, "guidance_scale", self.config.default_guidance_scale)
         if guidance_interval is None:
             guidance_interval = self.config.default_guidance_interval
         return (num_inference_steps, *self.check_guidance(guidance_scale, guidance_interval))
@@ -292,31 +239,59 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         if isinstance(generator, Sequence):  # a list or tuple: one per image
             generator = generators
         check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs)
+        guider = check_guider(getattr(self, "guider", None))
 
         class_labels = torch.tensor(labels, device=self._execution_device).repeat_interleave(num_images_per_label)
         self._guidance_scale, self._guidance_interval = guidance_scale, guidance_interval
         self._interrupt = False
+        # The call's own copy: its scale follows the call's, a stateful guider's state (APG's momentum) is its own,
+        # and a guidance interval, the call's or the stored one, replaces the guider's start and stop.
+        self._call_guider = None if guider is None else copy.copy(guider)
+        if self._call_guider is not None and guidance_interval is not None:
+            self._call_guider._start, self._call_guider._stop = 0.0, 1.0
         return class_labels, num_inference_steps, generator
 
     def predict_noise(
-        self, latents: torch.Tensor, t, class_labels: torch.Tensor, guidance_scale: float, dtype: torch.dtype
+        self, latents: torch.Tensor, t, class_labels: torch.Tensor, guidance_scale: float, dtype: torch.dtype,
+        step_index: int = 0, num_steps: int = 1, guider: BaseGuidance | None = None,
     ) -> torch.Tensor:
         """
         The model's prediction for `latents` at timestep `t` (ε, or v or x_0 as the scheduler's `prediction_type`
-        says; guidance is linear, so guiding them is guiding the ε they imply), with classifier-free guidance
-        ε_uncond + w · (ε_cond − ε_uncond); at w = 1 the unconditional pass is skipped. `t` may be one timestep per
-        image. `dtype` is the UNet's compute dtype (`unet.dtype`, read once per call: the property walks the modules).
+        says; guidance is linear, so guiding them is guiding the ε they imply), guided at `guidance_scale`: by
+        `guider` at step `step_index` of `num_steps` when given, else classifier-free guidance
+        ε_uncond + w · (ε_cond − ε_uncond). At w = 1 only the conditional pass runs. With a `guidance_unet`, the
+        second branch is that UNet's prediction for the same label (autoguidance). `t` may be one timestep per image.
+        `dtype` is the UNet's compute dtype (`unet.dtype`, read once per call: the property walks the modules).
         Float32 in and out.
         """
+        guidance_unet = getattr(self, "guidance_unet", None)
+        model_input = self.scheduler.scale_model_input(latents, t).to(dtype)
         if guidance_scale == 1:
-            model_input = self.scheduler.scale_model_input(latents, t).to(dtype)
             return self.unet(model_input, t, class_labels).sample.float()
-        # Both passes as one batch: [labels; null labels].
-        model_labels = torch.cat([class_labels, torch.full_like(class_labels, null_class_label(self.unet))])
-        model_input = self.scheduler.scale_model_input(torch.cat([latents, latents]), t).to(dtype)
-        model_t = torch.cat([t, t]) if torch.is_tensor(t) and t.ndim == 1 else t
-        noise_cond, noise_uncond = self.unet(model_input, model_t, model_labels).sample.float().chunk(2)
-        return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+        second_labels = class_labels if guidance_unet is not None else torch.full_like(class_labels,
+                                                                                     null_class_label(self.unet))
+        if guider is None:  # classifier-free guidance (or autoguidance), as ClassifierFreeGuidance computes it
+            noise_cond, noise_uncond = self._branch_predictions(model_input, t, [class_labels, second_labels], dtype)
+            return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+        guider.set_state(step=step_index, num_inference_steps=num_steps, timestep=t)
+        if hasattr(guider, "guidance_scale"):
+            guider.guidance_scale = guidance_scale  # the call's scale, or what a callback set
+        batches = guider.prepare_inputs({"class_labels": (class_labels, second_labels)})
+        predictions = self._branch_predictions(model_input, t, [batch.class_labels for batch in batches], dtype)
+        for batch, prediction in zip(batches, predictions):
+            batch.noise_pred = prediction
+        return guider(batches).pred.float()
+
+    def _branch_predictions(self, model_input, t, labels: list, dtype) -> list[torch.Tensor]:
+        # The UNet's prediction for each branch's labels: one batched call, the first branch on `unet` and, with a
+        # `guidance_unet`, the others on it (different weights: a call each).
+        guidance_unet = getattr(self, "guidance_unet", None)
+        if guidance_unet is not None:
+            return [self.unet(model_input, t, labels[0]).sample.float()] + [
+                guidance_unet(model_input.to(guidance_unet.dtype), t, branch).sample.float() for branch in labels[1:]]
+        k = len(labels)
+        model_t = t.repeat(k) if torch.is_tensor(t) and t.ndim == 1 else t
+        return list(self.unet(model_input.repeat(k, 1, 1, 1), model_t, torch.cat(labels)).sample.float().chunk(k))
 
     def run_callback(
         self, callback_on_step_end: Callable | None, step_index: int, t, latents: torch.Tensor,
@@ -416,12 +391,14 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             num_inference_steps (`int`, *optional*): denoising steps, 1 to the scheduler's `num_train_timesteps` (an
                 `LCMScheduler`'s `original_inference_steps`); defaults to `default_num_inference_steps`, else the full
                 DDPM chain.
-            guidance_scale (`float`, *optional*): classifier-free guidance weight w in
-                ε = ε_uncond + w · (ε_cond − ε_uncond); 1 disables guidance (and its extra pass), 0 ignores the label.
-                Defaults to `default_guidance_scale`. A distilled student takes only 1.
+            guidance_scale (`float`, *optional*): guidance weight w, of classifier-free guidance
+                ε = ε_uncond + w · (ε_cond − ε_uncond) or of the `guider`, whose own scale it replaces for this call; 1
+                disables guidance (and its extra pass), 0 ignores the label. Defaults to the guider's scale, else
+                `default_guidance_scale`. A distilled student takes only 1.
             guidance_interval (`tuple[float, float]`, *optional*): `(t_low, t_high)` in training timesteps: guide only
                 the steps with t_low ≤ t ≤ t_high, the others with the conditional pass alone (Kynkäänniemi et al.,
-                2024). Defaults to `default_guidance_interval`, else every step.
+                2024); it replaces a guider's start and stop for this call. Defaults to `default_guidance_interval`,
+                else every step (within the guider's start and stop).
             generator (`torch.Generator` or `list[torch.Generator]`, *optional*): one, or one per image.
             output_type (`str`, defaults to `"pil"`): `"pil"` (28×28 images in mode "L"), `"np"` (`(batch, 28, 28, 1)`
                 in [0, 1]) or `"pt"` (`(batch, 1, 28, 28)` in [0, 1]).
@@ -465,7 +442,8 @@ class MNISTDDPMPipeline(DiffusionPipeline):
                     continue
                 # Read at every step: a callback may have changed the guidance of the steps that follow.
                 step_scale = step_guidance_scale(t, self._guidance_scale, self._guidance_interval)
-                noise_pred = self.predict_noise(latents, t, class_labels, step_scale, dtype)
+                noise_pred = self.predict_noise(latents, t, class_labels, step_scale, dtype, i, len(timesteps),
+                                                self._call_guider)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
                 latents = self.run_callback(callback_on_step_end, i, t, latents, callback_on_step_end_tensor_inputs)
                 progress_bar.update()

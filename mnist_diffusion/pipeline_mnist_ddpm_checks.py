@@ -19,7 +19,6 @@ import torch
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 
-
 def check_positive_integer(name: str, value, maximum: int | None = None) -> int:
     """
     `value` as an `int`, if it is a positive integer of any kind (`int`, `np.int64`, ...; not a bool) and at most
@@ -228,3 +227,27 @@ def is_repo_id(name) -> bool:
     except HFValidationError:
         return False
     return True
+
+
+def check_guider(guider):
+    """
+    `guider` (a diffusers `BaseGuidance`, or None) if the pipeline can guide with it; otherwise a `ValueError`. A guider
+    that hooks the model (the layer-skip family: `SkipLayerGuidance`, `PerturbedAttentionGuidance`,
+    `SmoothedEnergyGuidance`, diffusers' `AutoGuidance`) perturbs diffusers' `Attention` modules or its transformer
+    blocks, which `ClassConditionedUNet` does not have: it would raise or change nothing.
+    """
+    if guider is None:
+        return None
+    from diffusers.guiders import BaseGuidance  # diffusers, not this package: the file stays free to copy
+
+    if not isinstance(guider, BaseGuidance):
+        raise ValueError(f"`guider` must be a diffusers guider (`diffusers.guiders.BaseGuidance`), got {guider!r:.80}.")
+    if type(guider).prepare_models is not BaseGuidance.prepare_models \
+            or type(guider).cleanup_models is not BaseGuidance.cleanup_models:
+        raise ValueError(
+            f"{type(guider).__name__} guides by hooking diffusers' attention or transformer blocks, which this UNet "
+            "does not have: it would raise or change nothing. Use a guider that combines the two predictions "
+            "(ClassifierFreeGuidance, AdaptiveProjectedGuidance, ClassifierFreeZeroStarGuidance, "
+            "TangentialClassifierFreeGuidance), or the pipeline's `guidance_unet` for autoguidance."
+        )
+    return guider

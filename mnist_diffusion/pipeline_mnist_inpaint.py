@@ -169,7 +169,8 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
                 if t_next < t:  # denoise: unknown pixels from the model's step, known ones from q(x_t_next | x_0)
                     # Read at every step: a callback may have changed the guidance of the steps that follow.
                     step_scale = step_guidance_scale(t, self._guidance_scale, self._guidance_interval)
-                    noise_pred = self.predict_noise(latents, t, class_labels, step_scale, dtype)
+                    noise_pred = self.predict_noise(latents, t, class_labels, step_scale, dtype, i, len(schedule),
+                                                    self._call_guider)
                     generated = self.scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
                     if t_next == -1:  # the last step lands on x_0: the kept pixels exactly as given
                         known_next = known

@@ -546,3 +546,37 @@ def test_the_pipelines_checks_are_the_one_relative_import_diffusers_follows_and_
     # diffusers fetches exactly these from the repo beside the pipeline file; anything else relative would be missing.
     assert get_relative_imports(pipeline_file) == ["pipeline_mnist_ddpm_checks"]
     assert get_relative_imports(pipeline_file.with_name("pipeline_mnist_ddpm_checks.py")) == []
+
+
+def test_a_guider_and_a_guidance_unet_load_from_the_hub_with_and_without_the_package(hub, tmp_path):
+    from diffusers.guiders import AdaptiveProjectedGuidance
+
+    torch.manual_seed(0)
+    main, weak = ClassConditionedUNet(**TINY_UNET).eval(), ClassConditionedUNet(**TINY_UNET).eval()
+    folder = tmp_path / "autoguided"
+    local = MNISTDDPMPipeline(main, MNISTDDPMScheduler(), default_num_inference_steps=5,
+                              guider=AdaptiveProjectedGuidance(guidance_scale=2.0, eta=0.0), guidance_unet=weak)
+    local.save_pretrained(folder)
+    local.set_progress_bar_config(disable=True)
+    expected = local(labels=[7], generator=torch.Generator().manual_seed(0), output_type="np").images
+    default_call = textwrap.dedent("""
+        def default_call(pipe):
+            pipe.set_progress_bar_config(disable=True)
+            return pipe(labels=[7], generator=torch.Generator().manual_seed(0), output_type="np").images
+        """)
+    run_client('from mnist_diffusion.lab.hub import push_pipeline_to_hub\n'
+               'push_pipeline_to_hub(args["folder"], "org/autoguided")\n',
+               client_env(hub, tmp_path / "uploader", HF_TOKEN=TOKEN), tmp_path, folder=folder)
+    files = hub_files(hub, "org/autoguided")
+    index = json.loads(files["model_index.json"].content)
+    assert index["guider"] == ["diffusers", "AdaptiveProjectedGuidance"] and "guider/guider_config.json" in files
+    assert index["guidance_unet"] == ["unet_mnist", "ClassConditionedUNet"] and "guidance_unet/unet_mnist.py" in files
+    load = {"with_package": 'from mnist_diffusion import MNISTDDPMPipeline\n'
+                            'pipe = MNISTDDPMPipeline.from_pretrained("org/autoguided")\n',
+            "without_package": 'sys.modules["mnist_diffusion"] = None\nfrom diffusers import DiffusionPipeline\n'
+                               'pipe = DiffusionPipeline.from_pretrained("org/autoguided", trust_remote_code=True)\n'}
+    for user, code in load.items():
+        result = run_client(default_call + code + 'result["guider"] = type(pipe.guider).__name__\n'
+                            'result["image"] = default_call(pipe)\n', client_env(hub, tmp_path / user), tmp_path)
+        assert result["guider"] == "AdaptiveProjectedGuidance", user
+        np.testing.assert_allclose(as_image(result["image"]), expected, atol=1e-6, err_msg=user)

@@ -42,3 +42,17 @@ def model_sha256(unet: torch.nn.Module, scheduler) -> str:
     """
     parts = (weights_sha256(unet), config_sha256(unet.config), config_sha256(scheduler.config))
     return hashlib.sha256(":".join(parts).encode()).hexdigest()
+
+
+def pipeline_sha256(pipe) -> str:
+    """
+    The identity of what a pipeline draws with: [`model_sha256`] of its UNet and scheduler and, when it has them, the
+    config of its guider and the weights and config of its guidance UNet (autoguidance). A pipeline without either
+    keeps its model's identity, so that results keyed by it before guiders existed stay valid.
+    """
+    identity = model_sha256(pipe.unet, pipe.scheduler)
+    guider, guidance_unet = getattr(pipe, "guider", None), getattr(pipe, "guidance_unet", None)
+    extras = ([] if guider is None else [f"guider {config_sha256(guider.config)}"]) + (
+        [] if guidance_unet is None else
+        [f"guidance_unet {weights_sha256(guidance_unet)} {config_sha256(guidance_unet.config)}"])
+    return identity if not extras else hashlib.sha256(":".join([identity, *extras]).encode()).hexdigest()

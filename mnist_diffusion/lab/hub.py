@@ -21,7 +21,8 @@ from diffusers.utils import logging
 from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, HfApi, get_token
 from huggingface_hub.errors import LocalTokenNotFoundError
 
-from ..pipeline_mnist_ddpm import MNISTDDPMPipeline, component_class
+from ..loading import component_class
+from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .card import pipeline_code_files, render_model_card
 from .redaction import find_secrets
 from .run_folder import BY_PRODUCTS, TRAINING_CONFIG
@@ -40,7 +41,8 @@ def source_file(cls: type) -> Path:
 
 def component_names(model_index: dict) -> list[str]:
     """The components a model_index.json lists, which are also the repo's folders for them: `["scheduler", "unet"]`."""
-    return [name for name, entry in model_index.items() if not name.startswith("_") and isinstance(entry, list)]
+    return [name for name, entry in model_index.items()
+            if not name.startswith("_") and isinstance(entry, list) and entry[:1] != [None]]  # [null, null]: none
 
 
 def hub_model_index(model_index: dict) -> tuple[dict, dict[str, Path]]:

@@ -11,7 +11,7 @@ import torch
 
 from ...data import MNISTDataError, load_mnist
 from ...pipeline_mnist_ddpm import MNISTDDPMPipeline
-from ..fingerprint import model_sha256
+from ..fingerprint import pipeline_sha256
 from ..samplers import every_step_if_all, use_sampler
 from .cache import kept
 
@@ -35,13 +35,14 @@ def load_data(data_dir: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
 def load_pipeline(model_dir: str, torch_dtype: torch.dtype = torch.float32) -> tuple[MNISTDDPMPipeline, str]:
     """
     The pipeline of `model_dir` (a folder or Hub repo id) with its UNet in `torch_dtype`, and the model's identity
-    ([`fingerprint.model_sha256`]), hashed from the weights as stored in float32, whatever dtype the evaluation runs in.
+    ([`fingerprint.pipeline_sha256`]: with the guider and guidance UNet it may hold), hashed from the weights as
+    stored in float32, whatever dtype the evaluation runs in.
     """
     try:
         pipe = MNISTDDPMPipeline.from_pretrained(model_dir)
     except (OSError, ValueError) as error:  # a missing folder, one without model_index.json, another pipeline
         raise SetupError(f"{model_dir} cannot be loaded as a pipeline: {error}") from error
-    identity = model_sha256(pipe.unet, pipe.scheduler)
+    identity = pipeline_sha256(pipe)
     if torch_dtype != torch.float32:
         pipe = MNISTDDPMPipeline.from_pretrained(model_dir, torch_dtype=torch_dtype)
     pipe.set_progress_bar_config(disable=True)
