@@ -9,9 +9,9 @@ import torch
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
 from mnist_diffusion.lab.arguments import guidance_interval_type
-from mnist_diffusion.lab.evaluation import (accuracy_report, append_runs, choose_default, evaluate, feature_statistics,
-                                            frechet_distance, frechet_distance_between, load_pipeline, run_cache_dir,
-                                            store_default)
+from mnist_diffusion.lab.evaluation import (SetupError, accuracy_report, append_runs, choose_default, evaluate,
+                                            feature_statistics, frechet_distance, frechet_distance_between,
+                                            load_pipeline, run_cache_dir, store_default)
 from mnist_diffusion.lab.evaluation import main as evaluation_main
 
 from .conftest import TINY_UNET
@@ -344,3 +344,20 @@ def test_a_missing_data_folder_is_a_usage_error_naming_it_before_the_classifier_
                              str(missing), "--output", str(tmp_path / "out.json"), *cas])
     assert f"--data_dir {missing}: MNIST file train-images-idx3-ubyte.gz is missing from {missing}" in error
     assert not (tmp_path / "nowhere").exists() and not (tmp_path / "out.json").exists()
+
+
+def test_an_autoguided_evaluation_names_its_guidance_unet_and_keys_its_cache_by_it(tmp_path, tiny_model_and_classifier,
+                                                                                 synthetic_mnist, tiny_unet):
+    model, classifier_dir = tiny_model_and_classifier
+    tiny_unet.save_pretrained(tmp_path / "guide")
+    common = dict(classifier_dir=str(classifier_dir), data_dir=str(synthetic_mnist), samplers=["dpm"],
+                  guidance_scales=[2.0], samples_per_digit=3, num_inference_steps=2, batch_size=10,
+                  cache_dir=str(tmp_path / "cache"))
+    plain = evaluate(str(model), **common)
+    guided = evaluate(str(model), guidance_unet=str(tmp_path / "guide"), **common)
+    assert guided["guidance_unet"] == str(tmp_path / "guide") and "guidance_unet" not in plain
+    assert guided["model_sha256"] != plain["model_sha256"]
+    assert guided["runs"][0]["frechet_distance"] != pytest.approx(plain["runs"][0]["frechet_distance"], rel=1e-6)
+    assert len(list((tmp_path / "cache").glob("*/settings.json"))) == 2
+    with pytest.raises(SetupError, match="--guidance_unet .*no-such-guide cannot be loaded"):
+        evaluate(str(model), guidance_unet=str(tmp_path / "no-such-guide"), **common)

@@ -11,6 +11,7 @@ import torch
 
 from ...data import MNISTDataError, load_mnist
 from ...pipeline_mnist_ddpm import MNISTDDPMPipeline
+from ...unet_mnist import ClassConditionedUNet
 from ..fingerprint import pipeline_sha256
 from ..samplers import every_step_if_all, use_sampler
 from .cache import kept
@@ -32,19 +33,31 @@ def load_data(data_dir: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise SetupError(f"--data_dir {data_dir}: {error}") from error
 
 
-def load_pipeline(model_dir: str, torch_dtype: torch.dtype = torch.float32) -> tuple[MNISTDDPMPipeline, str]:
+def load_pipeline(model_dir: str, torch_dtype: torch.dtype = torch.float32,
+                  guidance_unet: str | None = None) -> tuple[MNISTDDPMPipeline, str]:
     """
-    The pipeline of `model_dir` (a folder or Hub repo id) with its UNet in `torch_dtype`, and the model's identity
-    ([`fingerprint.pipeline_sha256`]: with the guider and guidance UNet it may hold), hashed from the weights as
-    stored in float32, whatever dtype the evaluation runs in.
+    The pipeline of `model_dir` (a folder or Hub repo id) with its UNet in `torch_dtype` and, for autoguidance, the
+    weaker `ClassConditionedUNet` of the folder `guidance_unet` as its guidance UNet; and its identity
+    ([`fingerprint.pipeline_sha256`]: with the guider and guidance UNet it holds), hashed from the weights as stored
+    in float32, whatever dtype the evaluation runs in.
     """
-    try:
-        pipe = MNISTDDPMPipeline.from_pretrained(model_dir)
-    except (OSError, ValueError) as error:  # a missing folder, one without model_index.json, another pipeline
-        raise SetupError(f"{model_dir} cannot be loaded as a pipeline: {error}") from error
+    def load(dtype: torch.dtype) -> MNISTDDPMPipeline:
+        extra = {} if dtype == torch.float32 else {"torch_dtype": dtype}
+        try:
+            if guidance_unet is not None:
+                extra["guidance_unet"] = ClassConditionedUNet.from_pretrained(guidance_unet).to(dtype)
+        except (OSError, ValueError) as error:
+            raise SetupError(f"--guidance_unet {guidance_unet} cannot be loaded as a ClassConditionedUNet: {error}") \
+                from error
+        try:
+            return MNISTDDPMPipeline.from_pretrained(model_dir, **extra)
+        except (OSError, ValueError) as error:  # a missing folder, one without model_index.json, another pipeline
+            raise SetupError(f"{model_dir} cannot be loaded as a pipeline: {error}") from error
+
+    pipe = load(torch.float32)
     identity = pipeline_sha256(pipe)
     if torch_dtype != torch.float32:
-        pipe = MNISTDDPMPipeline.from_pretrained(model_dir, torch_dtype=torch_dtype)
+        pipe = load(torch_dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe, identity
 

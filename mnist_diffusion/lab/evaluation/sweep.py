@@ -25,7 +25,7 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
              samples_per_digit: int, num_inference_steps: int | list[int | None] | None = None, batch_size: int = 500,
              seed: int = 0, torch_dtype: torch.dtype = torch.float32,
              guidance_intervals: list[tuple[float, float] | None] = (None,), cache_dir: str | None = None,
-             append_to: dict | None = None, cas: bool = False) -> dict:
+             append_to: dict | None = None, cas: bool = False, guidance_unet: str | None = None) -> dict:
     """
     Generate a balanced set of digits for every (sampler, steps, guidance scale, guidance interval) and score it.
 
@@ -41,7 +41,8 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
     killed after hours resumes where it stopped. With `append_to`, an earlier evaluation these runs will be added to
     ([`append_runs`]): it must have been measured the same way, which is checked before any image is drawn.
     With `cas`, every run's digits also train a classifier from scratch ([`classification_accuracy_score`]), and
-    the same recipe on as many real training digits gives the real reference (`cas_real`).
+    the same recipe on as many real training digits gives the real reference (`cas_real`). With `guidance_unet` (a
+    `ClassConditionedUNet` folder), every run is autoguided by that weaker model (see [`load_pipeline`]).
 
     Raises:
         [`SetupError`]: a model that cannot be loaded, a configuration it refuses ([`plan_runs`]), an `append_to`
@@ -50,11 +51,12 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
     """
     from ..classifier import DigitClassifier  # transformers is an extra: imported only when evaluating
 
-    pipe, identity = load_pipeline(model_dir, torch_dtype)
+    pipe, identity = load_pipeline(model_dir, torch_dtype, guidance_unet)
     step_counts = num_inference_steps if isinstance(num_inference_steps, (list, tuple)) else [num_inference_steps]
     planned = plan_runs(pipe, samplers, step_counts, guidance_scales, guidance_intervals)
     n = 10 * samples_per_digit
-    header = {"model_dir": str(model_dir), "model_sha256": identity, "num_samples": n, "seed": seed}
+    header = {"model_dir": str(model_dir), "model_sha256": identity, "num_samples": n, "seed": seed,
+              **({} if guidance_unet is None else {"guidance_unet": str(guidance_unet)})}
     if append_to is not None:
         check_appendable(append_to, header)
 
@@ -116,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model_dir", default=str(SHIPPED_MODEL), help="Pipeline folder to evaluate.")
     parser.add_argument("--classifier_dir", default=str(SHIPPED_CLASSIFIER), help="Evaluation classifier folder.")
+    parser.add_argument("--guidance_unet", default=None,
+                        help="Autoguidance: a weaker ClassConditionedUNet folder (e.g. scripts/export_checkpoint.py's "
+                             "output) that the guided branch runs on, with the same label; model_sha256 names it too.")
     parser.add_argument("--data_dir", default="data/mnist", help="Folder with the MNIST IDX files.")
     parser.add_argument("--samplers", nargs="+", default=["ddpm"], choices=sorted(SAMPLERS),
                         help="ddpm: the full 1000-step chain; dpm: DPM-Solver++ swapped in with from_config; lcm: "
@@ -185,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         results = evaluate(args.model_dir, args.classifier_dir, args.data_dir, args.samplers, args.guidance_scales,
                            args.samples_per_digit, args.num_inference_steps, args.batch_size, args.seed,
-                           getattr(torch, args.torch_dtype), args.guidance_intervals, args.cache_dir, earlier, args.cas)
+                           getattr(torch, args.torch_dtype), args.guidance_intervals, args.cache_dir, earlier, args.cas,
+                           args.guidance_unet)
     except SetupError as error:
         parser.error(str(error))
     new_runs = results["runs"]
