@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from mnist_diffusion.lab.arguments import MAX_SEED, check_number
@@ -130,3 +131,25 @@ def test_guidance_on_a_distilled_student_is_a_usage_error(tiny_unet, tmp_path, c
         main(["--model", str(tmp_path / "student"), "--guidance_scale", "3", "--output", str(tmp_path / "out.png")])
     assert exit_info.value.code == 2
     assert "must be 1 for this distilled student, got 3.0" in capsys.readouterr().err
+
+
+def test_each_sampler_by_name_is_the_scheduler_it_names_and_switching_back_restores_it(tiny_pipe):
+    from diffusers import DPMSolverMultistepScheduler
+
+    from mnist_diffusion.lab.samplers import SAMPLERS, use_sampler
+
+    def draw():
+        return tiny_pipe(labels=[3], num_inference_steps=4, guidance_scale=1.5, output_type="pt",
+                         generator=torch.Generator().manual_seed(0)).images
+
+    assert use_sampler(tiny_pipe, "dpm") == 20
+    ode = draw()
+    assert use_sampler(tiny_pipe, "dpm-sde") == 20
+    assert tiny_pipe.scheduler.config.algorithm_type == "sde-dpmsolver++"
+    sde = draw()
+    torch.testing.assert_close(draw(), sde, atol=0, rtol=0)  # stochastic, but by the call's generator
+    assert (sde - ode).abs().max() > 1e-3
+    use_sampler(tiny_pipe, "dpm")
+    assert isinstance(tiny_pipe.scheduler, DPMSolverMultistepScheduler)
+    torch.testing.assert_close(draw(), ode, atol=0, rtol=0)
+    assert set(SAMPLERS) == {"ddpm", "ddim", "dpm", "dpm-sde", "lcm"}

@@ -8,13 +8,15 @@ from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LCMScheduler
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
 from ..scheduling_mnist_ddpm import MNISTDDPMScheduler
 
-# name → (scheduler class, steps used when none are asked for). None: the pipeline's stored default, or else the full
-# chain (1000 for the DDPM); the consistency-distilled student (pretrained/mnist-lcm) stores 4 for its LCMScheduler.
+# name → (scheduler class, steps used when none are asked for, config values it sets). None: the pipeline's stored
+# default, or else the full chain (1000 for the DDPM); the consistency-distilled student (pretrained/mnist-lcm) stores 4
+# for its LCMScheduler. "dpm-sde" is DPM-Solver++'s stochastic variant (fresh noise at every step).
 SAMPLERS = {
-    "ddpm": (MNISTDDPMScheduler, None),
-    "ddim": (DDIMScheduler, 50),
-    "dpm": (DPMSolverMultistepScheduler, 20),
-    "lcm": (LCMScheduler, None),
+    "ddpm": (MNISTDDPMScheduler, None, {}),
+    "ddim": (DDIMScheduler, 50, {}),
+    "dpm": (DPMSolverMultistepScheduler, 20, {"algorithm_type": "dpmsolver++"}),
+    "dpm-sde": (DPMSolverMultistepScheduler, 20, {"algorithm_type": "sde-dpmsolver++"}),
+    "lcm": (LCMScheduler, None, {}),
 }
 
 def use_sampler(pipe: MNISTDDPMPipeline, name: str) -> int | None:
@@ -26,9 +28,11 @@ def use_sampler(pipe: MNISTDDPMPipeline, name: str) -> int | None:
     """
     if name not in SAMPLERS:
         raise ValueError(f"Unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}.")
-    scheduler_class, default_steps = SAMPLERS[name]
-    if not isinstance(pipe.scheduler, scheduler_class):  # the model's own sampler keeps its config as it is
-        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    scheduler_class, default_steps, settings = SAMPLERS[name]
+    # The model's own sampler keeps its config as it is; another is built from it.
+    if not isinstance(pipe.scheduler, scheduler_class) or any(
+            pipe.scheduler.config.get(key) != value for key, value in settings.items()):
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config, **settings)
     return default_steps
 
 
