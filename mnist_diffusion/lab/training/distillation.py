@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from diffusers import LCMScheduler
 
-from ...pipeline_mnist_ddpm import MNISTDDPMPipeline, is_repo_id
+from ...pipeline_mnist_ddpm import MNISTDDPMPipeline
+from ...pipeline_mnist_ddpm_checks import is_repo_id
 from ...scheduling_mnist_ddpm import PREDICTION_TYPES, MNISTDDPMScheduler
 from ..arguments import out_of_range
 from ..fingerprint import model_sha256
