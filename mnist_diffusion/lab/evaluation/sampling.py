@@ -45,7 +45,8 @@ def load_pipeline(model_dir: str, torch_dtype: torch.dtype = torch.float32,
         extra = {} if dtype == torch.float32 else {"torch_dtype": dtype}
         try:
             if guidance_unet is not None:
-                extra["guidance_unet"] = ClassConditionedUNet.from_pretrained(guidance_unet).to(dtype)
+                guide = ClassConditionedUNet.from_pretrained(guidance_unet)
+                extra["guidance_unet"] = guide if dtype == torch.float32 else guide.to(dtype)
         except (OSError, ValueError) as error:
             raise SetupError(f"--guidance_unet {guidance_unet} cannot be loaded as a ClassConditionedUNet: {error}") \
                 from error
