@@ -271,21 +271,22 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         second_labels = class_labels if guidance_unet is not None else torch.full_like(class_labels,
                                                                                      null_class_label(self.unet))
         if guider is None:  # classifier-free guidance (or autoguidance), as ClassifierFreeGuidance computes it
-            noise_cond, noise_uncond = self._branch_predictions(model_input, t, [class_labels, second_labels], dtype)
+            noise_cond, noise_uncond = self._branch_predictions(model_input, t, [class_labels, second_labels],
+                                                                guidance_unet)
             return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
         guider.set_state(step=step_index, num_inference_steps=num_steps, timestep=t)
         if hasattr(guider, "guidance_scale"):
             guider.guidance_scale = guidance_scale  # the call's scale, or what a callback set
         batches = guider.prepare_inputs({"class_labels": (class_labels, second_labels)})
-        predictions = self._branch_predictions(model_input, t, [batch.class_labels for batch in batches], dtype)
+        predictions = self._branch_predictions(model_input, t, [batch.class_labels for batch in batches],
+                                               guidance_unet)
         for batch, prediction in zip(batches, predictions):
             batch.noise_pred = prediction
         return guider(batches).pred.float()
 
-    def _branch_predictions(self, model_input, t, labels: list, dtype) -> list[torch.Tensor]:
+    def _branch_predictions(self, model_input, t, labels: list, guidance_unet) -> list[torch.Tensor]:
         # The UNet's prediction for each branch's labels: one batched call, the first branch on `unet` and, with a
         # `guidance_unet`, the others on it (different weights: a call each).
-        guidance_unet = getattr(self, "guidance_unet", None)
         if guidance_unet is not None:
             return [self.unet(model_input, t, labels[0]).sample.float()] + [
                 guidance_unet(model_input.to(guidance_unet.dtype), t, branch).sample.float() for branch in labels[1:]]
