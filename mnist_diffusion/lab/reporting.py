@@ -176,6 +176,27 @@ def students_table(results: dict, steps: tuple[int, int, int] = (1, 2, 4)) -> st
     return "\n".join(rows)
 
 
+def guidance_table(table: dict) -> str:
+    """
+    The guidance search (benchmarks/guidance.py): one row per setting (its guidance, sampler and steps, scale,
+    interval), accuracy, worst digit, Fréchet ratio, cost per digit against classifier-free guidance at the same
+    sampler and steps; the rule's choice in bold, a step-dependent guider marked.
+    """
+    chosen = table.get("default", {}).get("row")
+    rows = []
+    for index, row in enumerate(table["rows"]):
+        interval = "every step" if row["guidance_interval"] is None else "t in [{}, {}]".format(*row["guidance_interval"])
+        cost = "" if row["cost_vs_cfg"] is None else f"{row['cost_vs_cfg']:.2f}×"
+        note = "**the stored default**" if index == chosen else (
+            "step-dependent" if row["step_dependence"] is not None else "")
+        rows.append([row["source"], f"{row['sampler']} {row['num_inference_steps']}", f"{row['guidance_scale']:g}",
+                     interval, f"{100 * row['accuracy']:.2f}%",
+                     f"{row['worst_digit']} ({100 * row['worst_digit_accuracy']:.1f}%)",
+                     f"{row['frechet_ratio_to_real_floor']:.2f}×", cost, note])
+    return markdown_table(["guidance", "sampler, steps", "scale", "guided", "accuracy", "worst digit", "÷ real floor",
+                           "cost vs CFG", ""], rows)
+
+
 # The speed benchmark's tables (benchmarks/RESULTS.md) ---------------------------------------------------------------
 
 SIDES = ("ours", "peer")

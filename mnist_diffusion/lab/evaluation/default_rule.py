@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 # The rule that picks the stored default (README, "Evaluation"): the most realistic set among the legible ones.
-DEFAULT_RULE = {"min_accuracy": 0.995, "min_worst_digit_accuracy": 0.985, "min_samples": 5000}
+# The worst-digit bar was 98.5% until the guidance search (issue 38) raised it to 99%.
+DEFAULT_RULE = {"min_accuracy": 0.995, "min_worst_digit_accuracy": 0.99, "min_samples": 5000}
 
 
 def worst_digit_accuracy(run: dict) -> float:
@@ -48,10 +49,11 @@ def store_default(model_dir: str | Path, run: dict) -> None:
                          default_guidance_interval=run.get("guidance_interval"))
 
 
-def store_in_model_index(model_dir: str | Path, **values) -> None:
-    """Write `values` into the pipeline config of `model_dir`'s model_index.json, atomically."""
+def store_in_model_index(model_dir: str | Path, remove: tuple[str, ...] = (), **values) -> None:
+    """Write `values` into the pipeline config of `model_dir`'s model_index.json, without the entries `remove`,
+    atomically."""
     path = Path(model_dir) / "model_index.json"
-    index = {**json.loads(path.read_text()), **values}
+    index = {key: value for key, value in {**json.loads(path.read_text()), **values}.items() if key not in remove}
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     temporary.replace(path)  # a reader sees the old file or the new one, never half of one

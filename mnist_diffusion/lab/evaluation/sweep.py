@@ -56,7 +56,8 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
     planned = plan_runs(pipe, samplers, step_counts, guidance_scales, guidance_intervals)
     n = 10 * samples_per_digit
     header = {"model_dir": str(model_dir), "model_sha256": identity, "num_samples": n, "seed": seed,
-              **({} if guidance_unet is None else {"guidance_unet": str(guidance_unet)})}
+              **({} if guidance_unet is None else {"guidance_unet": str(guidance_unet)}),
+              **({} if pipe.guider is None else {"guider": guider_record(pipe.guider)})}
     if append_to is not None:
         check_appendable(append_to, header)
 
@@ -108,6 +109,12 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
         header["cas_real"] = kept(path, lambda: classification_accuracy_score(
             *real_training_digits(data_dir, samples_per_digit, seed), data_dir, seed))
     return {**header, "runs": runs}
+
+
+def guider_record(guider) -> dict:
+    """What a results file says of the guider that combined a run's predictions: its class and config."""
+    return {"class_name": type(guider).__name__,
+            **{key: value for key, value in guider.config.items() if not key.startswith("_")}}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,164 @@
+"""
+The guidance search's table (docs/generation.md, "Which guidance"): the runs of several evaluations measured the
+same way (classifier, n, seed, real floor) side by side, each named by its guidance (classifier-free guidance, a
+diffusers guider, autoguidance by a weaker UNet), sampler and steps, with its cost against classifier-free guidance at
+the same sampler and steps; the rule that picks the stored default among them; and the writing of the winner, with its
+guider and guidance UNet, into a model folder.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+from .default_rule import DEFAULT_RULE, choose_default, store_in_model_index, worst_digit_accuracy
+from .sampling import SetupError
+
+# What must be equal for runs of different evaluations to share a table (their models differ on purpose).
+SHARED_KEYS = ("classifier_sha256", "num_samples", "seed", "samples_per_digit")
+# Guiders whose combination of the two predictions at a timestep depends on nothing but those predictions (for the
+# settings `step_dependence` checks): the student that distils from the default draws random timesteps, not a chain.
+STEP_INDEPENDENT_GUIDERS = ("ClassifierFreeGuidance", "AdaptiveProjectedGuidance", "ClassifierFreeZeroStarGuidance",
+                            "TangentialClassifierFreeGuidance")
+
+
+def step_dependence(guider: dict | None) -> str | None:
+    """
+    Why the guider recorded as `guider` (an evaluation's `guider` entry: class name and config) makes a step's
+    prediction depend on the step index or on earlier steps; None when it does not (no guider is the pipeline's own
+    classifier-free guidance).
+    """
+    if guider is None:
+        return None
+    name = guider["class_name"]
+    if name not in STEP_INDEPENDENT_GUIDERS:
+        return f"{name} is not among the guiders known to combine one step's predictions alone"
+    if name == "AdaptiveProjectedGuidance" and guider.get("adaptive_projected_guidance_momentum"):
+        return "APG's momentum carries the earlier steps' differences"
+    if name == "ClassifierFreeZeroStarGuidance" and guider.get("zero_init_steps", 0) > 0:
+        return f"CFG-Zero* zeroes the prediction of the first {guider['zero_init_steps']} step(s)"
+    return None
+
+
+def build_table(evaluations: dict[str, dict]) -> dict:
+    """
+    One table of the runs of `evaluations` (name → an evaluation written by `scripts/evaluate.py`), which must share
+    the classifier, n, seed and real floor.
+
+    Returns:
+        `dict`: the shared set-up, `sources` (per name: model folder, identity, guider, guidance UNet) and `rows`, one per
+        run: its source, guidance kind, sampler, steps, scale, interval, accuracy, worst digit, Fréchet ratio,
+        seconds per digit, cost against classifier-free guidance at the same sampler and steps (None without such a
+        run) and why its guider depends on the step (None: it does not).
+
+    Raises:
+        [`SetupError`]: naming every evaluation measured differently from the first.
+    """
+    if not evaluations:
+        raise SetupError("The table needs at least one evaluation.")
+    (first_name, first), *others = evaluations.items()
+    problems = []
+    for name, results in others:
+        for key in (*SHARED_KEYS, "real_floor_frechet_distance"):
+            if results.get(key) != first.get(key):
+                problems.append(f"{name}'s {key} is {results.get(key)!r}, {first_name}'s {first.get(key)!r}")
+    if problems:
+        raise SetupError("Evaluations measured differently cannot share a table: " + "; ".join(problems) + ".")
+
+    sources, rows = {}, []
+    for name, results in evaluations.items():
+        guider, guide = results.get("guider"), results.get("guidance_unet")
+        kind = "autoguidance" if guide is not None else guider["class_name"] if guider is not None else "CFG"
+        sources[name] = {"model_dir": results["model_dir"], "model_sha256": results["model_sha256"],
+                         "guider": guider, "guidance_unet": guide, "kind": kind}
+        for run in results["runs"]:
+            rows.append({
+                "source": name, "kind": kind,
+                **{key: run[key] for key in ("sampler", "num_inference_steps", "guidance_scale", "guidance_interval",
+                                             "unet_dtype", "accuracy", "worst_digit", "per_digit", "frechet_distance",
+                                             "frechet_ratio_to_real_floor", "generation_seconds")},
+                "worst_digit_accuracy": worst_digit_accuracy(run),
+                "seconds_per_digit": run["generation_seconds"] / first["num_samples"],
+                "step_dependence": step_dependence(guider),
+            })
+    for row in rows:
+        plain = [other["seconds_per_digit"] for other in rows
+                 if other["kind"] == "CFG" and other["sampler"] == row["sampler"]
+                 and other["num_inference_steps"] == row["num_inference_steps"]
+                 and other["guidance_interval"] is None and other["unet_dtype"] == row["unet_dtype"]]
+        row["cost_vs_cfg"] = row["seconds_per_digit"] / (sum(plain) / len(plain)) if plain else None
+    shared = {key: first[key] for key in (*SHARED_KEYS, "classifier_dir", "real_floor_frechet_distance")}
+    return {**shared, "sources": sources, "rows": rows}
+
+
+def choose_from_table(table: dict, rule: dict = DEFAULT_RULE) -> dict:
+    """
+    The row the rule of docs/evaluation.md picks (the lowest Fréchet ratio among the legible rows, at n ≥ the rule's),
+    among the rows whose guider does not depend on the step; recorded in `table` as `default` with the rule.
+    """
+    eligible = [row for row in table["rows"] if row["step_dependence"] is None]
+    chosen = choose_default({"num_samples": table["num_samples"], "runs": eligible}, **rule)
+    table["default"] = {"row": table["rows"].index(chosen), "rule": {**rule, "step_independent_guiders_only": True}}
+    return chosen
+
+
+def store_guidance(model_dir: str | Path, table: dict, row: dict) -> None:
+    """
+    Make `row`'s guidance the call default of the pipeline folder `model_dir`: its scale and interval in
+    model_index.json, and its guider (config) and guidance UNet (copied from the folder the evaluation used) as the
+    pipeline's components, or none of either when `row` is the built-in classifier-free guidance. Each file is
+    written beside its place and moved in, and model_index.json last, so an interruption leaves the old default.
+    """
+    model_dir = Path(model_dir)
+    source = table["sources"][row["source"]]
+    components = {}
+    guider = source["guider"]
+    if guider is not None:
+        from diffusers import guiders
+
+        config = {key: value for key, value in guider.items() if key != "class_name"}
+        getattr(guiders, guider["class_name"])(**config).save_pretrained(_fresh(model_dir / "guider.tmp"))
+        _move_in(model_dir / "guider.tmp", model_dir / "guider")
+        components["guider"] = ["diffusers", guider["class_name"]]
+    guide = source["guidance_unet"]
+    if guide is not None:
+        staging = _fresh(model_dir / "guidance_unet.tmp")
+        for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+            shutil.copy2(Path(guide) / name, staging / name)
+        _move_in(staging, model_dir / "guidance_unet")
+        components["guidance_unet"] = ["mnist_diffusion.unet_mnist", "ClassConditionedUNet"]
+    dropped = tuple(name for name in ("guider", "guidance_unet") if name not in components)
+    store_in_model_index(model_dir, remove=dropped, default_guidance_scale=row["guidance_scale"],
+                         default_guidance_interval=row["guidance_interval"], **components)
+    for name in dropped:  # a component the new default no longer has goes after the index stops naming it
+        if (model_dir / name).is_dir():
+            shutil.rmtree(model_dir / name)
+
+
+def _fresh(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def _move_in(staging: Path, target: Path) -> None:
+    if target.exists():
+        old = target.with_name(target.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        target.replace(old)
+        staging.replace(target)
+        shutil.rmtree(old)
+    else:
+        staging.replace(target)
+
+
+def read_evaluations(specs: list[str]) -> dict[str, dict]:
+    """`NAME=PATH` pairs as name → evaluation, in order; a malformed pair or a missing file is a [`SetupError`]."""
+    evaluations = {}
+    for spec in specs:
+        name, separator, path = spec.partition("=")
+        if not separator or not name or not Path(path).is_file():
+            raise SetupError(f"--evaluations takes NAME=PATH pairs of existing results files, got {spec!r}.")
+        evaluations[name] = json.loads(Path(path).read_text())
+    return evaluations

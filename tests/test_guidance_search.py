@@ -1,0 +1,105 @@
+"""The guidance search's table (benchmarks/guidance.py): evaluations side by side, the rule, and the stored winner."""
+
+import json
+
+import pytest
+import torch
+from diffusers.guiders import AdaptiveProjectedGuidance
+
+from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline
+from mnist_diffusion.lab.evaluation import SetupError
+from mnist_diffusion.lab.evaluation.guidance_search import (build_table, choose_from_table, step_dependence,
+                                                            store_guidance)
+from mnist_diffusion.lab.evaluation.sweep import guider_record
+from mnist_diffusion.lab.reporting import guidance_table
+
+from .conftest import TINY_UNET
+
+APG = {"class_name": "AdaptiveProjectedGuidance", "guidance_scale": 1.4, "eta": 0.0,
+       "adaptive_projected_guidance_momentum": None}
+
+
+def run(scale, accuracy, worst, ratio, seconds=100.0, sampler="dpm"):
+    return {"sampler": sampler, "num_inference_steps": 20, "guidance_scale": scale, "guidance_interval": None,
+            "unet_dtype": "float32", "accuracy": accuracy, "worst_digit": "7", "per_digit": {"7": {"accuracy": worst}},
+            "frechet_distance": 0.07 * ratio, "frechet_ratio_to_real_floor": ratio, "generation_seconds": seconds}
+
+
+def evaluation(*runs, n=5000, seed=0, **header):
+    return {"model_dir": "m", "model_sha256": "a", "classifier_dir": "c", "classifier_sha256": "c1", "num_samples": n,
+            "samples_per_digit": n // 10, "seed": seed, "real_floor_frechet_distance": 0.07, **header,
+            "runs": list(runs)}
+
+
+def test_step_dependence_names_momentum_and_zeroed_first_steps_and_unknown_guiders():
+    assert step_dependence(None) is None and step_dependence(APG) is None
+    assert "momentum" in step_dependence({**APG, "adaptive_projected_guidance_momentum": -0.5})
+    zero_star = {"class_name": "ClassifierFreeZeroStarGuidance", "zero_init_steps": 1}
+    assert "first 1 step" in step_dependence(zero_star)
+    assert step_dependence({**zero_star, "zero_init_steps": 0}) is None
+    assert "not among" in step_dependence({"class_name": "SkipLayerGuidance"})
+
+
+def test_the_table_puts_every_run_side_by_side_with_its_cost_against_cfg_at_the_same_steps():
+    table = build_table({
+        "CFG": evaluation(run(1.2, 0.99, 0.97, 0.9, 100.0), run(1.4, 0.997, 0.99, 1.4, 120.0),
+                          run(1.2, 0.996, 0.99, 1.3, 104.0, sampler="dpm-sde")),
+        "AG": evaluation(run(2.0, 0.996, 0.992, 1.1, 55.0), guidance_unet="guides/g", model_sha256="b"),
+        "APG": evaluation(run(1.6, 0.997, 0.995, 1.0, 110.0), guider={**APG, "adaptive_projected_guidance_momentum": -0.5}),
+    })
+    kinds = [(row["source"], row["kind"], row["sampler"]) for row in table["rows"]]
+    assert kinds == [("CFG", "CFG", "dpm"), ("CFG", "CFG", "dpm"), ("CFG", "CFG", "dpm-sde"),
+                     ("AG", "autoguidance", "dpm"), ("APG", "AdaptiveProjectedGuidance", "dpm")]
+    assert [row["cost_vs_cfg"] for row in table["rows"]] == pytest.approx([100 / 110, 120 / 110, 1.0, 0.5, 1.0])
+    assert table["sources"]["AG"]["guidance_unet"] == "guides/g" and table["rows"][3]["worst_digit_accuracy"] == 0.992
+    # APG with momentum has the lowest ratio of the legible rows, but depends on the step: autoguidance wins.
+    chosen = choose_from_table(table)
+    assert chosen["source"] == "AG" and table["default"]["row"] == 3
+    rendered = guidance_table(table).splitlines()
+    assert len(rendered) == 2 + 5 and "**the stored default**" in rendered[5] and "step-dependent" in rendered[6]
+    assert "| AG | dpm 20 | 2 | every step | 99.60% | 7 (99.2%) | 1.10× | 0.50× |" in rendered[5]
+
+
+def test_evaluations_measured_differently_cannot_share_a_table():
+    with pytest.raises(SetupError, match="B's num_samples is 1000, A's 5000.*B's seed is 3"):
+        build_table({"A": evaluation(run(1.4, 0.997, 0.99, 1.4)), "B": evaluation(run(1.4, 0.997, 0.99, 1.4), n=1000,
+                                                                                   seed=3)})
+    with pytest.raises(ValueError, match="n = 1000"):
+        choose_from_table(build_table({"A": evaluation(run(1.4, 0.997, 0.99, 1.4), n=1000)}))
+
+
+def test_the_stored_winner_brings_its_guider_and_guidance_unet_and_a_cfg_winner_removes_them(tmp_path, tiny_pipe):
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    torch.manual_seed(1)
+    ClassConditionedUNet(**TINY_UNET).save_pretrained(tmp_path / "guide")
+    guider = guider_record(AdaptiveProjectedGuidance(guidance_scale=1.8, eta=0.0))
+    table = build_table({"CFG": evaluation(run(1.4, 0.997, 0.99, 1.4)),
+                         "AG+APG": evaluation(run(1.8, 0.997, 0.995, 1.0), guider=guider,
+                                              guidance_unet=str(tmp_path / "guide"))})
+    store_guidance(tmp_path / "model", table, choose_from_table(table))
+    pipe = MNISTDDPMPipeline.from_pretrained(tmp_path / "model")
+    assert isinstance(pipe.guider, AdaptiveProjectedGuidance) and pipe.guider.eta == 0.0
+    assert pipe.config.default_guidance_scale == 1.8
+    for name, parameter in pipe.guidance_unet.state_dict().items():
+        torch.testing.assert_close(parameter, ClassConditionedUNet.from_pretrained(tmp_path / "guide").state_dict()[name])
+    assert not list((tmp_path / "model").glob("*.tmp")) and not list((tmp_path / "model").glob("*.old"))
+
+    store_guidance(tmp_path / "model", table, table["rows"][0])
+    index = json.loads((tmp_path / "model" / "model_index.json").read_text())
+    assert "guider" not in index and "guidance_unet" not in index and index["default_guidance_scale"] == 1.4
+    assert sorted(path.name for path in (tmp_path / "model").iterdir()) == ["model_index.json", "scheduler", "unet"]
+    pipe = MNISTDDPMPipeline.from_pretrained(tmp_path / "model")
+    assert pipe.guider is None and pipe.guidance_unet is None
+
+
+def test_an_evaluation_of_a_pipeline_with_a_guider_records_the_guider(tmp_path, tiny_pipe, tiny_model_and_classifier,
+                                                                     synthetic_mnist):
+    from mnist_diffusion.lab.evaluation import evaluate
+
+    _, classifier_dir = tiny_model_and_classifier
+    tiny_pipe.guider = AdaptiveProjectedGuidance(guidance_scale=2.0, eta=0.0)
+    tiny_pipe.save_pretrained(tmp_path / "guided")
+    results = evaluate(str(tmp_path / "guided"), str(classifier_dir), str(synthetic_mnist), ["dpm"], [None], 2,
+                       num_inference_steps=2, batch_size=20)
+    assert results["guider"] == guider_record(tiny_pipe.guider) and results["guider"]["eta"] == 0.0
+    assert results["runs"][0]["guidance_scale"] == 2.0  # the guider's scale is the call default
