@@ -21,7 +21,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .pipeline_mnist_ddpm_checks import (check_callback, check_generators, check_guidance, check_guider, check_labels,
                                          check_likelihood_proposal, check_num_inference_steps, check_output_type,
-                                         check_positive_integer, null_class_label, num_class_labels)
+                                         check_positive_integer, null_class_label, num_class_labels,
+                                         step_eta_kwargs)
 
 
 def step_guidance_scale(t, guidance_scale: float, guidance_interval: tuple[float, float] | None) -> float:
@@ -53,6 +54,8 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             guidance at this scale: it samples with one pass per step, and refuses any `guidance_scale` but 1.
         likelihood_proposal (`list[float]`, *optional*): the probabilities of timesteps 0 … T−1 from which
             [`~MNISTDDPMPipeline.log_likelihood`] draws when a call gives no `proposal`.
+        default_eta (`float`, *optional*): `eta` of a call that gives none, for a scheduler whose `step` takes one
+            (γ of `TCDScheduler`); other schedulers ignore it.
         guider ([`~diffusers.guiders.BaseGuidance`], *optional*): how the two predictions of a step combine, swapped
             like the scheduler (`pipe.guider = AdaptiveProjectedGuidance(guidance_scale=2.0, eta=0.0)`); its
             `guidance_scale` is the default of a call, and a call's `guidance_scale` and `guidance_interval` replace
@@ -83,6 +86,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         default_guidance_interval: Optional[tuple[float, float]] = None,
         distilled_guidance_scale: Optional[float] = None,
         likelihood_proposal: Optional[list[float]] = None,
+        default_eta: Optional[float] = None,
         guider: Optional[BaseGuidance] = None,
         guidance_unet: Optional[ModelMixin] = None,
     ):
@@ -99,6 +103,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             default_guidance_interval=default_guidance_interval,
             distilled_guidance_scale=distilled_guidance_scale,
             likelihood_proposal=likelihood_proposal,
+            default_eta=default_eta,
         )
         # The scheduler class `default_num_inference_steps` was chosen for.
         self._default_steps_scheduler = type(scheduler).__name__
@@ -382,6 +387,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        eta: float | None = None,
     ) -> ImagePipelineOutput | tuple:
         """
         Generate digits.
@@ -409,6 +415,9 @@ class MNISTDDPMPipeline(DiffusionPipeline):
                 set `pipe._interrupt = True` to stop, or set `pipe._guidance_scale` / `pipe._guidance_interval` for the
                 steps that follow.
             callback_on_step_end_tensor_inputs (`list[str]`, defaults to `["latents"]`): tensors passed to it.
+            eta (`float`, *optional*): for a scheduler whose `step` takes one, the share of each step's noise drawn
+                afresh, in [0, 1]: the γ of `TCDScheduler` (0: deterministic, 1: a full re-noising, as
+                `LCMScheduler`), the η of `DDIMScheduler`. Defaults to `default_eta`, else the scheduler's own.
 
         Returns:
             [`ImagePipelineOutput`] or `tuple`: the generated images.
@@ -426,6 +435,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
             labels, num_images_per_label, num_inference_steps, guidance_scale, guidance_interval, output_type,
             generator, callback_on_step_end, callback_on_step_end_tensor_inputs,
         )
+        eta_kwargs = step_eta_kwargs(eta, self.config.get("default_eta"), self.scheduler)
 
         config = self.unet.config
         shape = (len(class_labels), config.in_channels, config.sample_size, config.sample_size)
@@ -433,6 +443,7 @@ class MNISTDDPMPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=self._execution_device)
         latents = latents * self.scheduler.init_noise_sigma
         step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        step_kwargs |= eta_kwargs
         dtype = self.unet.dtype
 
         timesteps = self.scheduler.timesteps

@@ -198,6 +198,25 @@ def check_guidance(guidance_scale, guidance_interval, num_train_timesteps: int,
     return float(guidance_scale), guidance_interval
 
 
+def step_eta_kwargs(eta, stored_eta, scheduler) -> dict:
+    """
+    The `eta` a call passes to `scheduler.step`: `eta` if given, else the pipeline's stored `default_eta` (ignored by
+    a scheduler whose step takes none, as a stored default made for another one), else none (the scheduler's own
+    default). A `ValueError` names an `eta` outside [0, 1] or given to a scheduler whose step takes none.
+    """
+    takes_eta = "eta" in inspect.signature(scheduler.step).parameters
+    if eta is None:
+        if stored_eta is None or not takes_eta:
+            return {}
+        eta = stored_eta
+    if not is_finite_number(eta) or not 0 <= eta <= 1:
+        raise ValueError(f"`eta` must be a number in [0, 1] (the share of each step's noise drawn afresh), got {eta!r}.")
+    if not takes_eta:
+        raise ValueError(f"`eta` was given, but {type(scheduler).__name__}.step takes none; it is the γ of "
+                         "`TCDScheduler` and the η of `DDIMScheduler`.")
+    return {"eta": float(eta)}
+
+
 def check_callback(callback_on_step_end, tensor_inputs, allowed: Sequence[str]) -> None:
     """A `ValueError` unless the callback is None or callable and `tensor_inputs` is a list of names from `allowed`."""
     if callback_on_step_end is not None and not callable(callback_on_step_end):

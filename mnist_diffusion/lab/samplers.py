@@ -3,20 +3,22 @@
 Shared by the command lines (`--scheduler`, `--samplers`), the evaluation, the figures and the demo.
 """
 
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LCMScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, LCMScheduler, TCDScheduler
 
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
 from ..scheduling_mnist_ddpm import MNISTDDPMScheduler
 
 # name → (scheduler class, steps used when none are asked for, config values it sets). None: the pipeline's stored
 # default, or else the full chain (1000 for the DDPM); the consistency-distilled student (pretrained/mnist-lcm) stores 4
-# for its LCMScheduler. "dpm-sde" is DPM-Solver++'s stochastic variant (fresh noise at every step).
+# for its LCMScheduler. "dpm-sde" is DPM-Solver++'s stochastic variant (fresh noise at every step); "tcd" is the
+# γ-sampling of a consistency student (Zheng et al., 2024; γ is the call's `eta`, by default the pipeline's `default_eta`).
 SAMPLERS = {
     "ddpm": (MNISTDDPMScheduler, None, {}),
     "ddim": (DDIMScheduler, 50, {}),
     "dpm": (DPMSolverMultistepScheduler, 20, {"algorithm_type": "dpmsolver++"}),
     "dpm-sde": (DPMSolverMultistepScheduler, 20, {"algorithm_type": "sde-dpmsolver++"}),
     "lcm": (LCMScheduler, None, {}),
+    "tcd": (TCDScheduler, None, {}),
 }
 
 def use_sampler(pipe: MNISTDDPMPipeline, name: str) -> int | None:
