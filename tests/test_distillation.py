@@ -30,6 +30,8 @@ from mnist_diffusion.lab.training.distillation import (
     parse_args,
     skipping_timesteps,
     student_scheduler,
+    num_ddim_timesteps_at,
+    teacher_prediction,
     update_target,
 )
 
@@ -324,6 +326,14 @@ def test_a_v_prediction_teachers_student_samples_as_v_prediction(tmp_path, tiny_
         (["--validation_inference_steps", "20"], "--validation_inference_steps 20 must be at most"),
         (["--learning_rate", "0"], "--learning_rate must be positive"),
         (["--checkpointing_steps", "0"], "--checkpointing_steps must be a positive integer"),
+        (["--gap_doubling_steps", "5"], "--gap_doubling_steps 5 needs --num_ddim_timesteps_start"),
+        (["--num_ddim_timesteps_start", "5"], "needs --gap_doubling_steps, a positive integer, got None"),
+        (["--num_ddim_timesteps_start", "5", "--gap_doubling_steps", "0"], "a positive integer, got 0"),
+        (["--num_ddim_timesteps_start", "3", "--gap_doubling_steps", "4"],
+         "--num_ddim_timesteps 10 must be --num_ddim_timesteps_start 3 doubled at least once"),
+        (["--num_ddim_timesteps_start", "10", "--gap_doubling_steps", "4"], "doubled at least once"),
+        (["--num_ddim_timesteps_start", "0", "--gap_doubling_steps", "4"],
+         "--num_ddim_timesteps_start must be a positive integer"),
     ],
 )
 def test_nonsense_options_fail_before_distilling(tmp_path, tiny_teacher, capsys, extra, message):
@@ -506,3 +516,79 @@ def test_a_killed_distillation_resumes_to_the_same_weights_as_an_uninterrupted_o
                for run in (tmp_path / "straight", interrupted)]
     for name in targets[0]:
         torch.testing.assert_close(targets[1][name], targets[0][name], atol=1e-6, rtol=0, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The levers of the student recipes: iCT's loss, the step-gap curriculum, the teacher's guider and guidance UNet
+
+def test_icts_pseudo_huber_is_on_each_images_l2_distance_with_c_from_its_dimension():
+    prediction, target = torch.zeros(2, 1, 28, 28), torch.zeros(2, 1, 28, 28)
+    target[0, 0, 0, :4] = 0.5  # ‖a − b‖ = 1 for the first image, 0 for the second
+    c = 0.00054 * 28
+    assert distance(prediction, target, "ict", huber_c=123.0).item() == pytest.approx(((1 + c**2) ** 0.5 - c) / 2)
+    assert distance(prediction, prediction, "ict", 0.001).item() == 0
+    # Per pixel, the same error is spread over 784 pixels: a much smaller loss.
+    assert distance(prediction, target, "huber", 0.001).item() < distance(prediction, target, "ict", 0.001).item() / 50
+
+
+def test_the_step_gap_curriculum_doubles_n_up_to_the_final_schedule():
+    assert [num_ddim_timesteps_at(step, 40, 10, 5) for step in (0, 4, 5, 9, 10, 14, 15, 1000)] == \
+        [10, 10, 20, 20, 40, 40, 40, 40]
+    assert num_ddim_timesteps_at(7, 50) == 50
+    # Each schedule of the curriculum lies on the final one, which the student samples from.
+    final = set(skipping_timesteps(1000, 40).tolist())
+    assert set(skipping_timesteps(1000, 10).tolist()) <= final and set(skipping_timesteps(1000, 20).tolist()) <= final
+
+
+def test_the_teachers_target_goes_through_its_guidance_unet_and_its_guider(tmp_path, tiny_teacher):
+    from diffusers.guiders import AdaptiveProjectedGuidance
+
+    teacher = load_teacher(tiny_teacher)
+    noisy, timesteps, labels = torch.randn(3, 1, 28, 28), torch.tensor([19, 499, 999]), torch.tensor([1, 2, 3])
+    plain = teacher_prediction(teacher, noisy, timesteps, labels, 2.0)
+    torch.testing.assert_close(plain, teacher.predict_noise(noisy, timesteps, labels, 2.0, torch.float32))
+    torch.manual_seed(5)
+    teacher.guidance_unet = ClassConditionedUNet(**TINY_UNET).eval()
+    guided = teacher_prediction(teacher, noisy, timesteps, labels, 2.0)
+    conditional = teacher.unet(noisy, timesteps, labels).sample
+    weak = teacher.guidance_unet(noisy, timesteps, labels).sample
+    torch.testing.assert_close(guided, weak + 2.0 * (conditional - weak), atol=1e-5, rtol=0)
+    teacher.guider = AdaptiveProjectedGuidance(guidance_scale=2.0, eta=0.0)
+    assert (teacher_prediction(teacher, noisy, timesteps, labels, 2.0) - guided).abs().max() > 1e-4
+
+
+def test_a_teacher_whose_guider_depends_on_the_step_is_refused(tmp_path, tiny_teacher, synthetic_mnist, capsys):
+    from diffusers.guiders import AdaptiveProjectedGuidance
+
+    teacher = MNISTDDPMPipeline.from_pretrained(tiny_teacher)
+    teacher.guider = AdaptiveProjectedGuidance(guidance_scale=2.0, adaptive_projected_guidance_momentum=-0.5)
+    teacher.save_pretrained(tmp_path / "apg-teacher")
+    error = distill_refused(capsys, distill_args(tmp_path / "apg-teacher", synthetic_mnist, tmp_path / "out"))
+    assert "guides with AdaptiveProjectedGuidance" in error and "momentum" in error
+
+
+def test_a_run_with_every_lever_records_them_and_its_autoguided_teacher(tmp_path, tiny_teacher, synthetic_mnist,
+                                                                        monkeypatch):
+    teacher = MNISTDDPMPipeline.from_pretrained(tiny_teacher)
+    torch.manual_seed(5)
+    teacher.guidance_unet = ClassConditionedUNet(**TINY_UNET)
+    teacher.save_pretrained(tmp_path / "ag-teacher")
+    out = tmp_path / "student"
+    seen = []
+    original = distillation.consistency_loss
+
+    def spy(*args, **kwargs):
+        seen.append(args[7])  # num_ddim_timesteps
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(distillation, "consistency_loss", spy)
+    distill(parse_args(distill_args(tmp_path / "ag-teacher", synthetic_mnist, out, "--max_train_steps", "5",
+                                    "--num_ddim_timesteps_start", "5", "--gap_doubling_steps", "3",
+                                    "--loss_type", "ict", "--target_decay", "0")))
+    assert seen == [5, 5, 5, 10, 10]
+    distilled = json.loads((out / "training_config.json").read_text())["distilled_from"]
+    assert distilled["loss_type"] == "ict" and distilled["target_decay"] == 0
+    assert distilled["num_ddim_timesteps_start"] == 5 and distilled["gap_doubling_steps"] == 3
+    assert distilled["teacher_guidance_unet"].endswith("ClassConditionedUNet") and distilled["teacher_guider"] is None
+    scheduler_config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler_config["original_inference_steps"] == 10

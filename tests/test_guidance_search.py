@@ -8,9 +8,8 @@ from diffusers.guiders import AdaptiveProjectedGuidance
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline
 from mnist_diffusion.lab.evaluation import SetupError
-from mnist_diffusion.lab.evaluation.guidance_search import (build_table, choose_from_table, step_dependence,
-                                                            store_guidance)
-from mnist_diffusion.lab.evaluation.sweep import guider_record
+from mnist_diffusion.lab.evaluation.guidance_search import build_table, choose_from_table, store_guidance
+from mnist_diffusion.lab.guiders import guider_record, step_dependence
 from mnist_diffusion.lab.reporting import guidance_table
 
 from .conftest import TINY_UNET
@@ -38,6 +37,7 @@ def test_step_dependence_names_momentum_and_zeroed_first_steps_and_unknown_guide
     assert "first 1 step" in step_dependence(zero_star)
     assert step_dependence({**zero_star, "zero_init_steps": 0}) is None
     assert "not among" in step_dependence({"class_name": "SkipLayerGuidance"})
+    assert "start and stop" in step_dependence({**APG, "start": 0.2})
 
 
 def test_the_table_puts_every_run_side_by_side_with_its_cost_against_cfg_at_the_same_steps():

@@ -10,35 +10,12 @@ import json
 import shutil
 from pathlib import Path
 
+from ..guiders import step_dependence
 from .default_rule import DEFAULT_RULE, choose_default, store_in_model_index, worst_digit_accuracy
 from .sampling import SetupError
 
 # What must be equal for runs of different evaluations to share a table (their models differ on purpose).
 SHARED_KEYS = ("classifier_sha256", "num_samples", "seed", "samples_per_digit")
-# Guiders whose combination of the two predictions at a timestep depends on nothing but those predictions (for the
-# settings `step_dependence` checks): the student that distils from the default draws random timesteps, not a chain.
-STEP_INDEPENDENT_GUIDERS = ("ClassifierFreeGuidance", "AdaptiveProjectedGuidance", "ClassifierFreeZeroStarGuidance",
-                            "TangentialClassifierFreeGuidance")
-
-
-def step_dependence(guider: dict | None) -> str | None:
-    """
-    Why the guider recorded as `guider` (an evaluation's `guider` entry: class name and config) makes a step's
-    prediction depend on the step index or on earlier steps; None when it does not (no guider is the pipeline's own
-    classifier-free guidance).
-    """
-    if guider is None:
-        return None
-    name = guider["class_name"]
-    if name not in STEP_INDEPENDENT_GUIDERS:
-        return f"{name} is not among the guiders known to combine one step's predictions alone"
-    if name == "AdaptiveProjectedGuidance" and guider.get("adaptive_projected_guidance_momentum"):
-        return "APG's momentum carries the earlier steps' differences"
-    if name == "ClassifierFreeZeroStarGuidance" and guider.get("zero_init_steps", 0) > 0:
-        return f"CFG-Zero* zeroes the prediction of the first {guider['zero_init_steps']} step(s)"
-    return None
-
-
 def build_table(evaluations: dict[str, dict]) -> dict:
     """
     One table of the runs of `evaluations` (name → an evaluation written by `scripts/evaluate.py`), which must share

@@ -11,6 +11,7 @@ import torch
 
 from ..arguments import MAX_SEED, guidance_interval_type, number_argument
 from ..fingerprint import config_sha256, weights_sha256
+from ..guiders import guider_record
 from ..samplers import SAMPLERS, use_sampler
 from ..shipped import SHIPPED_CLASSIFIER, SHIPPED_MODEL
 from .append import append_runs, check_appendable
@@ -109,12 +110,6 @@ def evaluate(model_dir: str, classifier_dir: str, data_dir: str, samplers: list[
         header["cas_real"] = kept(path, lambda: classification_accuracy_score(
             *real_training_digits(data_dir, samples_per_digit, seed), data_dir, seed))
     return {**header, "runs": runs}
-
-
-def guider_record(guider) -> dict:
-    """What a results file says of the guider that combined a run's predictions: its class and config."""
-    return {"class_name": type(guider).__name__,
-            **{key: value for key, value in guider.config.items() if not key.startswith("_")}}
 
 
 def build_parser() -> argparse.ArgumentParser:

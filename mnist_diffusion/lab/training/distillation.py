@@ -22,6 +22,7 @@ accelerator, checkpoints that survive a kill, the time budget, validation grids,
 
 import argparse
 import inspect
+import math
 import os
 from pathlib import Path
 
@@ -32,17 +33,21 @@ from ...pipeline_mnist_ddpm import MNISTDDPMPipeline
 from ...pipeline_mnist_ddpm_checks import is_repo_id
 from ...scheduling_mnist_ddpm import PREDICTION_TYPES, MNISTDDPMScheduler
 from ..arguments import out_of_range
-from ..fingerprint import model_sha256
+from ..fingerprint import pipeline_sha256
+from ..guiders import step_dependence
 from ..shipped import SHIPPED_MODEL
 from .checkpoints import output_dir_problems, resume_problems
 from .loop import backward_and_step, build_seeded, make_accelerator, start_run
 from .options import add_run_arguments, check_run_arguments, parse_checked
 
 SCRIPT = "scripts/distill.py"
-LOSS_TYPES = ("huber", "l2")
+LOSS_TYPES = ("huber", "l2", "ict")
+# iCT's pseudo-Huber constant per √dimension (Song & Dhariwal, 2024): c = 0.00054·√d on the whole image's L2 distance.
+ICT_HUBER_C_PER_SQRT_DIM = 0.00054
 # The options that define what the student learns from its teacher: with the student's prediction type, the teacher's
 # hash and the guidance scale they make the run's identity, which a resume must match.
-IDENTITY_OPTIONS = ("num_ddim_timesteps", "timestep_scaling", "loss_type", "huber_c", "teacher_regression_steps")
+IDENTITY_OPTIONS = ("num_ddim_timesteps", "timestep_scaling", "loss_type", "huber_c", "teacher_regression_steps",
+                    "num_ddim_timesteps_start", "gap_doubling_steps", "target_decay")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,11 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--num_ddim_timesteps", type=int, default=50,
                          help="N, the skipping-step schedule: the teacher's DDIM step jumps k = T // N ≥ 1 training "
                               "steps; stored as the student scheduler's original_inference_steps.")
+    distill.add_argument("--num_ddim_timesteps_start", type=int, default=None,
+                         help="Step-gap curriculum (iCT, ECT): start the skipping-step schedule at this N, with the "
+                              "teacher's step k = T // N large, and double N every --gap_doubling_steps optimiser "
+                              "steps up to --num_ddim_timesteps, which must be N·2^m (default: a fixed schedule).")
+    distill.add_argument("--gap_doubling_steps", type=int, default=None,
+                         help="Optimiser steps between two doublings of N (with --num_ddim_timesteps_start).")
     distill.add_argument("--target_decay", type=float, default=0.95,
-                         help="EMA decay of the target network (the θ⁻ of consistency distillation).")
+                         help="EMA decay of the target network (the θ⁻ of consistency distillation); 0: the student's "
+                              "current weights under stop-gradient, as iCT.")
     distill.add_argument("--loss_type", choices=LOSS_TYPES, default="huber",
-                         help="Distance between student and target: pseudo-Huber (as in LCM) or squared error.")
-    distill.add_argument("--huber_c", type=float, default=0.001, help="c of the pseudo-Huber loss √(d² + c²) − c.")
+                         help="Distance between student and target: pseudo-Huber per pixel (as LCM's script, with "
+                              "--huber_c), squared error, or iCT's pseudo-Huber on each image's L2 distance "
+                              f"√(‖a − b‖² + c²) − c with c = {ICT_HUBER_C_PER_SQRT_DIM}·√d (d = 784: c ≈ 0.015).")
+    distill.add_argument("--huber_c", type=float, default=0.001,
+                         help="c of the per-pixel pseudo-Huber loss √(d² + c²) − c (--loss_type huber).")
     distill.add_argument("--timestep_scaling", type=float, default=10.0,
                          help="The boundary condition's time scaling (LCMScheduler's timestep_scaling).")
     distill.add_argument("--default_num_inference_steps", type=int, default=4,
@@ -112,6 +127,7 @@ def check_args(args: argparse.Namespace) -> list[str]:
             args.validation_inference_steps > args.num_ddim_timesteps):
         problems.append(f"--validation_inference_steps {args.validation_inference_steps} must be at most "
                         f"--num_ddim_timesteps {args.num_ddim_timesteps}")
+    problems += gap_curriculum_problems(args)
     if args.max_train_steps is not None and 0 < args.max_train_steps <= args.teacher_regression_steps:
         problems.append(f"--teacher_regression_steps {args.teacher_regression_steps} must be fewer than "
                         f"--max_train_steps {args.max_train_steps}: the run would end before its first consistency "
@@ -128,6 +144,32 @@ def check_args(args: argparse.Namespace) -> list[str]:
         problems += resume_problems(args.resume_from_checkpoint, Path(args.output_dir),
                                     options_identity(args, teacher_prediction_type))
     return problems + teacher + check_run_arguments(args)
+
+
+def gap_curriculum_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the step-gap curriculum's options: each named with what it needs."""
+    start, doubling, final = args.num_ddim_timesteps_start, args.gap_doubling_steps, args.num_ddim_timesteps
+    if start is None:
+        return [] if doubling is None else [f"--gap_doubling_steps {doubling} needs --num_ddim_timesteps_start"]
+    problems = out_of_range(args, ["num_ddim_timesteps_start"], "a positive integer")
+    if doubling is None or doubling < 1:
+        problems.append(f"--num_ddim_timesteps_start needs --gap_doubling_steps, a positive integer, got {doubling!r}")
+    if not problems and final:
+        ratio = final / start
+        if ratio < 2 or ratio != 2 ** round(math.log2(ratio)):
+            problems.append(f"--num_ddim_timesteps {final} must be --num_ddim_timesteps_start {start} doubled at least "
+                            "once (N·2^m, m ≥ 1), so that every schedule of the curriculum lies on the final one")
+    return problems
+
+
+def num_ddim_timesteps_at(step: int, final: int, start: int | None = None, doubling_steps: int | None = None) -> int:
+    """
+    N of the skipping-step schedule at optimiser step `step`: `final` without a curriculum, else `start` doubled every
+    `doubling_steps` steps up to `final` (iCT's doubling of the discretisation; ECT shrinks the gap continuously).
+    """
+    if start is None:
+        return final
+    return min(start * 2 ** (step // doubling_steps), final)
 
 
 def options_identity(args: argparse.Namespace, teacher_prediction_type: str) -> dict:
@@ -169,6 +211,18 @@ def teacher_problems(args: argparse.Namespace) -> list[str]:
         problems.append(f"--teacher {teacher} guides only the timesteps {interval[0]:g} ≤ t ≤ {interval[1]:g} by "
                         "default, and distillation bakes one guidance scale into every step: pass --guide_every_step "
                         "to guide every step at --guidance_scale")
+    guider = index.get("guider")
+    if isinstance(guider, (list, tuple)) and len(guider) == 2 and guider[1] is not None:
+        from diffusers.guiders import ClassifierFreeGuidance  # any guider class reads guider/guider_config.json
+
+        try:
+            config = ClassifierFreeGuidance.load_config(teacher, subfolder="guider")
+        except (OSError, ValueError) as error:
+            return problems + [f"--teacher {teacher} names a guider whose config cannot be read: {error}"]
+        dependence = step_dependence({"class_name": guider[1], **config})
+        if dependence is not None:
+            problems.append(f"--teacher {teacher} guides with {guider[1]}, whose step depends on the steps before it "
+                            f"({dependence}); distillation draws single timesteps, so it needs a guider without")
     num_train_timesteps = scheduler_config.get("num_train_timesteps")
     if args.num_ddim_timesteps and num_train_timesteps and args.num_ddim_timesteps > num_train_timesteps:
         problems.append(f"--num_ddim_timesteps {args.num_ddim_timesteps} must be at most the teacher's "
@@ -190,7 +244,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load_teacher(teacher_dir: str | Path) -> MNISTDDPMPipeline:
     """The teacher pipeline (a folder or Hub repo id, checked by [`teacher_problems`]), its UNet frozen in eval mode."""
     teacher = MNISTDDPMPipeline.from_pretrained(teacher_dir)
-    teacher.unet.requires_grad_(False).eval()
+    for model in (teacher.unet, getattr(teacher, "guidance_unet", None)):
+        if model is not None:
+            model.requires_grad_(False).eval()
     teacher.set_progress_bar_config(disable=True)
     return teacher
 
@@ -285,10 +341,18 @@ def consistency_function(scheduler: LCMScheduler, model_output: torch.Tensor, sa
 
 
 def distance(prediction: torch.Tensor, target: torch.Tensor, loss_type: str, huber_c: float) -> torch.Tensor:
-    """The mean pseudo-Huber distance √((a − b)² + c²) − c (`"huber"`), or the mean squared error (`"l2"`)."""
+    """
+    The mean pseudo-Huber distance per pixel √((a − b)² + c²) − c (`"huber"`), the mean squared error (`"l2"`), or
+    iCT's pseudo-Huber distance per image √(‖a − b‖² + c²) − c with c = 0.00054·√d, d the pixels of an image
+    (`"ict"`: `huber_c` is not used), averaged over the batch.
+    """
+    difference = prediction.float() - target.float()
     if loss_type == "l2":
-        return torch.nn.functional.mse_loss(prediction.float(), target.float())
-    return (torch.sqrt((prediction.float() - target.float()) ** 2 + huber_c**2) - huber_c).mean()
+        return difference.pow(2).mean()
+    if loss_type == "ict":
+        c = ICT_HUBER_C_PER_SQRT_DIM * math.sqrt(difference[0].numel())
+        return (torch.sqrt(difference.pow(2).flatten(1).sum(1) + c**2) - c).mean()
+    return (torch.sqrt(difference**2 + huber_c**2) - huber_c).mean()
 
 
 def consistency_loss(student, target, teacher: MNISTDDPMPipeline, scheduler: LCMScheduler, images: torch.Tensor,
@@ -337,7 +401,7 @@ def consistency_target(target, teacher: MNISTDDPMPipeline, scheduler: LCMSchedul
     `clip_sample` says, then the target network's f(x_{t'}, t'), read by the student's `scheduler`.
     """
     # Guidance is linear, so guiding the teacher's ε, v or x_0 is the same.
-    teacher_output = teacher.predict_noise(noisy, timesteps, labels, guidance_scale, teacher.unet.dtype)
+    teacher_output = teacher_prediction(teacher, noisy, timesteps, labels, guidance_scale)
     clip = bool(teacher.scheduler.config.get("clip_sample", False))
     next_sample = ddim_step(teacher.scheduler, teacher_output, noisy, timesteps, next_timesteps, clip)
     target_output = target(next_sample, next_timesteps, labels).sample.float()
@@ -353,11 +417,23 @@ def teacher_value(teacher: MNISTDDPMPipeline, scheduler: LCMScheduler, noisy: to
     denoises as the teacher does in one jump; regressing onto it first (`--teacher_regression_steps`) gives a student
     of another prediction type the teacher's knowledge in its own parametrisation, which copying the weights cannot.
     """
-    output = teacher.predict_noise(noisy, timesteps, labels, guidance_scale, teacher.unet.dtype)
+    output = teacher_prediction(teacher, noisy, timesteps, labels, guidance_scale)
     clip = bool(teacher.scheduler.config.get("clip_sample", False))
     original, _ = original_and_noise(teacher.scheduler, output, noisy, timesteps, clip)
     c_skip, c_out = scheduler.get_scalings_for_boundary_condition_discrete(timesteps.float())
     return broadcast_to_images(c_skip) * noisy + broadcast_to_images(c_out) * original
+
+
+def teacher_prediction(teacher: MNISTDDPMPipeline, noisy: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor,
+                       guidance_scale: float) -> torch.Tensor:
+    """
+    The teacher's guided prediction at x_t = `noisy`, one timestep per image, as its call guides a step: by its guider
+    (at the distilled scale) when it has one, else classifier-free guidance; with its guidance UNet (autoguidance),
+    the second branch runs on that weaker model with the same label. Guidance is linear, so guiding the teacher's ε,
+    v or x_0 is the same.
+    """
+    return teacher.predict_noise(noisy, timesteps, labels, guidance_scale, teacher.unet.dtype,
+                                 guider=getattr(teacher, "guider", None))
 
 
 @torch.no_grad()
@@ -378,7 +454,8 @@ def copy_of(model):
 
 
 def distillation_record(args: argparse.Namespace, teacher_sha256: str, guidance_scale: float,
-                        student_prediction_type: str) -> dict:
+                        student_prediction_type: str, guider_name: str | None = None,
+                        guidance_unet_name: str | None = None) -> dict:
     """What the student's run record says of its teacher and the method, beside what every run records."""
     return {"distilled_from": {
         "teacher": str(args.teacher),
@@ -391,6 +468,12 @@ def distillation_record(args: argparse.Namespace, teacher_sha256: str, guidance_
         "num_ddim_timesteps": args.num_ddim_timesteps,
         "student_prediction_type": student_prediction_type,
         "teacher_regression_steps": args.teacher_regression_steps,
+        "num_ddim_timesteps_start": args.num_ddim_timesteps_start,
+        "gap_doubling_steps": args.gap_doubling_steps,
+        "loss_type": args.loss_type,
+        "target_decay": args.target_decay,
+        "teacher_guider": guider_name,
+        "teacher_guidance_unet": guidance_unet_name,
     }}
 
 
@@ -416,7 +499,7 @@ def distill(args: argparse.Namespace, on_step=None) -> Path:
     # The frozen teacher; the student and its target network, both from the teacher's weights.
     teacher = load_teacher(args.teacher).to(accelerator.device)
     _, guidance_scale, _ = teacher.resolve_defaults(guidance_scale=args.guidance_scale)  # every step is guided
-    teacher_sha256 = model_sha256(teacher.unet, teacher.scheduler)
+    teacher_sha256 = pipeline_sha256(teacher)  # with its guider and guidance UNet, which make the target
     scheduler = student_scheduler(teacher, args.num_ddim_timesteps, args.timestep_scaling, args.student_prediction_type)
     student = build_seeded(args.seed, lambda: copy_of(teacher.unet).train().requires_grad_(True))
     target = copy_of(teacher.unet).requires_grad_(False)
@@ -426,7 +509,10 @@ def distill(args: argparse.Namespace, on_step=None) -> Path:
                     f"Distilling {args.teacher} at guidance {guidance_scale} on {args.num_ddim_timesteps} skipping steps",
                     registered=(target,))
     student = run.model  # prepared
-    record = distillation_record(args, teacher_sha256, guidance_scale, scheduler.config.prediction_type)
+    guide = getattr(teacher, "guidance_unet", None)
+    record = distillation_record(args, teacher_sha256, guidance_scale, scheduler.config.prediction_type,
+                                 type(teacher.guider).__name__ if getattr(teacher, "guider", None) else None,
+                                 None if guide is None else f"{guide.num_parameters():,}-parameter ClassConditionedUNet")
 
     def save() -> None:
         run.save_pipeline(lambda unet: MNISTDDPMPipeline(
@@ -437,8 +523,10 @@ def distill(args: argparse.Namespace, on_step=None) -> Path:
     for images, labels in run.batches():
         with accelerator.accumulate(student):
             with accelerator.autocast():  # the teacher and the target too (the prepared student autocasts itself)
+                num_ddim_timesteps = num_ddim_timesteps_at(run.state["global_step"], args.num_ddim_timesteps,
+                                                           args.num_ddim_timesteps_start, args.gap_doubling_steps)
                 loss = consistency_loss(student, target, teacher, scheduler, images, labels, guidance_scale,
-                                        args.num_ddim_timesteps, args.loss_type, args.huber_c,
+                                        num_ddim_timesteps, args.loss_type, args.huber_c,
                                         regress_on_teacher=run.state["global_step"] < args.teacher_regression_steps)
             backward_and_step(accelerator, loss, student, run.optimizer, run.lr_scheduler, args.max_grad_norm)
         if not accelerator.sync_gradients:
