@@ -103,3 +103,19 @@ def test_an_evaluation_of_a_pipeline_with_a_guider_records_the_guider(tmp_path, 
                        num_inference_steps=2, batch_size=20)
     assert results["guider"] == guider_record(tiny_pipe.guider) and results["guider"]["eta"] == 0.0
     assert results["runs"][0]["guidance_scale"] == 2.0  # the guider's scale is the call default
+
+
+def test_the_card_shows_the_search_table_when_the_model_folder_holds_it(tmp_path, tiny_pipe):
+    from mnist_diffusion.lab.card import render_model_card
+    from mnist_diffusion.lab.reporting import GUIDANCE_SEARCH_RESULTS
+
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    assert "### Which guidance" not in render_model_card(tmp_path / "model")
+    table = build_table({"CFG": evaluation(run(1.4, 0.997, 0.99, 1.4)),
+                         "AG": evaluation(run(2.0, 0.996, 0.992, 1.1, 55.0), guidance_unet="g", model_sha256="b")})
+    choose_from_table(table)
+    (tmp_path / "model" / GUIDANCE_SEARCH_RESULTS).parent.mkdir()
+    (tmp_path / "model" / GUIDANCE_SEARCH_RESULTS).write_text(json.dumps(table))
+    card = render_model_card(tmp_path / "model")
+    assert "### Which guidance" in card and "at n = 5,000 with the same noise" in card
+    assert guidance_table(table) in card

@@ -21,8 +21,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .redaction import redact, redact_command
 from .reporting import (BF16_RESULTS, BOUND_HEADER, CAS_RESULTS, DEFAULT_RESULTS, EVALUATION_HEADER,
-                        FAST_AT_DEFAULT_N_RESULTS, FAST_RESULTS, LIKELIHOOD_RESULTS, SWEEP_RESULTS, TEACHER_RESULTS,
-                        ZERO_SHOT_HEADER, bound_rows, cas_table, evaluation_rows, tables_by_n, zero_shot_rows)
+                        FAST_AT_DEFAULT_N_RESULTS, FAST_RESULTS, GUIDANCE_SEARCH_RESULTS, LIKELIHOOD_RESULTS, SWEEP_RESULTS, TEACHER_RESULTS,
+                        ZERO_SHOT_HEADER, bound_rows, cas_table, evaluation_rows, guidance_table, tables_by_n,
+                        zero_shot_rows)
 from .run_folder import TRAINING_CONFIG
 
 FIGURES = {
@@ -200,6 +201,7 @@ def card_fields(model_dir: Path, repo_id: str, source_url: str | None) -> tuple[
         "evaluation_tables": "\n".join(tables_by_n(evaluations)).rstrip("\n") if evaluations else None,
         **sweep_fields(model_dir, sweep, guidance),
         "cas_table": cas_table(cas) if (cas := read_json(model_dir / CAS_RESULTS)) else None,
+        **guidance_search_fields(read_json(model_dir / GUIDANCE_SEARCH_RESULTS)),
         **likelihood_fields(read_json(model_dir / LIKELIHOOD_RESULTS)),
     }
     if distilled:
@@ -308,6 +310,13 @@ def sweep_fields(model_dir: Path, sweep: dict | None, guidance: str) -> dict:
         "chosen_by": chosen_by,
         "guidance_figure": FIGURES["images/guidance.png"] if (model_dir / "images/guidance.png").is_file() else None,
     }
+
+
+def guidance_search_fields(table: dict | None) -> dict:
+    """The guidance search's table (benchmarks/guidance.py), its n, and the sampler of its rows."""
+    if table is None:
+        return {"guidance_search_table": None}
+    return {"guidance_search_table": guidance_table(table), "guidance_search_n": f"{table['num_samples']:,}"}
 
 
 def student_fields(model_dir: Path, distilled: dict, teacher: str | None) -> dict:

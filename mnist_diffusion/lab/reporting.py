@@ -13,6 +13,8 @@ FAST_RESULTS = "evaluation/fast.json"  # the fast solver
 FAST_AT_DEFAULT_N_RESULTS = "evaluation/fast_at_default_n.json"
 SWEEP_RESULTS = "evaluation/guidance_sweep.json"
 BF16_RESULTS = "evaluation/bf16.json"  # the fast solver with a bfloat16 UNet (`torch_dtype=torch.bfloat16`)
+# The guidance search: CFG, diffusers' guiders, autoguidance and samplers side by side (benchmarks/guidance.py).
+GUIDANCE_SEARCH_RESULTS = "evaluation/guidance_search.json"
 # The Classification Accuracy Score: a classifier trained on the generated digits alone (scripts/evaluate.py --cas).
 CAS_RESULTS = "evaluation/cas.json"
 # The model as a likelihood model: bits/dim and zero-shot accuracy (scripts/evaluate_likelihood.py).
