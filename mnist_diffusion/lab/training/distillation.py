@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--num_ddim_timesteps_start", type=int, default=None,
                          help="Step-gap curriculum (iCT, ECT): start the skipping-step schedule at this N, with the "
                               "teacher's step k = T // N large, and double N every --gap_doubling_steps optimiser "
-                              "steps up to --num_ddim_timesteps, which must be N·2^m (default: a fixed schedule).")
+                              "steps up to --num_ddim_timesteps, the schedule the student samples from (default: a "
+                              "fixed schedule).")
     distill.add_argument("--gap_doubling_steps", type=int, default=None,
                          help="Optimiser steps between two doublings of N (with --num_ddim_timesteps_start).")
     distill.add_argument("--target_decay", type=float, default=0.95,
@@ -154,11 +155,9 @@ def gap_curriculum_problems(args: argparse.Namespace) -> list[str]:
     problems = out_of_range(args, ["num_ddim_timesteps_start"], "a positive integer")
     if doubling is None or doubling < 1:
         problems.append(f"--num_ddim_timesteps_start needs --gap_doubling_steps, a positive integer, got {doubling!r}")
-    if not problems and final:
-        ratio = final / start
-        if ratio < 2 or ratio != 2 ** round(math.log2(ratio)):
-            problems.append(f"--num_ddim_timesteps {final} must be --num_ddim_timesteps_start {start} doubled at least "
-                            "once (N·2^m, m ≥ 1), so that every schedule of the curriculum lies on the final one")
+    if not problems and final and start >= final:
+        problems.append(f"--num_ddim_timesteps_start {start} must be below --num_ddim_timesteps {final}, where the "
+                        "curriculum ends")
     return problems
 
 
