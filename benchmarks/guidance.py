@@ -14,8 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
-from mnist_diffusion.lab.evaluation.guidance_search import (build_table, choose_from_table, read_evaluations,
-                                                            store_guidance)
+from mnist_diffusion.lab.evaluation.guidance_search import (apply_timings, build_table, choose_from_table,
+                                                            read_evaluations, store_guidance, time_settings)
 from mnist_diffusion.lab.evaluation.sampling import SetupError
 from mnist_diffusion.lab.reporting import guidance_table
 
@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--evaluations", nargs="+", required=True,
                         help="NAME=PATH pairs: each results JSON of scripts/evaluate.py and the name of its guidance.")
     parser.add_argument("--output", default="benchmarks/guidance.json", help="Where to write the table's JSON.")
+    parser.add_argument("--timing_repeats", type=int, default=0,
+                        help="Time every setting side by side (this many interleaved rounds of 100 digits) for the "
+                             "cost column, instead of the evaluations' wall times; run it with nothing else running.")
     parser.add_argument("--store_default", default=None, metavar="MODEL_DIR",
                         help="Apply the rule and write the chosen guidance into this pipeline folder.")
     args = parser.parse_args(argv)
@@ -36,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
         chosen = choose_from_table(table)
     except (SetupError, ValueError) as error:
         parser.error(str(error))
+    if args.timing_repeats > 0:
+        apply_timings(table, time_settings(table, repeats=args.timing_repeats))
     temporary = Path(args.output).with_name(Path(args.output).name + ".tmp")
     temporary.write_text(json.dumps(table, indent=2) + "\n")
     temporary.replace(args.output)

@@ -40,7 +40,7 @@ def test_step_dependence_names_momentum_and_zeroed_first_steps_and_unknown_guide
     assert "start and stop" in step_dependence({**APG, "start": 0.2})
 
 
-def test_the_table_puts_every_run_side_by_side_with_its_cost_against_cfg_at_the_same_steps():
+def test_the_table_puts_every_run_side_by_side_with_its_cost_against_todays_cfg_at_the_same_steps():
     table = build_table({
         "CFG": evaluation(run(1.2, 0.99, 0.97, 0.9, 100.0), run(1.4, 0.997, 0.99, 1.4, 120.0),
                           run(1.2, 0.996, 0.99, 1.3, 104.0, sampler="dpm-sde")),
@@ -50,7 +50,7 @@ def test_the_table_puts_every_run_side_by_side_with_its_cost_against_cfg_at_the_
     kinds = [(row["source"], row["kind"], row["sampler"]) for row in table["rows"]]
     assert kinds == [("CFG", "CFG", "dpm"), ("CFG", "CFG", "dpm"), ("CFG", "CFG", "dpm-sde"),
                      ("AG", "autoguidance", "dpm"), ("APG", "AdaptiveProjectedGuidance", "dpm")]
-    assert [row["cost_vs_cfg"] for row in table["rows"]] == pytest.approx([100 / 110, 120 / 110, 1.0, 0.5, 1.0])
+    assert [row["cost_vs_cfg"] for row in table["rows"]] == pytest.approx([100 / 110, 120 / 110, 104 / 110, 0.5, 1.0])
     assert table["sources"]["AG"]["guidance_unet"] == "guides/g" and table["rows"][3]["worst_digit_accuracy"] == 0.992
     # APG with momentum has the lowest ratio of the legible rows, but depends on the step: autoguidance wins.
     chosen = choose_from_table(table)
@@ -119,3 +119,21 @@ def test_the_card_shows_the_search_table_when_the_model_folder_holds_it(tmp_path
     card = render_model_card(tmp_path / "model")
     assert "### Which guidance" in card and "at n = 5,000 with the same noise" in card
     assert guidance_table(table) in card
+
+
+def test_side_by_side_timings_replace_the_evaluations_wall_times(tmp_path, tiny_pipe):
+    from mnist_diffusion.lab.evaluation.guidance_search import apply_timings, time_settings
+
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    torch.manual_seed(1)
+    ClassConditionedUNet(**TINY_UNET).save_pretrained(tmp_path / "guide")
+    cfg = evaluation(run(1.4, 0.997, 0.99, 1.4), run(1.2, 0.99, 0.98, 1.0), model_dir=str(tmp_path / "model"))
+    for row in cfg["runs"]:
+        row["num_inference_steps"] = 2
+    autoguided = {**cfg, "guidance_unet": str(tmp_path / "guide"), "runs": cfg["runs"][:1]}
+    table = build_table({"CFG": cfg, "AG": autoguided})
+    timings = time_settings(table, batch_size=4, repeats=1)
+    assert sorted(timings) == ["AG|dpm|2", "CFG|dpm|2"] and all(value > 0 for value in timings.values())
+    apply_timings(table, {"AG|dpm|2": 0.3, "CFG|dpm|2": 0.2})
+    assert [row["cost_vs_cfg"] for row in table["rows"]] == pytest.approx([1.0, 1.0, 1.5])
+    assert "side by side" in table["timing"]

@@ -1,8 +1,8 @@
 """
 The guidance search's table (docs/generation.md, "Which guidance"): the runs of several evaluations measured the
 same way (classifier, n, seed, real floor) side by side, each named by its guidance (classifier-free guidance, a
-diffusers guider, autoguidance by a weaker UNet), sampler and steps, with its cost against classifier-free guidance at
-the same sampler and steps; the rule that picks the stored default among them; and the writing of the winner, with its
+diffusers guider, autoguidance by a weaker UNet), sampler and steps, with its cost against classifier-free guidance with
+DPM-Solver++ at the same steps; the rule that picks the stored default among them; and the writing of the winner, with its
 guider and guidance UNet, into a model folder.
 """
 
@@ -24,8 +24,8 @@ def build_table(evaluations: dict[str, dict]) -> dict:
     Returns:
         `dict`: the shared set-up, `sources` (per name: model folder, identity, guider, guidance UNet) and `rows`, one per
         run: its source, guidance kind, sampler, steps, scale, interval, accuracy, worst digit, Fréchet ratio,
-        seconds per digit, cost against classifier-free guidance at the same sampler and steps (None without such a
-        run) and why its guider depends on the step (None: it does not).
+        seconds per digit, cost against classifier-free guidance with DPM-Solver++ at the same steps ([`set_costs`];
+        None without such a run) and why its guider depends on the step (None: it does not).
 
     Raises:
         [`SetupError`]: naming every evaluation measured differently from the first.
@@ -57,14 +57,63 @@ def build_table(evaluations: dict[str, dict]) -> dict:
                 "seconds_per_digit": run["generation_seconds"] / first["num_samples"],
                 "step_dependence": step_dependence(guider),
             })
+    set_costs(rows)
+    shared = {key: first[key] for key in (*SHARED_KEYS, "classifier_dir", "real_floor_frechet_distance")}
+    return {**shared, "sources": sources, "rows": rows}
+
+
+def time_settings(table: dict, batch_size: int = 100, repeats: int = 3) -> dict[str, float]:
+    """
+    Seconds per digit of each (source, sampler, steps) of `table`, timed side by side in one process: every setting
+    draws `batch_size` digits, round after round (`repeats` rounds, interleaved so that a slower minute of the machine
+    falls on all of them), and the median round counts. Keys are `"source|sampler|steps"`.
+    """
+    import statistics
+    import time
+
+    import torch
+
+    from ..samplers import use_sampler
+    from .sampling import load_pipeline
+
+    settings = {}
+    for row in table["rows"]:
+        key = f"{row['source']}|{row['sampler']}|{row['num_inference_steps']}"
+        if key not in settings:
+            source = table["sources"][row["source"]]
+            pipe, _ = load_pipeline(source["model_dir"], torch.float32, source["guidance_unet"])
+            use_sampler(pipe, row["sampler"])
+            settings[key] = (pipe, row)
+    labels = torch.arange(batch_size) % 10
+    seconds = {key: [] for key in settings}
+    for _ in range(repeats):
+        for key, (pipe, row) in settings.items():
+            started = time.perf_counter()
+            pipe(labels=labels, num_inference_steps=row["num_inference_steps"], guidance_scale=row["guidance_scale"],
+                 generator=torch.Generator().manual_seed(0), output_type="pt")
+            seconds[key].append((time.perf_counter() - started) / batch_size)
+    return {key: statistics.median(values) for key, values in seconds.items()}
+
+
+def apply_timings(table: dict, timings: dict[str, float]) -> None:
+    """Replace each row's seconds per digit and cost against CFG by the side-by-side `timings` ([`time_settings`])."""
+    for row in table["rows"]:
+        row["seconds_per_digit"] = timings[f"{row['source']}|{row['sampler']}|{row['num_inference_steps']}"]
+    set_costs(table["rows"])
+    table["timing"] = "side by side in one process ([`time_settings`]), not the evaluations' wall times"
+
+
+def set_costs(rows: list[dict], reference_sampler: str = "dpm") -> None:
+    """
+    Each row's cost per digit against today's fast default, classifier-free guidance with DPM-Solver++
+    (`reference_sampler`) at every step, at the row's steps and dtype (None without such a row).
+    """
     for row in rows:
         plain = [other["seconds_per_digit"] for other in rows
-                 if other["kind"] == "CFG" and other["sampler"] == row["sampler"]
+                 if other["kind"] == "CFG" and other["sampler"] == reference_sampler
                  and other["num_inference_steps"] == row["num_inference_steps"]
                  and other["guidance_interval"] is None and other["unet_dtype"] == row["unet_dtype"]]
         row["cost_vs_cfg"] = row["seconds_per_digit"] / (sum(plain) / len(plain)) if plain else None
-    shared = {key: first[key] for key in (*SHARED_KEYS, "classifier_dir", "real_floor_frechet_distance")}
-    return {**shared, "sources": sources, "rows": rows}
 
 
 def choose_from_table(table: dict, rule: dict = DEFAULT_RULE) -> dict:
