@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline, MNISTDDPMScheduler
-
-from .synthetic_mnist import write_synthetic_mnist
+from mnist_diffusion.lab.synthetic_mnist import write_synthetic_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_UNET = dict(block_out_channels=(8, 16, 16), layers_per_block=1, attention_head_dim=8, norm_num_groups=4)

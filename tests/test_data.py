@@ -28,8 +28,7 @@ from mnist_diffusion.data import (
     read_idx,
     read_idx_bytes,
 )
-
-from .synthetic_mnist import idx_bytes
+from mnist_diffusion.lab.synthetic_mnist import idx_bytes
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 ALL_SPECS = [spec for specs in MNIST_FILES.values() for spec in specs]

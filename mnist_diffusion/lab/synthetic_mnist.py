@@ -1,4 +1,5 @@
-"""A small generated stand-in for MNIST, in the real IDX format, for the tests that need data files but not real digits.
+"""A small generated stand-in for MNIST, in the real IDX format, for the tests that need data files but not real digits,
+and for the tutorial (docs/tutorial.ipynb) on a machine without the real files.
 
 Each image is its label drawn as a seven-segment digit, at a random position and size, with a random stroke width
 and a little noise: a class that a conditional model can learn and a figure can show, generated in milliseconds. The
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_diffusion.data import CHECKSUMS_FILE, MNIST_FILES
+from ..data import CHECKSUMS_FILE, MNIST_FILES
 
 # The segments of each digit: a top, b top right, c bottom right, d bottom, e bottom left, f top left, g middle.
 SEGMENTS = {0: "abcdef", 1: "bc", 2: "abdeg", 3: "abcdg", 4: "bcfg", 5: "acdfg", 6: "acdefg", 7: "abc",
