@@ -6,6 +6,9 @@ TRAIN = ["accelerate>=1.10,<2", "tensorboard>=2.15", "tqdm>=4.66"]
 # The evaluation classifier is a transformers model; transformers before 5.18 cannot load its image processor
 # (ConvNextImageProcessorPil) without torchvision. matplotlib draws the guidance plot.
 EVAL = ["transformers>=5.18,<6", "accelerate>=1.10,<2", "matplotlib>=3.8"]
+# docs/tutorial.ipynb: nbclient runs it in an ipykernel (scripts/run_notebook.py, tests/test_notebook.py); matplotlib
+# draws its figures.
+NOTEBOOK = ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", "matplotlib>=3.8"]
 
 setup(
     name="mnist-diffusion",
@@ -39,10 +42,11 @@ setup(
         "train": TRAIN,
         "eval": EVAL,
         "demo": ["gradio>=6,<7"],
+        "notebook": NOTEBOOK,
         "test": ["pytest>=8"],
         # playwright drives the system's Chromium in the demo's browser test (it never downloads a browser);
         # import-linter checks the layers of .importlinter (`lint-imports`, run by .ci/run).
-        "dev": TRAIN + EVAL + ["gradio>=6,<7", "playwright>=1.40", "pytest>=8", "import-linter>=2.16"],
+        "dev": TRAIN + EVAL + NOTEBOOK + ["gradio>=6,<7", "playwright>=1.40", "pytest>=8", "import-linter>=2.16"],
     },
     classifiers=[
         "License :: OSI Approved :: Apache Software License",
