@@ -55,7 +55,8 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
 
     Built from the same components as [`MNISTDDPMPipeline`]: `MNISTDDPMInpaintPipeline.from_pipe(pipe)` (or
     `MNISTDDPMInpaintPipeline(**pipe.components)`), or `MNISTDDPMInpaintPipeline.from_pretrained` of the same folder
-    or repo. The scheduler must be an [`MNISTDDPMScheduler`], whose reverse step and forward jump RePaint combines.
+    or repo. RePaint combines the reverse step and the forward jump of an [`MNISTDDPMScheduler`]: a model that stores
+    another diffusers solver (a fast sampler) inpaints with the `MNISTDDPMScheduler` of that solver's noise schedule.
     """
 
     # RePaint's number of steps (T = 250 in the paper), when neither the call nor the config names any.
@@ -138,12 +139,20 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
         Returns:
             [`ImagePipelineOutput`] or `tuple`: the completed digits.
         """
+        scheduler = self.scheduler
         # By class name, not `isinstance`: a pipeline loaded as remote code carries its own copy of the class.
-        if MNISTDDPMScheduler.__name__ not in {base.__name__ for base in type(self.scheduler).__mro__}:
-            raise ValueError(
-                f"Inpainting needs an MNISTDDPMScheduler (RePaint combines its reverse step with the forward jump), "
-                f"got {type(self.scheduler).__name__}."
-            )
+        if MNISTDDPMScheduler.__name__ not in {base.__name__ for base in type(scheduler).__mro__}:
+            if self.config.get("distilled_guidance_scale") is not None or not hasattr(scheduler, "betas") \
+                    or hasattr(scheduler, "get_scalings_for_boundary_condition_discrete"):
+                raise ValueError(
+                    f"Inpainting needs a DDPM (RePaint combines its reverse step with the forward jump), got a "
+                    f"{type(scheduler).__name__}, a distilled student's or another model's sampler."
+                )
+            # A model that stores a fast solver as its sampler is the same DDPM: RePaint runs the DDPM of its noise
+            # schedule, at RePaint's own number of steps (the stored one was chosen for the solver).
+            scheduler = MNISTDDPMScheduler.from_config(scheduler.config)
+            if num_inference_steps is None:
+                num_inference_steps = self.fallback_num_inference_steps
         jump_length = check_positive_integer("jump_length", jump_length)
         jump_n_sample = check_positive_integer("jump_n_sample", jump_n_sample)
         class_labels, num_inference_steps, generator = self.check_inputs(
@@ -157,8 +166,8 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
         config, device = self.unet.config, self._execution_device
         shape = (len(class_labels), config.in_channels, config.sample_size, config.sample_size)
         latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        schedule = repaint_schedule(self.scheduler.timesteps.tolist(), jump_length, jump_n_sample)
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        schedule = repaint_schedule(scheduler.timesteps.tolist(), jump_length, jump_n_sample)
         self._num_timesteps = len(schedule)  # the callback's step index counts RePaint's moves
         dtype = self.unet.dtype  # read once: see `predict_noise`
 
@@ -171,17 +180,17 @@ class MNISTDDPMInpaintPipeline(MNISTDDPMPipeline):
                     step_scale = step_guidance_scale(t, self._guidance_scale, self._guidance_interval)
                     noise_pred = self.predict_noise(latents, t, class_labels, step_scale, dtype, i, len(schedule),
                                                     self._call_guider)
-                    generated = self.scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
+                    generated = scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
                     if t_next == -1:  # the last step lands on x_0: the kept pixels exactly as given
                         known_next = known
                     else:
                         noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-                        known_next = self.scheduler.renoise(known, noise, -1, t_next)
+                        known_next = scheduler.renoise(known, noise, -1, t_next)
                     latents = mask * generated + (1 - mask) * known_next
                     latents = self.run_callback(callback_on_step_end, i, t, latents, callback_on_step_end_tensor_inputs)
                 else:  # jump back: re-noise the whole image, q(x_t_next | x_t)
                     noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-                    latents = self.scheduler.renoise(latents, noise, t, t_next)
+                    latents = scheduler.renoise(latents, noise, t, t_next)
                 progress_bar.update()
 
         return self.finish(latents, output_type, return_dict)

@@ -2,6 +2,7 @@
 the method's pieces against diffusers' own schedulers, the loss, the boundary condition, the run (options, kill and
 resume, the folder it writes)."""
 
+import inspect
 import json
 import re
 import shutil
@@ -589,3 +590,19 @@ def test_a_run_with_every_lever_records_them_and_its_autoguided_teacher(tmp_path
     assert distilled["teacher_guidance_unet"].endswith("ClassConditionedUNet") and distilled["teacher_guider"] is None
     scheduler_config = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler_config["original_inference_steps"] == 10
+
+
+def test_a_teacher_that_stores_a_fast_solver_is_the_same_ddpm_to_distil_from(tmp_path, tiny_teacher):
+    from diffusers import DPMSolverMultistepScheduler
+
+    teacher = MNISTDDPMPipeline.from_pretrained(tiny_teacher)
+    teacher.scheduler = DPMSolverMultistepScheduler.from_config(teacher.scheduler.config,
+                                                                algorithm_type="sde-dpmsolver++")
+    teacher.save_pretrained(tmp_path / "fast-teacher")
+    assert distillation.teacher_problems(parse_args(distill_args(tmp_path / "fast-teacher", tmp_path, tmp_path / "o"))) == []
+    loaded = load_teacher(tmp_path / "fast-teacher")
+    assert isinstance(loaded.scheduler, MNISTDDPMScheduler)
+    own = load_teacher(tiny_teacher).scheduler
+    keys = [name for name in inspect.signature(MNISTDDPMScheduler.__init__).parameters if name not in ("self", "kwargs")]
+    assert {key: loaded.scheduler.config[key] for key in keys} == {key: own.config[key] for key in keys}
+    torch.testing.assert_close(loaded.scheduler.alphas_cumprod, own.alphas_cumprod, atol=0, rtol=0)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import torch
-from diffusers import DPMSolverMultistepScheduler
+from diffusers import DPMSolverMultistepScheduler, LCMScheduler
 from PIL import Image
 
 from mnist_diffusion import MNISTDDPMInpaintPipeline
@@ -107,9 +107,20 @@ def test_bad_labels_and_options_are_clear_errors(inpaint):
         inpaint(image, mask, labels=[10], **FAST)
     with pytest.raises(ValueError, match="`jump_length` must be a positive integer, got 0"):
         inpaint(image, mask, labels=[1], num_inference_steps=12, jump_length=0)
-    inpaint.scheduler = DPMSolverMultistepScheduler.from_config(inpaint.scheduler.config)
-    with pytest.raises(ValueError, match="needs an MNISTDDPMScheduler"):
+    inpaint.scheduler = LCMScheduler.from_config(inpaint.scheduler.config)
+    with pytest.raises(ValueError, match="Inpainting needs a DDPM .*got a LCMScheduler, a distilled student's"):
         inpaint(image, mask, labels=[1], **FAST)
+
+
+def test_a_model_that_stores_a_fast_solver_inpaints_with_the_ddpm_of_its_schedule(inpaint):
+    image, mask = digit_and_bottom_mask()
+    draw = lambda: inpaint(image, mask, labels=[1], generator=torch.Generator().manual_seed(0), output_type="pt",
+                           **FAST).images
+    reference = draw()
+    inpaint.scheduler = DPMSolverMultistepScheduler.from_config(inpaint.scheduler.config,
+                                                                algorithm_type="sde-dpmsolver++")
+    torch.testing.assert_close(draw(), reference, atol=0, rtol=0)
+    assert isinstance(inpaint.scheduler, DPMSolverMultistepScheduler)  # the pipeline's own sampler is left as it was
 
 
 def test_loads_from_the_folder_of_the_generation_pipeline(tiny_pipe, tmp_path):
@@ -236,3 +247,16 @@ def test_a_callback_reads_the_guidance_and_turns_it_off_for_the_steps_that_follo
             callback_on_step_end=guidance_off_after_the_first_step, output_type="pt")
     assert seen[0] == (2.0, True, 3) and [scale for scale, _, _ in seen[1:]] == [1.0, 1.0]
     assert batches == [2, 1, 1]  # both passes at the first step only
+
+
+def test_the_steps_stored_for_a_fast_solver_do_not_become_repaints(inpaint):
+    inpaint.scheduler = DPMSolverMultistepScheduler.from_config(inpaint.scheduler.config)
+    inpaint.register_to_config(default_num_inference_steps=20)
+    inpaint._default_steps_scheduler = "DPMSolverMultistepScheduler"  # as loading such a folder sets it
+
+    def stop(pipe, step, t, kwargs):
+        pipe._interrupt = True
+
+    image, mask = digit_and_bottom_mask()
+    inpaint(image, mask, labels=[1], jump_n_sample=1, callback_on_step_end=stop)
+    assert inpaint.num_timesteps == 250  # RePaint's own number of steps, one move each without resampling

@@ -41,6 +41,9 @@ from .loop import backward_and_step, build_seeded, make_accelerator, start_run
 from .options import add_run_arguments, check_run_arguments, parse_checked
 
 SCRIPT = "scripts/distill.py"
+# The samplers of a distilled student: a folder that stores one is not a DDPM. Any other scheduler a teacher stores (a
+# fast solver saved as its default, say) is read as the DDPM of its config's noise schedule ([`load_teacher`]).
+CONSISTENCY_SCHEDULERS = ("LCMScheduler", "TCDScheduler")
 LOSS_TYPES = ("huber", "l2", "ict")
 # iCT's pseudo-Huber constant per √dimension (Song & Dhariwal, 2024): c = 0.00054·√d on the whole image's L2 distance.
 ICT_HUBER_C_PER_SQRT_DIM = 0.00054
@@ -202,7 +205,7 @@ def teacher_problems(args: argparse.Namespace) -> list[str]:
     problems = []
     scheduler = index.get("scheduler")
     scheduler_name = scheduler[1] if isinstance(scheduler, (list, tuple)) and len(scheduler) == 2 else scheduler
-    if scheduler_name != MNISTDDPMScheduler.__name__ or index.get("distilled_guidance_scale") is not None:
+    if scheduler_name in CONSISTENCY_SCHEDULERS or index.get("distilled_guidance_scale") is not None:
         problems.append(f"--teacher {teacher} samples with {scheduler_name}, not {MNISTDDPMScheduler.__name__}: it is "
                         "not a DDPM (a distilled student cannot teach); pass a pipeline written by scripts/train.py")
     interval = index.get("default_guidance_interval")
@@ -241,8 +244,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_teacher(teacher_dir: str | Path) -> MNISTDDPMPipeline:
-    """The teacher pipeline (a folder or Hub repo id, checked by [`teacher_problems`]), its UNet frozen in eval mode."""
+    """
+    The teacher pipeline (a folder or Hub repo id, checked by [`teacher_problems`]), its UNet (and guidance UNet)
+    frozen in eval mode, and its scheduler the [`MNISTDDPMScheduler`] of its noise schedule: a teacher that stores a
+    fast solver as its sampler is the same DDPM, and distillation's DDIM step reads the DDPM's coefficients.
+    """
     teacher = MNISTDDPMPipeline.from_pretrained(teacher_dir)
+    if not isinstance(teacher.scheduler, MNISTDDPMScheduler):
+        teacher.scheduler = MNISTDDPMScheduler.from_config(teacher.scheduler.config)
     for model in (teacher.unet, getattr(teacher, "guidance_unet", None)):
         if model is not None:
             model.requires_grad_(False).eval()
