@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from diffusers import DPMSolverMultistepScheduler
 from diffusers.guiders import AdaptiveProjectedGuidance
 
 from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline
@@ -73,7 +74,7 @@ def test_the_stored_winner_brings_its_guider_and_guidance_unet_and_a_cfg_winner_
     torch.manual_seed(1)
     ClassConditionedUNet(**TINY_UNET).save_pretrained(tmp_path / "guide")
     guider = guider_record(AdaptiveProjectedGuidance(guidance_scale=1.8, eta=0.0))
-    table = build_table({"CFG": evaluation(run(1.4, 0.997, 0.99, 1.4)),
+    table = build_table({"CFG": evaluation(run(1.4, 0.997, 0.99, 1.4, sampler="ddpm")),
                          "AG+APG": evaluation(run(1.8, 0.997, 0.995, 1.0), guider=guider,
                                               guidance_unet=str(tmp_path / "guide"))})
     store_guidance(tmp_path / "model", table, choose_from_table(table))
@@ -84,12 +85,37 @@ def test_the_stored_winner_brings_its_guider_and_guidance_unet_and_a_cfg_winner_
         torch.testing.assert_close(parameter, ClassConditionedUNet.from_pretrained(tmp_path / "guide").state_dict()[name])
     assert not list((tmp_path / "model").glob("*.tmp")) and not list((tmp_path / "model").glob("*.old"))
 
+    assert isinstance(pipe.scheduler, DPMSolverMultistepScheduler) and pipe.config.default_num_inference_steps == 20
+
     store_guidance(tmp_path / "model", table, table["rows"][0])
     index = json.loads((tmp_path / "model" / "model_index.json").read_text())
     assert "guider" not in index and "guidance_unet" not in index and index["default_guidance_scale"] == 1.4
     assert sorted(path.name for path in (tmp_path / "model").iterdir()) == ["model_index.json", "scheduler", "unet"]
     pipe = MNISTDDPMPipeline.from_pretrained(tmp_path / "model")
     assert pipe.guider is None and pipe.guidance_unet is None
+
+
+def test_a_winning_sampler_becomes_the_pipelines_own_on_the_same_noise_schedule(tmp_path, tiny_pipe):
+    tiny_pipe.save_pretrained(tmp_path / "model")
+    before = MNISTDDPMPipeline.from_pretrained(tmp_path / "model")
+    table = build_table({"CFG": evaluation(run(1.3, 0.997, 0.992, 1.2, sampler="dpm-sde"), run(1.4, 0.997, 0.99, 1.4))})
+    store_guidance(tmp_path / "model", table, choose_from_table(table))
+    pipe = MNISTDDPMPipeline.from_pretrained(tmp_path / "model")
+    pipe.set_progress_bar_config(disable=True)
+    assert isinstance(pipe.scheduler, DPMSolverMultistepScheduler)
+    assert pipe.scheduler.config.algorithm_type == "sde-dpmsolver++"
+    assert pipe.resolve_defaults() == (20, 1.3, None)
+    torch.testing.assert_close(pipe.scheduler.alphas_cumprod, before.scheduler.alphas_cumprod, atol=0, rtol=0)
+    assert pipe.scheduler.config.clip_sample == before.scheduler.config.clip_sample  # the DDPM's keys stay
+    calls = []
+    pipe.unet.register_forward_pre_hook(lambda *args: calls.append(1))
+    pipe(labels=[3], generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 20
+    # Storing the DDPM's full chain again restores the DDPM and its fallback of every step.
+    ddpm = build_table({"CFG": evaluation({**run(1.4, 0.998, 0.995, 1.3, sampler="ddpm"), "num_inference_steps": 1000})})
+    store_guidance(tmp_path / "model", ddpm, choose_from_table(ddpm))
+    pipe = MNISTDDPMPipeline.from_pretrained(tmp_path / "model")
+    assert type(pipe.scheduler).__name__ == "MNISTDDPMScheduler" and pipe.resolve_defaults() == (1000, 1.4, None)
 
 
 def test_an_evaluation_of_a_pipeline_with_a_guider_records_the_guider(tmp_path, tiny_pipe, tiny_model_and_classifier,

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from ..guiders import step_dependence
+from ..samplers import SAMPLERS
 from .default_rule import DEFAULT_RULE, choose_default, store_in_model_index, worst_digit_accuracy
 from .sampling import SetupError
 
@@ -129,9 +130,10 @@ def choose_from_table(table: dict, rule: dict = DEFAULT_RULE) -> dict:
 
 def store_guidance(model_dir: str | Path, table: dict, row: dict) -> None:
     """
-    Make `row`'s guidance the call default of the pipeline folder `model_dir`: its scale and interval in
-    model_index.json, and its guider (config) and guidance UNet (copied from the folder the evaluation used) as the
-    pipeline's components, or none of either when `row` is the built-in classifier-free guidance. Each file is
+    Make `row`'s guidance the call default of the pipeline folder `model_dir`: its scale, interval and steps in
+    model_index.json, its sampler as the pipeline's scheduler ([`store_sampler`]), and its guider (config) and
+    guidance UNet (copied from the folder the evaluation used) as the pipeline's components, or none of either when
+    `row` is the built-in classifier-free guidance. Each file is
     written beside its place and moved in, and model_index.json last, so an interruption leaves the old default.
     """
     model_dir = Path(model_dir)
@@ -152,12 +154,35 @@ def store_guidance(model_dir: str | Path, table: dict, row: dict) -> None:
             shutil.copy2(Path(guide) / name, staging / name)
         _move_in(staging, model_dir / "guidance_unet")
         components["guidance_unet"] = ["mnist_diffusion.unet_mnist", "ClassConditionedUNet"]
+    components["scheduler"], steps = store_sampler(model_dir, row["sampler"], row["num_inference_steps"])
     dropped = tuple(name for name in ("guider", "guidance_unet") if name not in components)
     store_in_model_index(model_dir, remove=dropped, default_guidance_scale=row["guidance_scale"],
-                         default_guidance_interval=row["guidance_interval"], **components)
+                         default_guidance_interval=row["guidance_interval"], default_num_inference_steps=steps,
+                         **components)
     for name in dropped:  # a component the new default no longer has goes after the index stops naming it
         if (model_dir / name).is_dir():
             shutil.rmtree(model_dir / name)
+
+
+def store_sampler(model_dir: Path, sampler: str, num_inference_steps: int) -> tuple[list[str], int | None]:
+    """
+    Make the sampler `sampler` (a name of `lab/samplers.py`) at `num_inference_steps` the pipeline's own: its config
+    built from the stored scheduler's (the same noise schedule; the DDPM's keys stay in it, so the likelihood,
+    inpainting and distillation read the same DDPM) and written in place of it, unless it is that sampler already.
+
+    Returns:
+        The scheduler's `model_index.json` entry, and the steps to store (None: the DDPM's full chain).
+    """
+    scheduler_class, _, settings = SAMPLERS[sampler]
+    current = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())
+    library = "diffusers" if scheduler_class.__module__.startswith("diffusers") else scheduler_class.__module__
+    if current["_class_name"] != scheduler_class.__name__ or any(current.get(key) != value
+                                                                  for key, value in settings.items()):
+        own = {key: value for key, value in current.items() if not key.startswith("_")}
+        scheduler_class.from_config(own, **settings).save_pretrained(_fresh(model_dir / "scheduler.tmp"))
+        _move_in(model_dir / "scheduler.tmp", model_dir / "scheduler")
+    full_chain = sampler == "ddpm" and num_inference_steps == current.get("num_train_timesteps")
+    return [library, scheduler_class.__name__], None if full_chain else num_inference_steps
 
 
 def _fresh(path: Path) -> Path:
