@@ -16,7 +16,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler
 from PIL import Image
 
-from mnist_diffusion import MNISTDDPMInpaintPipeline, MNISTDDPMPipeline
+from mnist_diffusion import MNISTDDPMInpaintPipeline, MNISTDDPMPipeline, MNISTDDPMScheduler
 from mnist_diffusion.images import make_grid
 from mnist_diffusion.lab.arguments import MAX_SEED, check_number
 # The inpainting settings the evaluation measured.
@@ -69,8 +69,12 @@ class Demo:
         student_steps = self.student.resolve_defaults()[0] if self.student is not None else None
         self.sampler_choices = [(f"Distilled student, {student_steps} step{'s' * (student_steps != 1)} (fastest)"
                                  if sampler == DISTILLED else sampler, sampler) for sampler in self.samplers]
-        self.full_scheduler = self.pipe.scheduler
-        self.fast_scheduler = DPMSolverMultistepScheduler.from_config(self.pipe.scheduler.config)
+        # The paper's chain is the DDPM of the model's noise schedule; the fast sampler is the one the model stores when
+        # it stores a solver (the rule of docs/evaluation.md picks it), else DPM-Solver++ built from its config.
+        own = self.pipe.scheduler
+        stores_ddpm = isinstance(own, MNISTDDPMScheduler)
+        self.full_scheduler = own if stores_ddpm else MNISTDDPMScheduler.from_config(own.config)
+        self.fast_scheduler = DPMSolverMultistepScheduler.from_config(own.config) if stores_ddpm else own
         self.inpaint = MNISTDDPMInpaintPipeline(**self.pipe.components)
         for pipe in (self.pipe, self.inpaint, self.student):
             pipe.set_progress_bar_config(disable=True)  # progress shows on the page instead

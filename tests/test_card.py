@@ -7,6 +7,7 @@ from huggingface_hub import ModelCard
 
 from mnist_diffusion.lab.card import read_evaluations, render_model_card
 from mnist_diffusion.lab.reporting import TEACHER_RESULTS, evaluation_rows, tables_by_n
+from mnist_diffusion.lab.samplers import SAMPLER_NAMES, sampler_of
 from mnist_diffusion.lab.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
 
 from .conftest import documentation
@@ -99,14 +100,16 @@ def test_the_default_results_are_the_shipped_defaults_and_the_readme_headline_qu
     config = json.loads((SHIPPED_MODEL / "model_index.json").read_text())
     full_chain = json.loads((SHIPPED_MODEL / "scheduler" / "scheduler_config.json").read_text())["num_train_timesteps"]
     (run,) = json.loads((SHIPPED_MODEL / "evaluation" / "default.json").read_text())["runs"]
-    assert run["sampler"] == "ddpm"
+    scheduler_config = json.loads((SHIPPED_MODEL / "scheduler" / "scheduler_config.json").read_text())
+    assert run["sampler"] == sampler_of(scheduler_config)  # the model's own sampler
     assert run["num_inference_steps"] == (config["default_num_inference_steps"] or full_chain)
     assert run["guidance_scale"] == config["default_guidance_scale"]
     assert run["guidance_interval"] == config["default_guidance_interval"]
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     headline = " ".join(readme.split("![The reverse process")[0].split())  # line breaks may fall anywhere
     assert (f"{100 * run['accuracy']:.2f}% of the shipped model's digits with its default settings (the "
-            f"{run['num_inference_steps']}-step DDPM at guidance {run['guidance_scale']:g})") in headline
+            f"{run['num_inference_steps']}-step {SAMPLER_NAMES[run['sampler']]} at guidance "
+            f"{run['guidance_scale']:g})") in headline
 
 
 def save_student(unet, folder, **config):

@@ -21,6 +21,20 @@ SAMPLERS = {
     "tcd": (TCDScheduler, None, {}),
 }
 
+# How the docs, the README and the cards name each sampler.
+SAMPLER_NAMES = {"ddpm": "DDPM", "ddim": "DDIM", "dpm": "DPM-Solver++", "dpm-sde": "DPM-Solver++ SDE", "lcm": "LCM",
+                 "tcd": "TCD"}
+
+
+def sampler_of(scheduler_config: dict) -> str | None:
+    """The name of the sampler whose scheduler `scheduler_config` configures (None: none of `SAMPLERS`)."""
+    for name, (scheduler_class, _, settings) in SAMPLERS.items():
+        if scheduler_config.get("_class_name") == scheduler_class.__name__ and all(
+                scheduler_config.get(key) == value for key, value in settings.items()):
+            return name
+    return None
+
+
 def use_sampler(pipe: MNISTDDPMPipeline, name: str) -> int | None:
     """
     Swap `pipe.scheduler` for the sampler called `name`, built from the trained scheduler's config.

@@ -125,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "output) that the guided branch runs on, with the same label; model_sha256 names it too.")
     parser.add_argument("--data_dir", default="data/mnist", help="Folder with the MNIST IDX files.")
     parser.add_argument("--samplers", nargs="+", default=["ddpm"], choices=sorted(SAMPLERS),
-                        help="ddpm: the full 1000-step chain; dpm: DPM-Solver++ swapped in with from_config; lcm: "
-                             "the sampler of a consistency-distilled student (pretrained/mnist-lcm).")
+                        help="ddpm: the full 1000-step chain; dpm: DPM-Solver++ swapped in with from_config; dpm-sde: "
+                             "its SDE variant (fresh noise at every step); lcm: the sampler of a consistency-distilled "
+                             "student (pretrained/mnist-lcm); tcd: a student's gamma-sampling (TCDScheduler, the "
+                             "model's default_eta or TCD's 0.3).")
     parser.add_argument("--guidance_scales", type=number_argument(0), nargs="+", default=[None],
                         help="Classifier-free guidance weights to sweep, ≥ 0 (default: the model's stored default).")
     parser.add_argument("--guidance_intervals", type=guidance_interval_type, nargs="+", default=[None],
