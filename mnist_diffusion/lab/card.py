@@ -25,6 +25,7 @@ from .reporting import (BF16_RESULTS, BOUND_HEADER, CAS_RESULTS, DEFAULT_RESULTS
                         ZERO_SHOT_HEADER, bound_rows, cas_table, evaluation_rows, guidance_table, tables_by_n,
                         zero_shot_rows)
 from .run_folder import TRAINING_CONFIG
+from .samplers import SAMPLER_NAMES, sampler_of
 
 FIGURES = {
     "images/samples.png": "Generated digits, one row per class",
@@ -188,6 +189,7 @@ def card_fields(model_dir: Path, repo_id: str, source_url: str | None) -> tuple[
         "source_url": source_url,
         "made_with": f"[mnist-diffusion]({source_url})" if source_url else "mnist-diffusion",
         "steps": steps,
+        "sampler": f" ({SAMPLER_NAMES[name]})" if (name := sampler_of(scheduler_config)) else "",
         "guidance": guidance,
         "student": bool(distilled),
         "figures": [(path, alt) for path, alt in FIGURES.items()
