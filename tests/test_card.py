@@ -146,7 +146,7 @@ def test_a_distilled_folder_gets_a_card_of_its_own(tiny_unet, tmp_path):
     card = render_model_card(tmp_path, repo_id="someone/mnist-lcm")
     assert "# mnist-lcm: a digit in 4 network calls" in card
     assert "guidance at scale 1.4 is baked in" in card and "`LCMScheduler`" in card
-    assert "Defaults stored with the model: 4 denoising steps, guidance scale 1." in card
+    assert "Defaults stored with the model: 4 denoising steps (LCM), guidance scale 1." in card
     # The scheduler is diffusers'; the pipeline's code is its file and the checks it imports.
     assert "read `pipeline_mnist_ddpm.py`, `pipeline_mnist_ddpm_checks.py` and `unet/unet_mnist.py` first" in card
     assert "| wall time | 61 minutes of distillation |" in card
