@@ -145,6 +145,8 @@ def test_the_card_shows_the_search_table_when_the_model_folder_holds_it(tmp_path
     card = render_model_card(tmp_path / "model")
     assert "### Which guidance" in card and "at n = 5,000 with the same noise" in card
     assert guidance_table(table) in card
+    assert "The row in bold is the model's default: the smallest Fréchet ratio among the rows whose accuracy is at " \
+           "least 99.5% and whose worst digit is at least 99%" in card
 
 
 def test_side_by_side_timings_replace_the_evaluations_wall_times(tmp_path, tiny_pipe):

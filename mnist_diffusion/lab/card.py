@@ -201,7 +201,8 @@ def card_fields(model_dir: Path, repo_id: str, source_url: str | None) -> tuple[
         "noise_schedule": noise_schedule(scheduler_config),
         "training_rows": training_rows(training, distilled, teacher) if training is not None else None,
         "evaluation_tables": "\n".join(tables_by_n(evaluations)).rstrip("\n") if evaluations else None,
-        **sweep_fields(model_dir, sweep, guidance),
+        **sweep_fields(model_dir, sweep, guidance,
+                       chosen_elsewhere="default" in (read_json(model_dir / GUIDANCE_SEARCH_RESULTS) or {})),
         "cas_table": cas_table(cas) if (cas := read_json(model_dir / CAS_RESULTS)) else None,
         **guidance_search_fields(read_json(model_dir / GUIDANCE_SEARCH_RESULTS)),
         **likelihood_fields(read_json(model_dir / LIKELIHOOD_RESULTS)),
@@ -296,13 +297,14 @@ def training_rows(training: dict, distilled: dict | None, teacher: str | None) -
     ]
 
 
-def sweep_fields(model_dir: Path, sweep: dict | None, guidance: str) -> dict:
+def sweep_fields(model_dir: Path, sweep: dict | None, guidance: str, chosen_elsewhere: bool = False) -> dict:
     """The guidance sweep's table, and the rule that chose the stored default, as the sweep recorded it
-    (`evaluate.py --store_default`)."""
+    (`evaluate.py --store_default`), unless the default was chosen from the guidance search (`chosen_elsewhere`)."""
     if sweep is None:
         return {"sweep_table": None}
     rule = sweep.get("default_rule")
-    chosen_by = "" if rule is None else (
+    chosen_by = " The model's default was chosen from the wider search below." if chosen_elsewhere else "" \
+        if rule is None else (
         f" The model's default, {guidance}, is the setting with the smallest Fréchet ratio among those whose "
         f"accuracy is at least {100 * rule['min_accuracy']:g}% and whose worst digit is at least "
         f"{100 * rule['min_worst_digit_accuracy']:g}% (n ≥ {rule['min_samples']:,})."
@@ -315,10 +317,17 @@ def sweep_fields(model_dir: Path, sweep: dict | None, guidance: str) -> dict:
 
 
 def guidance_search_fields(table: dict | None) -> dict:
-    """The guidance search's table (benchmarks/guidance.py), its n, and the sampler of its rows."""
+    """The guidance search's table (benchmarks/guidance.py), its n, and the rule that chose the default from it."""
     if table is None:
         return {"guidance_search_table": None}
-    return {"guidance_search_table": guidance_table(table), "guidance_search_n": f"{table['num_samples']:,}"}
+    rule = table.get("default", {}).get("rule")
+    chosen = "" if rule is None else (
+        " The row in bold is the model's default: the smallest Fréchet ratio among the rows whose accuracy is at least "
+        f"{100 * rule['min_accuracy']:g}% and whose worst digit is at least {100 * rule['min_worst_digit_accuracy']:g}%, "
+        "among the guiders whose step depends on that step alone (a distilled student learns the guided prediction at "
+        "random timesteps).")
+    return {"guidance_search_table": guidance_table(table), "guidance_search_n": f"{table['num_samples']:,}",
+            "guidance_search_rule": chosen}
 
 
 def student_fields(model_dir: Path, distilled: dict, teacher: str | None) -> dict:
