@@ -42,7 +42,7 @@ setup(
         "train": TRAIN,
         "eval": EVAL,
         "demo": ["gradio>=6,<7"],
-        "notebook": NOTEBOOK,
+        "notebook": NOTEBOOK + TRAIN,  # the tutorial runs scripts/train.py
         "test": ["pytest>=8"],
         # playwright drives the system's Chromium in the demo's browser test (it never downloads a browser);
         # import-linter checks the layers of .importlinter (`lint-imports`, run by .ci/run).
