@@ -316,3 +316,11 @@ def test_the_card_shows_the_likelihood_and_zero_shot_tables_when_measured(tiny_p
     card = render_model_card(tmp_path, repo_id="someone/digits")
     assert "| this DDPM, conditional on the true label | 1.234 ± 0.011 | 0.456 | 0.778 | 1,000 test digits |" in card
     assert "| 20 | 200 | 95.00% ± 0.50 | 90.00% ± 0.50 | 1.02 |" in card and "on 400 random test digits" in card
+
+
+def test_the_card_names_the_tutorial_by_an_address_that_works_on_the_hub(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path)
+    card = render_model_card(tmp_path, source_url="https://github.com/org/mnist-diffusion")
+    assert "[`docs/tutorial.ipynb`](https://github.com/org/mnist-diffusion/blob/main/docs/tutorial.ipynb)" in card
+    assert "](docs/tutorial.ipynb)" not in card  # relative to the model repo, where the notebook is not
+    assert "`docs/tutorial.ipynb` in the mnist-diffusion source" in render_model_card(tmp_path)

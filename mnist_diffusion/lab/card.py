@@ -188,6 +188,9 @@ def card_fields(model_dir: Path, repo_id: str, source_url: str | None) -> tuple[
         "repo_id": repo_id,
         "source_url": source_url,
         "made_with": f"[mnist-diffusion]({source_url})" if source_url else "mnist-diffusion",
+        # An absolute address: a link relative to the card would point into the model repo, where the notebook is not.
+        "tutorial": f"[`docs/tutorial.ipynb`]({source_url.rstrip('/')}/blob/main/docs/tutorial.ipynb)" if source_url
+        else "`docs/tutorial.ipynb` in the mnist-diffusion source",
         "steps": steps,
         "sampler": f" ({SAMPLER_NAMES[name]})" if (name := sampler_of(scheduler_config)) else "",
         "guidance": guidance,
