@@ -22,7 +22,7 @@ from ..images import make_grid, model_range_to_pil, pixels_to_model_range
 from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
 from .evaluation import DEFAULT_RULE
 from .inpainting_evaluation import INPAINT_JUMP_LENGTH, INPAINT_JUMP_N_SAMPLE, INPAINT_STEPS, bottom_half_task
-from .samplers import SAMPLERS, use_sampler
+from .samplers import SAMPLERS, sampler_of, use_sampler
 from .shipped import SHIPPED_MODEL
 
 DIGITS = list(range(10))
@@ -186,9 +186,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="The results JSON of scripts/evaluate_likelihood.py, for the zero-shot confusion matrix.")
     parser.add_argument("--output_dir", default=None, help="Where the figures go (default: MODEL/images).")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--grid_sampler", default="dpm", choices=sorted(SAMPLERS),
+    parser.add_argument("--grid_sampler", default=None, choices=sorted(SAMPLERS),
                         help="Sampler of the 10 × 10 sample grid (at its default steps and the model's default "
-                             "guidance); the reverse-process figures always show the full DDPM chain.")
+                             "guidance; default: the model's own when it stores a fast solver, else dpm); the "
+                             "reverse-process figures always show the full DDPM chain.")
     args = parser.parse_args(argv)
 
     output_dir = Path(args.output_dir or Path(args.model) / "images")
@@ -200,13 +201,23 @@ def main(argv: list[str] | None = None) -> None:
         steps_figure(pipe, seed=args.seed).save(output_dir / "steps.png")
         print(f"Figures written to {output_dir}")
         return
+    own_sampler = sampler_of(pipe.scheduler.config)
+    grid_sampler = args.grid_sampler or ("dpm" if own_sampler in (None, "ddpm") else own_sampler)
     grid_pipe = MNISTDDPMPipeline(**pipe.components)  # the same UNet, its own scheduler
     grid_pipe.set_progress_bar_config(disable=True)
-    grid_steps = use_sampler(grid_pipe, args.grid_sampler)
+    grid_steps = use_sampler(grid_pipe, grid_sampler)
+    if grid_steps is None and grid_sampler == own_sampler:
+        grid_steps = pipe.resolve_defaults()[0]  # the model's own sampler at its stored steps
     sample_grid(grid_pipe, seed=args.seed, num_inference_steps=grid_steps,
                 guidance_scale=pipe.config.default_guidance_scale).save(output_dir / "samples.png")
-    reverse_strip(reverse_process(pipe, seed=args.seed)).save(output_dir / "reverse_process.png")
-    reverse_animation(pipe, output_dir / "reverse_process.gif", seed=args.seed)
+    chain = MNISTDDPMPipeline(**pipe.components)  # the full DDPM chain of the model's noise schedule
+    chain.set_progress_bar_config(disable=True)
+    use_sampler(chain, "ddpm")
+    _, guidance_scale, guidance_interval = pipe.resolve_defaults()  # the model's stored guidance
+    chain_call = dict(num_inference_steps=chain.scheduler.config.num_train_timesteps, guidance_scale=guidance_scale,
+                      guidance_interval=guidance_interval)
+    reverse_strip(reverse_process(chain, seed=args.seed, **chain_call)).save(output_dir / "reverse_process.png")
+    reverse_animation(chain, output_dir / "reverse_process.gif", seed=args.seed, **chain_call)
     forward_process(pipe.scheduler, args.data_dir, seed=args.seed).save(output_dir / "forward_process.png")
     inpainting_figure(args.model, args.data_dir, seed=args.seed).save(output_dir / "inpainting.png")
     if args.sweep:
