@@ -152,4 +152,4 @@ def test_each_sampler_by_name_is_the_scheduler_it_names_and_switching_back_resto
     use_sampler(tiny_pipe, "dpm")
     assert isinstance(tiny_pipe.scheduler, DPMSolverMultistepScheduler)
     torch.testing.assert_close(draw(), ode, atol=0, rtol=0)
-    assert set(SAMPLERS) == {"ddpm", "ddim", "dpm", "dpm-sde", "lcm"}
+    assert set(SAMPLERS) == {"ddpm", "ddim", "dpm", "dpm-sde", "lcm", "tcd"}

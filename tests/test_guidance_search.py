@@ -11,9 +11,11 @@ from mnist_diffusion import ClassConditionedUNet, MNISTDDPMPipeline
 from mnist_diffusion.lab.evaluation import SetupError
 from mnist_diffusion.lab.evaluation.guidance_search import build_table, choose_from_table, store_guidance
 from mnist_diffusion.lab.guiders import guider_record, step_dependence
-from mnist_diffusion.lab.reporting import guidance_table
+from mnist_diffusion.lab.reporting import GUIDANCE_SEARCH_RESULTS, guidance_table
+from mnist_diffusion.lab.samplers import sampler_of
+from mnist_diffusion.lab.shipped import SHIPPED_MODEL
 
-from .conftest import TINY_UNET
+from .conftest import ROOT, TINY_UNET, documentation
 
 APG = {"class_name": "AdaptiveProjectedGuidance", "guidance_scale": 1.4, "eta": 0.0,
        "adaptive_projected_guidance_momentum": None}
@@ -133,7 +135,6 @@ def test_an_evaluation_of_a_pipeline_with_a_guider_records_the_guider(tmp_path, 
 
 def test_the_card_shows_the_search_table_when_the_model_folder_holds_it(tmp_path, tiny_pipe):
     from mnist_diffusion.lab.card import render_model_card
-    from mnist_diffusion.lab.reporting import GUIDANCE_SEARCH_RESULTS
 
     tiny_pipe.save_pretrained(tmp_path / "model")
     assert "### Which guidance" not in render_model_card(tmp_path / "model")
@@ -165,3 +166,15 @@ def test_side_by_side_timings_replace_the_evaluations_wall_times(tmp_path, tiny_
     apply_timings(table, {"AG|dpm|2": 0.3, "CFG|dpm|2": 0.2})
     assert [row["cost_vs_cfg"] for row in table["rows"]] == pytest.approx([1.0, 1.0, 1.5])
     assert "side by side" in table["timing"]
+
+
+def test_the_documented_search_table_is_the_committed_one_and_the_shipped_model_holds_it():
+    table = json.loads((ROOT / "benchmarks" / "guidance.json").read_text())
+    assert guidance_table(table) in documentation(), "the guidance table in docs/ is out of date"
+    assert json.loads((SHIPPED_MODEL / GUIDANCE_SEARCH_RESULTS).read_text()) == table
+    chosen = table["rows"][table["default"]["row"]]
+    index = json.loads((SHIPPED_MODEL / "model_index.json").read_text())
+    assert (index["default_guidance_scale"], index["default_guidance_interval"]) == (chosen["guidance_scale"],
+                                                                                     chosen["guidance_interval"])
+    scheduler_config = json.loads((SHIPPED_MODEL / "scheduler" / "scheduler_config.json").read_text())
+    assert sampler_of(scheduler_config) == chosen["sampler"]

@@ -38,9 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="LOW,HIGH: guide only the steps whose timestep t has LOW ≤ t ≤ HIGH (a single "
                              "conditional pass elsewhere), or 'all' for every step; the model's default when not given.")
     parser.add_argument("--scheduler", choices=sorted(SAMPLERS), default=None,
-                        help="Default: the model's own (the 1000-step DDPM chain of pretrained/mnist-ddpm, the 4-step "
-                             "LCM of pretrained/mnist-lcm). ddpm: the paper's chain; dpm: DPM-Solver++ (20 steps); "
-                             "ddim: DDIM (50); lcm: the sampler of a consistency-distilled model.")
+                        help="Default: the model's own at its stored steps (20 of DPM-Solver++ SDE for "
+                             "pretrained/mnist-ddpm, 4 of LCM for pretrained/mnist-lcm). ddpm: the paper's 1000-step "
+                             "chain; dpm: DPM-Solver++ (20 steps); dpm-sde: its SDE variant (20); ddim: DDIM (50); lcm: "
+                             "the sampler of a consistency-distilled model; tcd: its gamma-sampling.")
     parser.add_argument("--num_inference_steps", type=positive_int, default=None,
                         help="Denoising steps (sampler default).")
     parser.add_argument("--seed", type=number_argument(0, MAX_SEED, integer=True), default=0,
