@@ -8,12 +8,17 @@ guider and guidance UNet, into a model folder.
 
 import json
 import shutil
+import statistics
+import time
 from pathlib import Path
 
+import torch
+from diffusers import guiders
+
 from ..guiders import step_dependence
-from ..samplers import SAMPLERS
+from ..samplers import SAMPLERS, use_sampler
 from .default_rule import DEFAULT_RULE, choose_default, store_in_model_index, worst_digit_accuracy
-from .sampling import SetupError
+from .sampling import SetupError, load_pipeline
 
 # What must be equal for runs of different evaluations to share a table (their models differ on purpose).
 SHARED_KEYS = ("classifier_sha256", "num_samples", "seed", "samples_per_digit")
@@ -69,14 +74,6 @@ def time_settings(table: dict, batch_size: int = 100, repeats: int = 3) -> dict[
     draws `batch_size` digits, round after round (`repeats` rounds, interleaved so that a slower minute of the machine
     falls on all of them), and the median round counts. Keys are `"source|sampler|steps"`.
     """
-    import statistics
-    import time
-
-    import torch
-
-    from ..samplers import use_sampler
-    from .sampling import load_pipeline
-
     settings = {}
     for row in table["rows"]:
         key = f"{row['source']}|{row['sampler']}|{row['num_inference_steps']}"
@@ -141,8 +138,6 @@ def store_guidance(model_dir: str | Path, table: dict, row: dict) -> None:
     components = {}
     guider = source["guider"]
     if guider is not None:
-        from diffusers import guiders
-
         config = {key: value for key, value in guider.items() if key != "class_name"}
         getattr(guiders, guider["class_name"])(**config).save_pretrained(_fresh(model_dir / "guider.tmp"))
         _move_in(model_dir / "guider.tmp", model_dir / "guider")
