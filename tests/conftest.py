@@ -36,8 +36,8 @@ def tiny_pipe(tiny_unet):
 def synthetic_mnist(tmp_path_factory):
     """
     A data folder with a generated MNIST in the real IDX format (320 training and 100 test digits, see
-    `tests/synthetic_mnist.py`), for the tests whose behaviour does not depend on real digits, so that they run on a
-    machine without the real files.
+    `mnist_diffusion/lab/synthetic_mnist.py`), for the tests whose behaviour does not depend on real digits, so
+    that they run on a machine without the real files.
     """
     return write_synthetic_mnist(tmp_path_factory.mktemp("synthetic-mnist"))
 

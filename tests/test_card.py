@@ -200,7 +200,8 @@ def test_the_training_table_says_what_data_the_run_used(tiny_pipe, tmp_path):
         "args": {"train_batch_size": 128, "learning_rate": 0.001, "lr_scheduler": "cosine", "lr_warmup_steps": 5,
                  "cond_drop_prob": 0.1, "use_ema": False},
     }
-    # A generated data set of 320 images (as tests/synthetic_mnist.py writes), recorded by describe_training_data.
+    # A generated data set of 320 images (as mnist_diffusion/lab/synthetic_mnist.py writes), recorded by
+    # describe_training_data.
     (tmp_path / "training_config.json").write_text(json.dumps({
         **record, "data": {"data_set": "the data set declared in x/checksums.json", "num_train_images": 320}}))
     card = render_model_card(tmp_path)

@@ -1,5 +1,5 @@
 """Tests of `mnist_diffusion/lab/training/classifier.py`: the augmentation, a tiny training run on the generated MNIST of
-`tests/synthetic_mnist.py`, its time budget and its options."""
+`mnist_diffusion/lab/synthetic_mnist.py`, its time budget and its options."""
 
 import hashlib
 import json

@@ -554,7 +554,7 @@ def test_a_data_dir_that_is_a_file_is_named(tmp_path):
 
 def test_a_declared_data_set_loads_with_its_own_checksums(synthetic_mnist):
     # What the real-file tests check of the loader, on a machine without the real files: the generated set of
-    # tests/synthetic_mnist.py, in the same format, passes with the checksums it declares.
+    # mnist_diffusion/lab/synthetic_mnist.py, in the same format, passes with the checksums it declares.
     images, labels = load_mnist(synthetic_mnist, "train", download=False)
     assert images.shape == (320, 28, 28) and images.dtype == torch.uint8
     assert labels.shape == (320,) and labels.dtype == torch.int64

@@ -1,4 +1,4 @@
-"""Tests of `mnist_diffusion/lab/training/distillation.py` on a tiny teacher and the generated MNIST of `tests/synthetic_mnist.py`:
+"""Tests of `mnist_diffusion/lab/training/distillation.py` on a tiny teacher and the generated MNIST of `mnist_diffusion/lab/synthetic_mnist.py`:
 the method's pieces against diffusers' own schedulers, the loss, the boundary condition, the run (options, kill and
 resume, the folder it writes)."""
 

@@ -1,4 +1,4 @@
-"""Tests of `mnist_diffusion/lab/training/` (the DDPM job and the shared pieces), on the generated MNIST of `tests/synthetic_mnist.py`: what they check (the
+"""Tests of `mnist_diffusion/lab/training/` (the DDPM job and the shared pieces), on the generated MNIST of `mnist_diffusion/lab/synthetic_mnist.py`: what they check (the
 loop, checkpoints, resuming, two processes, the options, what is recorded and pushed) does not depend on real digits,
 so they run wherever the tests do."""
 
