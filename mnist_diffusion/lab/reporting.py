@@ -178,6 +178,27 @@ def students_table(results: dict, steps: tuple[int, int, int] = (1, 2, 4)) -> st
     return "\n".join(rows)
 
 
+def levers_table(results: dict) -> str:
+    """
+    The levers of a student comparison: each run's mean accuracy over 1, 2 and 4 LCM steps against the baseline's,
+    its 4-step change, its accuracy with TCD (γ 0.3) at 2 and 4 steps where measured, and whether the rule keeps it.
+    """
+    rows_by_name = {row["name"]: row for row in results["runs"]}
+
+    def tcd(name: str, steps: int) -> str:
+        run = rows_by_name[name].get("evaluation_tcd", {}).get(str(steps))
+        return "" if run is None else f"{100 * run['accuracy']:.2f}%"
+
+    rows = [[results["baseline"], "none (the baseline)",
+             f"{100 * lever['baseline_mean_accuracy']:.2f}%", "", tcd(results["baseline"], 2),
+             tcd(results["baseline"], 4), ""] for lever in results["levers"][:1]]
+    rows += [[lever["name"], lever["change"], f"{100 * lever['mean_accuracy']:.2f}%",
+              f"{100 * lever['four_step_change']:+.2f}", tcd(lever["name"], 2), tcd(lever["name"], 4),
+              "**kept**" if lever["kept"] else "not kept"] for lever in results["levers"]]
+    return markdown_table(["run", "change", "mean accuracy, 1/2/4 LCM steps", "4 steps vs baseline (points)",
+                           "TCD 2 steps", "TCD 4 steps", "by the rule"], rows)
+
+
 def guidance_table(table: dict) -> str:
     """
     The guidance search (benchmarks/guidance.py): one row per setting (its guidance, sampler and steps, scale,
