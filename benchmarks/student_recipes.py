@@ -19,15 +19,22 @@ With `--candidates`, apply that rule's shipping half instead: which of the stude
     python benchmarks/student_recipes.py --candidates benchmarks/student_recipes.json:shipped \
         benchmarks/final_student/students.json:final --teacher_table benchmarks/guidance.json \
         --output benchmarks/final_student/choice.json
+
+With `--store CHOICE`, write what that choice ships: each chosen student whose run folder `--runs` names becomes
+`pretrained/mnist-lcm` (or `-1step`), storing the chosen steps and sampler; its evaluations, figures and card are
+made afterwards by the usual scripts. A chosen student without a run folder (the one shipped now) keeps its folder,
+with the chosen steps and sampler stored in it.
 """
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from recipes import check_runs, name_and_folder, recipe_change
 
-from mnist_diffusion.lab.evaluation import worst_digit_accuracy
+from mnist_diffusion.lab.evaluation import store_in_model_index, worst_digit_accuracy
+from mnist_diffusion.lab.evaluation.guidance_search import fresh_folder, move_in, store_sampler
 from mnist_diffusion.lab.reporting import levers_table, students_table
 from mnist_diffusion.lab.training.distillation import build_parser
 
@@ -170,6 +177,29 @@ def choose_students(candidates: dict[str, dict], teacher_table: dict) -> dict:
     return choice
 
 
+# What a student's folder keeps from its run: the pipeline and the run's record (not checkpoints, logs or samples).
+STUDENT_FILES = ("model_index.json", "unet", "scheduler", "training_config.json")
+
+
+def store_student(run_dir: Path | None, model_dir: Path, steps: int, sampler: str) -> None:
+    """
+    Make `model_dir` the student of `run_dir` (a `scripts/distill.py` output), or keep its own student when `run_dir`
+    is None, storing `steps` as its default and `sampler` ("lcm" or "tcd") as its scheduler. A new student is put
+    together beside `model_dir` and moved in whole, so an interruption leaves the old one; its evaluation/ and images/
+    are not carried over (they describe the old student).
+    """
+    if run_dir is None:
+        scheduler, steps = store_sampler(model_dir, sampler, steps)
+        store_in_model_index(model_dir, scheduler=scheduler, default_num_inference_steps=steps)
+        return
+    staging = fresh_folder(model_dir.with_name(model_dir.name + ".tmp"))
+    for name in STUDENT_FILES:
+        (shutil.copytree if (run_dir / name).is_dir() else shutil.copy2)(run_dir / name, staging / name)
+    scheduler, steps = store_sampler(staging, sampler, steps)
+    store_in_model_index(staging, scheduler=scheduler, default_num_inference_steps=steps)
+    move_in(staging, model_dir)
+
+
 def candidate_row(text: str) -> tuple[str, dict]:
     """`FILE:NAME` → (NAME, the row named NAME in the comparison FILE)."""
     path, _, name = text.rpartition(":")
@@ -190,7 +220,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher_table", default="benchmarks/guidance.json",
                         help="The guidance table whose stored default is the teacher (with --candidates).")
     parser.add_argument("--output", default="benchmarks/student_recipes.json", help="Where to write the comparison.")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="A choice this script wrote: store its students (their run folders named by --runs) in "
+                             "--pretrained_dir.")
+    parser.add_argument("--pretrained_dir", type=Path, default=Path("pretrained"))
     args = parser.parse_args(argv)
+    if args.store is not None:
+        choice, runs = json.loads(args.store.read_text()), dict(args.runs or [])
+        for folder in ("mnist-lcm", "mnist-lcm-1step"):
+            if choice[folder] is not None:
+                chosen = choice[folder]
+                store_student(runs.get(chosen["name"]), args.pretrained_dir / folder, chosen["num_inference_steps"],
+                              chosen["sampler"])
+                print(f"{args.pretrained_dir / folder}: {chosen['name']} at {chosen['num_inference_steps']} "
+                      f"{chosen['sampler']} step(s)")
+        return
     if args.candidates:
         if args.runs:
             parser.error("give --runs (a comparison) or --candidates (the shipping choice), not both")

@@ -169,3 +169,35 @@ def test_a_candidate_names_a_row_of_a_committed_comparison(tmp_path, capsys):
     with pytest.raises(SystemExit):
         student_recipes.main(["--candidates", f"{comparison}:other", "--output", str(out)])
     assert f"{comparison} has no run 'other' (it has final)" in capsys.readouterr().err
+
+
+def test_the_choice_is_stored_as_pretrained_folders(tmp_path, tiny_pipe):
+    """A chosen run becomes the folder, with its steps and sampler, without its checkpoints or the old folder's
+    evaluations; a chosen student without a run folder (the shipped one) keeps its weights and takes the steps."""
+    from diffusers import LCMScheduler
+
+    from mnist_diffusion import MNISTDDPMPipeline
+
+    def student(folder):
+        MNISTDDPMPipeline(unet=tiny_pipe.unet, scheduler=LCMScheduler.from_config(tiny_pipe.scheduler.config),
+                          default_num_inference_steps=4).save_pretrained(folder)
+        (folder / "training_config.json").write_text("{}")
+        return folder
+
+    run = student(tmp_path / "run")
+    (run / "checkpoints").mkdir()
+    pretrained = tmp_path / "pretrained"
+    (student(pretrained / "mnist-lcm") / "evaluation").mkdir()
+    student(pretrained / "mnist-lcm-1step")
+    choice = {"mnist-lcm": {"name": "final", "num_inference_steps": 2, "sampler": "tcd"},
+              "mnist-lcm-1step": {"name": "shipped", "num_inference_steps": 1, "sampler": "lcm"}}
+    (tmp_path / "choice.json").write_text(json.dumps(choice))
+    student_recipes.main(["--store", str(tmp_path / "choice.json"), "--runs", f"final={run}",
+                          "--pretrained_dir", str(pretrained)])
+    assert sorted(path.name for path in (pretrained / "mnist-lcm").iterdir()) == [
+        "model_index.json", "scheduler", "training_config.json", "unet"]
+    stored = MNISTDDPMPipeline.from_pretrained(pretrained / "mnist-lcm")
+    assert type(stored.scheduler).__name__ == "TCDScheduler" and stored.config.default_num_inference_steps == 2
+    kept = MNISTDDPMPipeline.from_pretrained(pretrained / "mnist-lcm-1step")
+    assert type(kept.scheduler).__name__ == "LCMScheduler" and kept.config.default_num_inference_steps == 1
+    assert not list(pretrained.glob("*.tmp")) and not list(pretrained.glob("*.old"))

@@ -139,15 +139,15 @@ def store_guidance(model_dir: str | Path, table: dict, row: dict) -> None:
     guider = source["guider"]
     if guider is not None:
         config = {key: value for key, value in guider.items() if key != "class_name"}
-        getattr(guiders, guider["class_name"])(**config).save_pretrained(_fresh(model_dir / "guider.tmp"))
-        _move_in(model_dir / "guider.tmp", model_dir / "guider")
+        getattr(guiders, guider["class_name"])(**config).save_pretrained(fresh_folder(model_dir / "guider.tmp"))
+        move_in(model_dir / "guider.tmp", model_dir / "guider")
         components["guider"] = ["diffusers", guider["class_name"]]
     guide = source["guidance_unet"]
     if guide is not None:
-        staging = _fresh(model_dir / "guidance_unet.tmp")
+        staging = fresh_folder(model_dir / "guidance_unet.tmp")
         for name in ("config.json", "diffusion_pytorch_model.safetensors"):
             shutil.copy2(Path(guide) / name, staging / name)
-        _move_in(staging, model_dir / "guidance_unet")
+        move_in(staging, model_dir / "guidance_unet")
         components["guidance_unet"] = ["mnist_diffusion.unet_mnist", "ClassConditionedUNet"]
     components["scheduler"], steps = store_sampler(model_dir, row["sampler"], row["num_inference_steps"])
     dropped = tuple(name for name in ("guider", "guidance_unet") if name not in components)
@@ -174,20 +174,22 @@ def store_sampler(model_dir: Path, sampler: str, num_inference_steps: int) -> tu
     if current["_class_name"] != scheduler_class.__name__ or any(current.get(key) != value
                                                                   for key, value in settings.items()):
         own = {key: value for key, value in current.items() if not key.startswith("_")}
-        scheduler_class.from_config(own, **settings).save_pretrained(_fresh(model_dir / "scheduler.tmp"))
-        _move_in(model_dir / "scheduler.tmp", model_dir / "scheduler")
+        scheduler_class.from_config(own, **settings).save_pretrained(fresh_folder(model_dir / "scheduler.tmp"))
+        move_in(model_dir / "scheduler.tmp", model_dir / "scheduler")
     full_chain = sampler == "ddpm" and num_inference_steps == current.get("num_train_timesteps")
     return [library, scheduler_class.__name__], None if full_chain else num_inference_steps
 
 
-def _fresh(path: Path) -> Path:
+def fresh_folder(path: Path) -> Path:
+    """`path` as a new empty folder (whatever was there removed): where a component is put together."""
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
 
 
-def _move_in(staging: Path, target: Path) -> None:
+def move_in(staging: Path, target: Path) -> None:
+    """Put the folder `staging` in place of `target` by renames (the old one is removed only once the new is in)."""
     if target.exists():
         old = target.with_name(target.name + ".old")
         if old.exists():
