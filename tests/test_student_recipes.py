@@ -61,10 +61,14 @@ def test_a_missing_evaluation_is_a_usage_error_naming_the_distillation_script(tm
         capsys.readouterr().err)
 
 
-def test_the_docs_carry_the_committed_comparison():
-    results = json.loads((ROOT / "benchmarks" / "student_recipes.json").read_text())
+@pytest.mark.parametrize("name", ["student_recipes.json", "student_levers.json"])
+def test_the_docs_carry_the_committed_comparison(name):
+    results = json.loads((ROOT / "benchmarks" / name).read_text())
     assert results["runs"][0]["name"] == results["baseline"]
-    assert student_recipes.students_table(results) in documentation(), "the table is out of date"
+    assert student_recipes.students_table(results) in documentation(), f"the table of {name} is out of date"
+    if "levers" in results:
+        assert results["levers"] == student_recipes.lever_decisions(results), "the decisions are not the rule's"
+        assert student_recipes.levers_table(results) in documentation(), f"the levers of {name} are out of date"
 
 
 def test_the_docs_carry_the_one_step_students_measured_rows():
