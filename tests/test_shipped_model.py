@@ -1,6 +1,7 @@
 """End-to-end checks of what the repository ships: the trained pipeline, its distilled few-step student and the
 evaluation classifier."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,8 @@ import torch
 from mnist_diffusion import MNISTDDPMPipeline
 from mnist_diffusion.lab.samplers import use_sampler
 from mnist_diffusion.lab.shipped import SHIPPED_MODEL, SHIPPED_STUDENT
+
+from .conftest import ROOT
 
 SHIPPED_CLASSIFIER = SHIPPED_MODEL.parent / "mnist-classifier"
 needs_model = pytest.mark.skipif(not (SHIPPED_MODEL / "model_index.json").is_file(),
@@ -67,13 +70,15 @@ def test_shipped_student_is_a_small_pipeline_that_loads_with_lcm_scheduler():
     assert (SHIPPED_STUDENT / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size <= 10 * 2**20
     pipe = MNISTDDPMPipeline.from_pretrained(SHIPPED_STUDENT)
     assert isinstance(pipe.scheduler, LCMScheduler)
-    assert pipe.resolve_defaults() == (4, 1.0, None)
+    # The steps and sampler are those the shipping rule of docs/distillation.md chose (benchmarks/ict_student/).
+    chosen = json.loads((ROOT / "benchmarks" / "ict_student" / "choice.json").read_text())["mnist-lcm"]
+    assert chosen["sampler"] == "lcm" and pipe.resolve_defaults() == (chosen["num_inference_steps"], 1.0, None)
 
 
 @needs_student
 @needs_classifier
-def test_shipped_student_draws_the_requested_digits_in_four_steps():
-    """The student's quality gate: at its default 4 steps, ≥ 97% of 20 digits per class are read as requested."""
+def test_shipped_student_draws_the_requested_digits_at_its_stored_steps():
+    """The student's quality gate: at its stored steps, ≥ 97% of 20 digits per class are read as requested."""
     from mnist_diffusion.lab.classifier import DigitClassifier
 
     pipe = MNISTDDPMPipeline.from_pretrained(SHIPPED_STUDENT)
@@ -82,7 +87,7 @@ def test_shipped_student_draws_the_requested_digits_in_four_steps():
     calls = []
     pipe.unet.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
     images = pipe(labels=labels, generator=torch.Generator().manual_seed(0), output_type="pt").images
-    assert calls == [200] * 4  # four steps, one conditional pass each
+    assert calls == [200] * pipe.config.default_num_inference_steps  # one conditional pass per step
     predicted = DigitClassifier.from_pretrained(SHIPPED_CLASSIFIER).predict(images)
     accuracy = (predicted == labels).float().mean().item()
     assert accuracy >= 0.97, f"only {accuracy:.1%} of the student's digits are read as requested"
