@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "conditional pass elsewhere), or 'all' for every step; the model's default when not given.")
     parser.add_argument("--scheduler", choices=sorted(SAMPLERS), default=None,
                         help="Default: the model's own at its stored steps (20 of DPM-Solver++ SDE for "
-                             "pretrained/mnist-ddpm, 4 of LCM for pretrained/mnist-lcm). ddpm: the paper's 1000-step "
+                             "pretrained/mnist-ddpm, 2 of LCM for pretrained/mnist-lcm). ddpm: the paper's 1000-step "
                              "chain; dpm: DPM-Solver++ (20 steps); dpm-sde: its SDE variant (20); ddim: DDIM (50); lcm: "
                              "the sampler of a consistency-distilled model; tcd: its gamma-sampling.")
     parser.add_argument("--num_inference_steps", type=positive_int, default=None,

@@ -9,7 +9,7 @@ from ..pipeline_mnist_ddpm import MNISTDDPMPipeline
 from ..scheduling_mnist_ddpm import MNISTDDPMScheduler
 
 # name → (scheduler class, steps used when none are asked for, config values it sets). None: the pipeline's stored
-# default, or else the full chain (1000 for the DDPM); the consistency-distilled student (pretrained/mnist-lcm) stores 4
+# default, or else the full chain (1000 for the DDPM); the consistency-distilled student (pretrained/mnist-lcm) stores 2
 # for its LCMScheduler. "dpm-sde" is DPM-Solver++'s stochastic variant (fresh noise at every step); "tcd" is the
 # γ-sampling of a consistency student (Zheng et al., 2024; γ is the call's `eta`, by default the pipeline's `default_eta`).
 SAMPLERS = {
