@@ -17,8 +17,8 @@ With `--candidates`, apply that rule's shipping half instead: which of the stude
 `FILE:NAME`) ships as `pretrained/mnist-lcm`, at which steps and sampler, and which as `pretrained/mnist-lcm-1step`:
 
     python benchmarks/student_recipes.py --candidates benchmarks/student_recipes.json:shipped \
-        benchmarks/final_student/students.json:final --teacher_table benchmarks/guidance.json \
-        --output benchmarks/final_student/choice.json
+        benchmarks/ict_student/students.json:final --teacher_table benchmarks/guidance.json \
+        --output benchmarks/ict_student/choice.json
 
 With `--store CHOICE`, write what that choice ships: each chosen student whose run folder `--runs` names becomes
 `pretrained/mnist-lcm` (or `-1step`), storing the chosen steps and sampler; its evaluations, figures and card are

@@ -16,11 +16,12 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark import machine_info  # noqa: E402
+from benchmark import Timing, machine_info, run_interleaved  # noqa: E402
 
 from mnist_diffusion import MNISTDDPMPipeline  # noqa: E402
 from mnist_diffusion.lab.samplers import sampler_of  # noqa: E402
@@ -53,16 +54,19 @@ def settings_to_time(teacher: Path, students: list[Path]) -> dict[str, tuple[MNI
 
 
 def time_settings(settings: dict[str, tuple[MNISTDDPMPipeline, dict]], rounds: int, calls: int) -> dict[str, list]:
-    """Seconds per call of each setting, one entry per round after a warm-up round, interleaved."""
-    seconds = {name: [] for name in settings}
-    for round_index in range(rounds + 1):
-        for name, (pipe, kwargs) in settings.items():
-            start = time.perf_counter()
-            for _ in range(calls):
-                pipe(labels=[LABEL], generator=torch.Generator().manual_seed(SEED), **kwargs)
-            if round_index > 0:
-                seconds[name].append((time.perf_counter() - start) / calls)
-    return seconds
+    """Seconds per call of each setting, one entry per round after a warm-up round, interleaved (the benchmark's
+    `run_interleaved`)."""
+
+    def seconds_per_call(pipe: MNISTDDPMPipeline, kwargs: dict) -> float:
+        start = time.perf_counter()
+        for _ in range(calls):
+            pipe(labels=[LABEL], generator=torch.Generator().manual_seed(SEED), **kwargs)
+        return (time.perf_counter() - start) / calls
+
+    timings = {name: Timing(lambda pipe=pipe, kwargs=kwargs: seconds_per_call(pipe, kwargs), "s")
+               for name, (pipe, kwargs) in settings.items()}
+    run_interleaved(timings, SimpleNamespace(warmup_rounds=1, repeats=rounds))
+    return {name: timing.seconds for name, timing in timings.items()}
 
 
 def summarize(seconds: dict[str, list]) -> dict:
@@ -106,9 +110,9 @@ def main(argv: list[str] | None = None) -> None:
                                                                    *(argv if argv is not None else sys.argv[1:])])},
                "rounds": args.rounds, "calls": args.calls, "label": LABEL, "seconds_per_call": seconds,
                "summary": summarize(seconds)}
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(args.output)
+    temporary = args.output.with_name(args.output.name + ".tmp")
+    temporary.write_text(json.dumps(results, indent=2) + "\n")
+    temporary.replace(args.output)  # a reader sees the old result or the new one
     print(speed_table(results))
 
 

@@ -189,9 +189,10 @@ def levers_table(results: dict) -> str:
         run = rows_by_name[name].get("evaluation_tcd", {}).get(str(steps))
         return "" if run is None else f"{100 * run['accuracy']:.2f}%"
 
-    rows = [[results["baseline"], "none (the baseline)",
-             f"{100 * lever['baseline_mean_accuracy']:.2f}%", "", tcd(results["baseline"], 2),
-             tcd(results["baseline"], 4), ""] for lever in results["levers"][:1]]
+    levers = results["levers"]
+    baseline_mean = f"{100 * levers[0]['baseline_mean_accuracy']:.2f}%" if levers else ""
+    rows = [[results["baseline"], "none (the baseline)", baseline_mean, "", tcd(results["baseline"], 2),
+             tcd(results["baseline"], 4), ""]]
     rows += [[lever["name"], lever["change"], f"{100 * lever['mean_accuracy']:.2f}%",
               f"{100 * lever['four_step_change']:+.2f}", tcd(lever["name"], 2), tcd(lever["name"], 4),
               "**kept**" if lever["kept"] else "not kept"] for lever in results["levers"]]
